@@ -1,0 +1,1 @@
+"""fusecc: an operator-fusion compiler for ONNX models."""

@@ -1,0 +1,372 @@
+"""Translates a loop-level module into LLVM IR with ``llvmlite.ir``.
+
+Kernels become ``void name(ptr bufs, ptr dims, i64 begin, i64 end)``: the
+buffers arrive as an array of pointers, ``dims`` carries run-time sizes for
+kernels with symbolic extents, and [begin, end) is the slice of the outermost
+(parallel) loop to run, so a runtime can split a kernel across threads. The
+graph becomes ``void fusecc_main(ptr inputs, ptr outputs, ptr weights, ptr
+workspace)``, which launches the kernels in order. Weights are laid out in one
+blob (64-byte aligned) that the caller passes in; ``weights_blob`` returns it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from llvmlite import ir
+
+from fusecc.ir.core import FuncOp, IRError, Module, Operation, Value
+from fusecc.ir.types import DType, MemRefType, ScalarType
+
+ENTRY = "fusecc_main"
+ALIGN = 64
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+PTR = ir.PointerType()
+F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
+
+_SCALAR = {DType.F16: F16, DType.F32: F32, DType.F64: F64, DType.I1: I1, DType.I8: I8, DType.U8: I8,
+           DType.I16: ir.IntType(16), DType.U16: ir.IntType(16), DType.I32: I32, DType.U32: I32,
+           DType.I64: I64, DType.U64: I64, DType.INDEX: I64}
+
+#: math ops with an LLVM intrinsic
+_INTRINSIC = {"exp": "llvm.exp", "log": "llvm.log", "sqrt": "llvm.sqrt", "sin": "llvm.sin", "cos": "llvm.cos",
+              "tan": "llvm.tan", "asin": "llvm.asin", "acos": "llvm.acos", "atan": "llvm.atan",
+              "sinh": "llvm.sinh", "cosh": "llvm.cosh", "tanh": "llvm.tanh", "floor": "llvm.floor",
+              "ceil": "llvm.ceil", "roundeven": "llvm.roundeven", "absf": "llvm.fabs"}
+#: math ops called in libm (name for f64; ``f`` suffix for f32)
+_LIBM = {"erf": "erf", "log1p": "log1p", "expm1": "expm1", "asinh": "asinh", "acosh": "acosh", "atanh": "atanh"}
+
+
+def scalar_type(dtype: DType) -> ir.Type:
+    return _SCALAR[dtype]
+
+
+def memory_type(dtype: DType) -> ir.Type:
+    """How an element is stored: bools take a byte, as in numpy."""
+    return I8 if dtype is DType.I1 else _SCALAR[dtype]
+
+
+@dataclass
+class WeightLayout:
+    offsets: dict[int, int]
+    size: int
+    arrays: list[tuple[int, np.ndarray]]
+
+    def blob(self) -> bytes:
+        data = bytearray(self.size)
+        for offset, array in self.arrays:
+            raw = np.ascontiguousarray(array).tobytes()
+            data[offset:offset + len(raw)] = raw
+        return bytes(data)
+
+
+def layout_weights(main: FuncOp) -> WeightLayout:
+    """Offsets of every ``kernel.weight`` in the blob; identical resources share storage."""
+    offsets, arrays, by_resource, size = {}, [], {}, 0
+    for op in main.body.ops:
+        if op.name != "kernel.weight":
+            continue
+        attr = op.attr("value")
+        key = attr.resource
+        if key is not None and key in by_resource:
+            offsets[id(op)] = by_resource[key]
+            continue
+        array = attr.value
+        offsets[id(op)] = size
+        if key is not None:
+            by_resource[key] = size
+        arrays.append((size, array))
+        size += (max(array.nbytes, 1) + ALIGN - 1) // ALIGN * ALIGN
+    return WeightLayout(offsets, size, arrays)
+
+
+class _FunctionEmitter:
+    def __init__(self, module: ir.Module, func: ir.Function):
+        self.module = module
+        self.func = func
+        self.entry = func.append_basic_block("entry")
+        self.builder = ir.IRBuilder(self.entry)
+        self.values: dict[int, ir.Value] = {}
+
+    def alloca(self, ty: ir.Type, count: int) -> ir.Value:
+        with self.builder.goto_entry_block():
+            if self.builder.block.instructions:
+                self.builder.position_before(self.builder.block.instructions[0])
+            return self.builder.alloca(ty, count)
+
+    def intrinsic(self, name: str, ty: ir.Type, arity: int = 1) -> ir.Function:
+        suffix = {F32: "f32", F64: "f64", F16: "f16"}[ty]
+        full = f"{name}.{suffix}"
+        existing = self.module.globals.get(full)
+        if existing is not None:
+            return existing
+        return ir.Function(self.module, ir.FunctionType(ty, [ty] * arity), name=full)
+
+    def libm(self, name: str, ty: ir.Type) -> ir.Function:
+        if ty == F16:
+            raise IRError(f"math.{name} is not available for f16")
+        full = name + ("f" if ty == F32 else "")
+        existing = self.module.globals.get(full)
+        if existing is not None:
+            return existing
+        return ir.Function(self.module, ir.FunctionType(ty, [ty]), name=full)
+
+    def __getitem__(self, value: Value) -> ir.Value:
+        return self.values[id(value)]
+
+    def block(self, ops) -> None:
+        for op in ops:
+            self.op(op)
+
+    def op(self, op: Operation) -> None:
+        handler = _HANDLERS.get(op.name)
+        if handler is not None:
+            handler(self, op)
+            return
+        prefix, _, short = op.name.partition(".")
+        if prefix == "math" and short in _INTRINSIC:
+            x = self[op.operands[0]]
+            self.set(op, self.builder.call(self.intrinsic(_INTRINSIC[short], x.type), [x]))
+        elif prefix == "math" and short in _LIBM:
+            x = self[op.operands[0]]
+            self.set(op, self.builder.call(self.libm(_LIBM[short], x.type), [x]))
+        elif op.name in _BINARY:
+            a, b = self[op.operands[0]], self[op.operands[1]]
+            self.set(op, _BINARY[op.name](self, a, b))
+        else:
+            raise IRError(f"{op.describe()}: no LLVM translation for this op")
+
+    def set(self, op: Operation, value: ir.Value) -> None:
+        self.values[id(op.result)] = value
+
+
+def _for(fe: _FunctionEmitter, op: Operation) -> None:
+    b = fe.builder
+    lo, hi = fe[op.operands[0]], fe[op.operands[1]]
+    pre = b.block
+    header = fe.func.append_basic_block("loop.header")
+    body = fe.func.append_basic_block("loop.body")
+    exit_block = fe.func.append_basic_block("loop.exit")
+    b.branch(header)
+    b.position_at_end(header)
+    iv = b.phi(I64, name="i")
+    iv.add_incoming(lo, pre)
+    b.cbranch(b.icmp_signed("<", iv, hi), body, exit_block)
+    b.position_at_end(body)
+    fe.values[id(op.body.args[0])] = iv
+    fe.block(op.body.ops)
+    step = b.add(iv, ir.Constant(I64, op.attr("step", 1)), flags=["nsw"])
+    iv.add_incoming(step, b.block)
+    b.branch(header)
+    b.position_at_end(exit_block)
+
+
+def _element_ptr(fe: _FunctionEmitter, buffer: Value, index: Value) -> ir.Value:
+    ty = memory_type(buffer.type.dtype)
+    return fe.builder.gep(fe[buffer], [fe[index]], inbounds=True, source_etype=ty)
+
+
+def _load(fe, op):
+    dtype = op.operands[0].type.dtype
+    value = fe.builder.load(_element_ptr(fe, op.operands[0], op.operands[1]), typ=memory_type(dtype))
+    if dtype is DType.I1:
+        value = fe.builder.icmp_unsigned("!=", value, ir.Constant(I8, 0))
+    fe.set(op, value)
+
+
+def _store(fe, op):
+    value, buffer, index = op.operands
+    llvm_value = fe[value]
+    if buffer.type.dtype is DType.I1:
+        llvm_value = fe.builder.zext(llvm_value, I8)
+    fe.builder.store(llvm_value, _element_ptr(fe, buffer, index))
+
+
+def _alloca(fe, op):
+    t = op.result.type
+    fe.set(op, fe.alloca(memory_type(t.dtype), t.num_elements))
+
+
+def _constant(fe, op):
+    dtype = op.result.type.dtype
+    value = op.attr("value")
+    if dtype.is_float:
+        fe.set(op, ir.Constant(scalar_type(dtype), float(value)))
+    else:
+        bits = dtype.bits
+        fe.set(op, ir.Constant(scalar_type(dtype), int(value) & ((1 << bits) - 1)))
+
+
+def _cmp(fe, op):
+    a, b = fe[op.operands[0]], fe[op.operands[1]]
+    pred = op.attr("predicate")
+    builder = fe.builder
+    if op.name == "arith.cmpf":
+        symbols = {"oeq": "==", "one": "!=", "olt": "<", "ole": "<=", "ogt": ">", "oge": ">="}
+        if pred in symbols:
+            fe.set(op, builder.fcmp_ordered(symbols[pred], a, b))
+        elif pred == "une":
+            fe.set(op, builder.fcmp_unordered("!=", a, b))
+        else:
+            fe.set(op, builder.fcmp_unordered("uno", a, b) if pred == "uno" else builder.fcmp_ordered("ord", a, b))
+        return
+    symbols = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+    if pred in ("eq", "ne"):
+        fe.set(op, builder.icmp_signed(symbols[pred], a, b))
+    elif pred.startswith("s"):
+        fe.set(op, builder.icmp_signed(symbols[pred[1:]], a, b))
+    else:
+        fe.set(op, builder.icmp_unsigned(symbols[pred[1:]], a, b))
+
+
+def _select(fe, op):
+    c, a, b = (fe[v] for v in op.operands)
+    fe.set(op, fe.builder.select(c, a, b))
+
+
+def _cast(fe, op):
+    src, dst = op.operands[0].type.dtype, op.result.type.dtype
+    x = fe[op.operands[0]]
+    b = fe.builder
+    to = scalar_type(dst)
+    if src is dst or (scalar_type(src) == to and src.is_signed == dst.is_signed):
+        result = x if scalar_type(src) == to else b.bitcast(x, to)
+    elif dst is DType.I1:
+        result = b.fcmp_unordered("!=", x, ir.Constant(x.type, 0.0)) if src.is_float else \
+            b.icmp_unsigned("!=", x, ir.Constant(x.type, 0))
+    elif src.is_float and dst.is_float:
+        result = b.fpext(x, to) if dst.bits > src.bits else b.fptrunc(x, to)
+    elif src.is_float:
+        result = b.fptosi(x, to) if dst.is_signed else b.fptoui(x, to)
+    elif dst.is_float:
+        result = b.sitofp(x, to) if src.is_signed and src is not DType.I1 else b.uitofp(x, to)
+    elif dst.bits > src.bits:
+        result = b.sext(x, to) if src.is_signed and src is not DType.I1 else b.zext(x, to)
+    elif dst.bits < src.bits:
+        result = b.trunc(x, to)
+    else:
+        result = x
+    fe.set(op, result)
+
+
+def _powf(fe, a, b):
+    return fe.builder.call(fe.intrinsic("llvm.pow", a.type, 2), [a, b])
+
+
+def _atan2(fe, a, b):
+    return fe.builder.call(fe.intrinsic("llvm.atan2", a.type, 2), [a, b])
+
+
+def _smax(fe, a, b):
+    return fe.builder.select(fe.builder.icmp_signed(">", a, b), a, b)
+
+
+def _smin(fe, a, b):
+    return fe.builder.select(fe.builder.icmp_signed("<", a, b), a, b)
+
+
+def _umax(fe, a, b):
+    return fe.builder.select(fe.builder.icmp_unsigned(">", a, b), a, b)
+
+
+def _umin(fe, a, b):
+    return fe.builder.select(fe.builder.icmp_unsigned("<", a, b), a, b)
+
+
+def _fmax(fe, a, b):
+    return fe.builder.call(fe.intrinsic("llvm.maxnum", a.type, 2), [a, b])
+
+
+def _fmin(fe, a, b):
+    return fe.builder.call(fe.intrinsic("llvm.minnum", a.type, 2), [a, b])
+
+
+_BINARY = {
+    "arith.addf": lambda fe, a, b: fe.builder.fadd(a, b), "arith.subf": lambda fe, a, b: fe.builder.fsub(a, b),
+    "arith.mulf": lambda fe, a, b: fe.builder.fmul(a, b), "arith.divf": lambda fe, a, b: fe.builder.fdiv(a, b),
+    "arith.remf": lambda fe, a, b: fe.builder.frem(a, b), "arith.maxf": _fmax, "arith.minf": _fmin,
+    "math.powf": _powf, "math.atan2": _atan2,
+    "arith.addi": lambda fe, a, b: fe.builder.add(a, b), "arith.subi": lambda fe, a, b: fe.builder.sub(a, b),
+    "arith.muli": lambda fe, a, b: fe.builder.mul(a, b), "arith.divsi": lambda fe, a, b: fe.builder.sdiv(a, b),
+    "arith.divui": lambda fe, a, b: fe.builder.udiv(a, b), "arith.remsi": lambda fe, a, b: fe.builder.srem(a, b),
+    "arith.remui": lambda fe, a, b: fe.builder.urem(a, b), "arith.maxsi": _smax, "arith.minsi": _smin,
+    "arith.maxui": _umax, "arith.minui": _umin,
+    "arith.andi": lambda fe, a, b: fe.builder.and_(a, b), "arith.ori": lambda fe, a, b: fe.builder.or_(a, b),
+    "arith.xori": lambda fe, a, b: fe.builder.xor(a, b), "arith.shli": lambda fe, a, b: fe.builder.shl(a, b),
+    "arith.shrsi": lambda fe, a, b: fe.builder.ashr(a, b), "arith.shrui": lambda fe, a, b: fe.builder.lshr(a, b),
+}
+
+_HANDLERS = {
+    "loop.for": _for, "loop.load": _load, "loop.store": _store, "loop.alloca": _alloca,
+    "arith.constant": _constant, "arith.cmpf": _cmp, "arith.cmpi": _cmp, "arith.select": _select,
+    "arith.cast": _cast, "func.return": lambda fe, op: None,
+}
+
+
+def _emit_kernel(module: ir.Module, func: FuncOp) -> None:
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I64]), name=func.sym_name)
+    fn.attributes.add("nounwind")
+    bufs, _dims, begin, end = fn.args
+    bufs.name, _dims.name, begin.name, end.name = "bufs", "dims", "begin", "end"
+    fe = _FunctionEmitter(module, fn)
+    buffer_args = [a for a in func.args if isinstance(a.type, MemRefType)]
+    for position, arg in enumerate(buffer_args):
+        slot = fe.builder.gep(bufs, [ir.Constant(I64, position)], inbounds=True, source_etype=PTR)
+        fe.values[id(arg)] = fe.builder.load(slot, typ=PTR, name=f"buf{position}")
+    index_args = [a for a in func.args if not isinstance(a.type, MemRefType)]
+    fe.values[id(index_args[0])] = begin
+    fe.values[id(index_args[1])] = end
+    fe.block(func.body.ops)
+    fe.builder.ret_void()
+
+
+def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels: dict[str, ir.Function]) -> None:
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, PTR]), name=ENTRY)
+    inputs, outputs, weight_base, workspace = fn.args
+    for arg, name in zip(fn.args, ("inputs", "outputs", "weights", "workspace")):
+        arg.name = name
+    fe = _FunctionEmitter(module, fn)
+    b = fe.builder
+    num_inputs = len(main.args) - len(main.attr("output_names"))
+    for position, arg in enumerate(main.args):
+        array, slot_index = (inputs, position) if position < num_inputs else (outputs, position - num_inputs)
+        slot = b.gep(array, [ir.Constant(I64, slot_index)], inbounds=True, source_etype=PTR)
+        fe.values[id(arg)] = b.load(slot, typ=PTR, name=arg.name_hint or "")
+    null = ir.Constant(PTR, None)
+    for op in main.body.ops:
+        if op.name == "kernel.weight":
+            fe.set(op, b.gep(weight_base, [ir.Constant(I64, weights.offsets[id(op)])], inbounds=True,
+                             source_etype=I8))
+        elif op.name == "kernel.alloc":
+            fe.set(op, b.gep(workspace, [ir.Constant(I64, op.attr("offset"))], inbounds=True, source_etype=I8))
+        elif op.name == "kernel.view":
+            fe.set(op, fe[op.operands[0]])
+        elif op.name == "kernel.launch":
+            args = fe.alloca(PTR, len(op.operands))
+            for position, value in enumerate(op.operands):
+                b.store(fe[value], b.gep(args, [ir.Constant(I64, position)], inbounds=True, source_etype=PTR))
+            b.call(kernels[op.attr("callee")], [args, null, ir.Constant(I64, 0), ir.Constant(I64, op.attr("extent"))])
+        elif op.name == "kernel.copy":
+            src, dst = op.operands
+            memcpy = module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
+            b.call(memcpy, [fe[dst], fe[src], ir.Constant(I64, src.type.nbytes), ir.Constant(I1, 0)])
+        elif op.name == "func.return":
+            b.ret_void()
+        else:
+            raise IRError(f"{op.describe()}: unexpected in the lowered graph")
+
+
+def emit_llvm(module: Module, name: str = "fusecc_model") -> tuple[ir.Module, WeightLayout]:
+    """The LLVM module for a lowered fusecc module, and the layout of its weights blob."""
+    llvm_module = ir.Module(name=name)
+    main = module.main
+    kernels = {}
+    for func in module.funcs:
+        if func is not main:
+            _emit_kernel(llvm_module, func)
+            kernels[func.sym_name] = llvm_module.get_global(func.sym_name)
+    weights = layout_weights(main)
+    _emit_entry(llvm_module, main, weights, kernels)
+    return llvm_module, weights

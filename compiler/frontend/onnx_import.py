@@ -1,0 +1,476 @@
+"""Imports an ONNX model as a module of tensor dialect ops.
+
+``import_model`` turns the ONNX graph into ``func @main``: graph inputs that are
+not initializers become its arguments, graph outputs its results. Each node is
+converted by the converter registered for its op type in ``onnx_ops``.
+
+Constants are tracked by value: initializers and ``Constant`` nodes become
+``tensor.constant`` ops when an op uses them as an operand, while inputs that
+the tensor dialect keeps as attributes (a Reshape's shape, Slice bounds, ...)
+are read straight from them. An op whose operands are all constants is
+evaluated at import time with its numpy ``reference()`` and replaced by a
+constant, so shape computations (Shape -> Gather -> Concat -> Reshape) resolve
+to static attributes. Constants nobody uses in the end are dropped; those with
+more than 16 elements are stored as named resources (``dense_resource<...>``).
+
+Every error names the node it is about:
+``ONNX node 'conv1' (Conv, opset 13): <what is wrong>``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import AttributeProto, TensorProto, numpy_helper
+
+from fusecc.dialects import tensor as T
+from fusecc.ir import DenseAttr, DType, FuncOp, Module, OpResult, ReturnOp, TensorType, Value, VerifyError
+
+from .onnx_ops import CONVERTERS, dense
+
+MIN_OPSET, MAX_OPSET = 7, 23
+#: constants with more elements than this are stored as resources, not printed inline
+INLINE_ELEMENTS = 16
+
+ONNX_DTYPES = {
+    TensorProto.FLOAT: DType.F32, TensorProto.DOUBLE: DType.F64, TensorProto.FLOAT16: DType.F16,
+    TensorProto.INT8: DType.I8, TensorProto.INT16: DType.I16, TensorProto.INT32: DType.I32,
+    TensorProto.INT64: DType.I64, TensorProto.UINT8: DType.U8, TensorProto.UINT16: DType.U16,
+    TensorProto.UINT32: DType.U32, TensorProto.UINT64: DType.U64, TensorProto.BOOL: DType.I1,
+}
+
+
+class FrontendError(Exception):
+    """An ONNX model (or a node of it) that fusecc cannot import."""
+
+
+def supported_ops() -> list[str]:
+    """The ONNX op types (default domain) the importer converts, sorted."""
+    return sorted(CONVERTERS)
+
+
+def sanitize_name(name: str) -> str:
+    """An ONNX name as an IR name: ``[A-Za-z0-9_.]`` only, not starting with a digit or dot."""
+    text = re.sub(r"[^A-Za-z0-9_.]", "_", name)
+    if not text or not (text[0].isalpha() or text[0] == "_"):
+        text = "v" + text
+    return text
+
+
+def dtype_name(code: int) -> str:
+    try:
+        return TensorProto.DataType.Name(code)
+    except ValueError:
+        return str(code)
+
+
+def import_model(model, input_shapes: dict[str, tuple] | None = None) -> Module:
+    """Import ``model`` (a ``ModelProto``, a file path or the serialized bytes).
+
+    ``input_shapes`` maps graph input names to shapes that replace the declared
+    ones (use it to give symbolic dimensions a size).
+    """
+    return _Importer(load_model(model), input_shapes or {}).run()
+
+
+def load_model(model) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = None
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        data, source = bytes(model), "<bytes>"
+    elif isinstance(model, (str, os.PathLike)):
+        path = source = os.fspath(model)
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except OSError as error:
+            raise FrontendError(f"cannot read ONNX model '{source}': {error.strerror or error}") from None
+    else:
+        raise TypeError(f"expected an onnx.ModelProto, a path or bytes, got {type(model).__name__}")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except DecodeError as error:
+        raise FrontendError(f"cannot read ONNX model '{source}': {error}") from None
+    if not proto.HasField("graph"):
+        raise FrontendError(f"cannot read ONNX model '{source}': it has no graph (is it an ONNX file?)")
+    if path is not None and any(t.data_location == TensorProto.EXTERNAL for t in proto.graph.initializer):
+        from onnx.external_data_helper import load_external_data_for_model
+        try:
+            load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
+        except (OSError, ValueError) as error:
+            raise FrontendError(f"cannot read ONNX model '{source}': its external data: {error}") from None
+    return proto
+
+
+class _Pending:
+    """A constant (initializer or Constant output) not yet materialized as an op."""
+
+    __slots__ = ("array", "loc")
+
+    def __init__(self, array: np.ndarray, loc: str):
+        self.array = array
+        self.loc = loc
+
+
+class NodeContext:
+    """What a converter sees of one ONNX node; see ``onnx_ops``."""
+
+    def __init__(self, importer: "_Importer", node: onnx.NodeProto, index: int):
+        self.importer = importer
+        self.node = node
+        self.index = index
+        self.op_type = node.op_type
+        self.opset = importer.opset
+        self.loc = node.name or f"{node.op_type}#{index}"
+        self.label = node.name or f"<unnamed #{index}>"
+        self.attrs = {a.name: importer.attribute(self, a) for a in node.attribute}
+
+    def error(self, message: str) -> FrontendError:
+        return FrontendError(f"ONNX node '{self.label}' ({self.op_type}, opset {self.opset}): {message}")
+
+    def attr(self, name: str, default=None):
+        return self.attrs.get(name, default)
+
+    # --- inputs and outputs -----------------------------------------------------------
+    def has_input(self, index: int) -> bool:
+        return index < len(self.node.input) and self.node.input[index] != ""
+
+    def input(self, index: int) -> Value:
+        if not self.has_input(index):
+            raise self.error(f"missing required input #{index}")
+        return self.importer.value(self.node.input[index])
+
+    def inputs(self) -> list[Value]:
+        """All given inputs; an absent input may only be followed by absent ones."""
+        given = [i for i in range(len(self.node.input)) if self.has_input(i)]
+        count = given[-1] + 1 if given else 0
+        if len(given) != count:
+            missing = next(i for i in range(count) if not self.has_input(i))
+            raise self.error(f"input #{missing} is absent but a later input is given; not supported")
+        return [self.input(i) for i in range(count)]
+
+    def input_type(self, index: int) -> TensorType:
+        if not self.has_input(index):
+            raise self.error(f"missing required input #{index}")
+        return self.importer.type_of(self.node.input[index])
+
+    def const(self, index: int, what: str, required: bool = False) -> np.ndarray | None:
+        """A constant input as an array; ``None`` when it is absent and not required."""
+        if not self.has_input(index):
+            if required:
+                raise self.error(f"missing required input #{index} ({what})")
+            return None
+        name = self.node.input[index]
+        array = self.importer.constant_of(name)
+        if array is None:
+            raise self.error(f"input #{index} ('{name}', the {what}) must be a constant: an initializer, "
+                             "a Constant, or computable from them at import time")
+        return array
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.node.output)
+
+    def output_used(self, index: int) -> bool:
+        outputs = self.node.output
+        return index < len(outputs) and outputs[index] != "" and outputs[index] in self.importer.used
+
+    def output_hint(self, index: int = 0) -> str:
+        names = [n for n in self.node.output if n]
+        if index < len(self.node.output) and self.node.output[index]:
+            return self.node.output[index]
+        return names[0] if names else self.loc
+
+    # --- building -----------------------------------------------------------------------
+    def build(self, cls: type[T.TensorOp], operands, attributes=None) -> list[Value]:
+        return self.importer.build(self, cls, list(operands), attributes or {})
+
+    def constant(self, array: np.ndarray) -> Value:
+        return self.importer.add_constant(dense(array), self.output_hint(), self.loc)
+
+    def onnx_dtype(self, code, what: str) -> DType:
+        if code is None:
+            raise self.error(f"missing {what}")
+        if code not in ONNX_DTYPES:
+            raise self.error(f"{what}: element type {dtype_name(code)} is not supported")
+        return ONNX_DTYPES[code]
+
+    def need_static(self, index: int, purpose: str) -> FrontendError:
+        """The error for a dynamic shape where ``purpose`` needs a static one."""
+        message = (f"{purpose} needs a static input shape, but input #{index} ('{self.node.input[index]}') "
+                   f"is {self.input_type(index)}")
+        dynamic = self.importer.dynamic_inputs()
+        if dynamic:
+            example = ", ".join(f"'{name}': (...)" for name, _ in dynamic)
+            message += ("; graph inputs with unknown dimensions: "
+                        + ", ".join(f"{name} ({t})" for name, t in dynamic)
+                        + f"; pass input_shapes={{{example}}} to import_model")
+        return self.error(message)
+
+
+class _Importer:
+    def __init__(self, model: onnx.ModelProto, input_shapes: dict[str, tuple]):
+        if model.functions:
+            from onnx.inliner import inline_local_functions
+            model = inline_local_functions(model)
+        self.model = model
+        self.graph = model.graph
+        self.input_shapes = dict(input_shapes)
+        self.opsets = {("" if o.domain in ("", "ai.onnx") else o.domain): o.version for o in model.opset_import}
+        self.opset = self.opsets.get("")
+        self.values: dict[str, Value] = {}
+        self.pending: dict[str, _Pending] = {}
+        self.const_hints: dict[int, str] = {}
+        self.used: set[str] = set()
+        self.func: FuncOp | None = None
+
+    # --- the graph ----------------------------------------------------------------------
+    def run(self) -> Module:
+        if self.opset is None:
+            raise FrontendError("the ONNX model does not import the default opset (domain '' or 'ai.onnx')")
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise FrontendError(f"the ONNX model uses opset {self.opset}; fusecc supports opsets "
+                                f"{MIN_OPSET} to {MAX_OPSET} of the default domain")
+        graph = self.graph
+        for tensor in graph.initializer:
+            array = self.tensor_array(tensor, lambda m, n=tensor.name: FrontendError(f"ONNX initializer '{n}': {m}"))
+            self.pending[tensor.name] = _Pending(array, tensor.name)
+        inputs = [vi for vi in graph.input if vi.name not in self.pending]
+        unknown = sorted(set(self.input_shapes) - {vi.name for vi in inputs})
+        if unknown:
+            raise FrontendError(f"input_shapes names {', '.join(map(repr, unknown))}, which "
+                                f"{'is' if len(unknown) == 1 else 'are'} not graph inputs; graph inputs: "
+                                + ", ".join(vi.name for vi in inputs))
+        arg_types = [self.input_type(vi) for vi in inputs]
+        attributes = {"input_names": [vi.name for vi in inputs], "output_names": [vi.name for vi in graph.output]}
+        self.func = FuncOp("main", arg_types, [], [sanitize_name(vi.name) for vi in inputs], attributes)
+        for vi, arg in zip(inputs, self.func.args):
+            self.values[vi.name] = arg
+        self.used = {name for node in graph.node for name in node.input if name}
+        self.used.update(vi.name for vi in graph.output)
+
+        for index in self.topological_order():
+            self.convert(graph.node[index], index)
+
+        results = []
+        for vi in graph.output:
+            if vi.name not in self.values and vi.name not in self.pending:
+                raise FrontendError(f"ONNX graph output '{vi.name}' is not produced by any node, input or initializer")
+            results.append(self.value(vi.name))
+        self.func.body.append(ReturnOp.create(results))
+        self.func.result_types = [v.type for v in results]
+        self.finish_constants()
+        module = Module([self.func])
+        module.verify()
+        return module
+
+    def input_type(self, vi: onnx.ValueInfoProto) -> TensorType:
+        where = f"ONNX graph input '{vi.name}'"
+        if not vi.type.HasField("tensor_type"):
+            raise FrontendError(f"{where}: only tensor inputs are supported")
+        tensor_type = vi.type.tensor_type
+        if tensor_type.elem_type not in ONNX_DTYPES:
+            raise FrontendError(f"{where}: element type {dtype_name(tensor_type.elem_type)} is not supported")
+        dtype = ONNX_DTYPES[tensor_type.elem_type]
+        declared = None
+        if tensor_type.HasField("shape"):
+            declared = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
+                             for d in tensor_type.shape.dim)
+        override = self.input_shapes.get(vi.name)
+        if override is None:
+            if declared is None:
+                raise FrontendError(f"{where} has no shape (unknown rank); pass "
+                                    f"input_shapes={{'{vi.name}': (...)}} to import_model")
+            return TensorType(declared, dtype)
+        shape = tuple(None if d is None or int(d) < 0 else int(d) for d in override)
+        if declared is not None and len(declared) != len(shape):
+            raise FrontendError(f"{where}: input_shapes gives rank {len(shape)} {tuple(override)}, "
+                                f"but the model declares rank {len(declared)}")
+        return TensorType(shape, dtype)
+
+    def dynamic_inputs(self) -> list[tuple[str, TensorType]]:
+        return [(name, arg.type) for name, arg in zip(self.func.attributes["input_names"], self.func.args)
+                if not arg.type.is_static]
+
+    def topological_order(self) -> list[int]:
+        """Node indices with producers first; the given order when it already is one."""
+        nodes = self.graph.node
+        producer = {name: i for i, node in enumerate(nodes) for name in node.output if name}
+        state = [0] * len(nodes)  # 0: unvisited, 1: on the stack, 2: done
+        order = []
+
+        def deps(i):
+            return iter([producer[n] for n in nodes[i].input if n in producer])
+
+        for root in range(len(nodes)):
+            if state[root]:
+                continue
+            state[root] = 1
+            stack = [(root, deps(root))]
+            while stack:
+                index, pending = stack[-1]
+                for dep in pending:
+                    if state[dep] == 1:
+                        node = nodes[dep]
+                        raise FrontendError(f"the ONNX graph has a cycle through node "
+                                            f"'{node.name or f'<unnamed #{dep}>'}' ({node.op_type})")
+                    if state[dep] == 0:
+                        state[dep] = 1
+                        stack.append((dep, deps(dep)))
+                        break
+                else:
+                    state[index] = 2
+                    order.append(index)
+                    stack.pop()
+        return order
+
+    def convert(self, node: onnx.NodeProto, index: int) -> None:
+        domain = "" if node.domain in ("", "ai.onnx") else node.domain
+        fn = CONVERTERS.get(node.op_type) if domain == "" else None
+        if fn is None:
+            label = node.name or f"<unnamed #{index}>"
+            raise FrontendError(f"unsupported ONNX op '{node.op_type}' (domain '{domain}', opset "
+                                f"{self.opsets.get(domain, '?')}) at node '{label}'; "
+                                "run 'fusecc --list-ops' for the supported ops")
+        ctx = NodeContext(self, node, index)
+        for name in node.input:
+            if name and name not in self.values and name not in self.pending:
+                raise ctx.error(f"input '{name}' is not produced by any node, graph input or initializer")
+        try:
+            results = list(fn(ctx))
+        except FrontendError:
+            raise
+        except Exception as error:  # a converter bug: still say which node triggered it
+            raise ctx.error(f"internal error: {type(error).__name__}: {error}") from error
+        for i, name in enumerate(node.output):
+            value = results[i] if i < len(results) else None
+            if not name:
+                continue
+            if value is None:
+                if name in self.used:
+                    raise ctx.error(f"output #{i} ('{name}') is used, but fusecc does not produce it")
+                continue
+            self.values[name] = value
+
+    # --- values and constants -------------------------------------------------------------
+    def value(self, name: str) -> Value:
+        value = self.values.get(name)
+        if value is None:
+            pending = self.pending[name]
+            value = self.add_constant(dense(pending.array), name, pending.loc)
+            self.values[name] = value
+        return value
+
+    def type_of(self, name: str) -> TensorType:
+        if name in self.values:
+            return self.values[name].type
+        array = self.pending[name].array
+        return TensorType(tuple(array.shape), DType.from_numpy(array.dtype))
+
+    def constant_of(self, name: str) -> np.ndarray | None:
+        if name in self.pending:
+            return self.pending[name].array
+        return self.array_of(self.values[name])
+
+    @staticmethod
+    def array_of(value: Value) -> np.ndarray | None:
+        if isinstance(value, OpResult) and isinstance(value.op, T.ConstantOp):
+            return value.op.value.value
+        return None
+
+    def add_constant(self, attr: DenseAttr, hint: str, loc: str) -> Value:
+        op = T.ConstantOp.build([], {"value": attr}, loc=loc)
+        self.func.body.append(op)
+        self.const_hints[id(op)] = hint
+        return op.result
+
+    def finish_constants(self) -> None:
+        """Drop constants nobody uses; give the large ones resource names."""
+        for op in list(self.func.body.ops):
+            if isinstance(op, T.ConstantOp) and not op.result.uses:
+                op.erase()
+        taken = set()
+        for op in self.func.body.ops:
+            if not isinstance(op, T.ConstantOp):
+                continue
+            attr = op.value
+            if attr.resource is None and attr.type.num_elements > INLINE_ELEMENTS:
+                name = base = sanitize_name(self.const_hints.get(id(op), op.loc or "cst"))
+                suffix = 0
+                while name in taken:
+                    suffix += 1
+                    name = f"{base}_{suffix}"
+                taken.add(name)
+                op.attributes["value"] = DenseAttr(attr.data, attr.type, resource=name)
+
+    def build(self, ctx: NodeContext, cls, operands: list[Value], attributes: dict) -> list[Value]:
+        try:
+            op = cls.build(operands, attributes, loc=ctx.loc)
+        except VerifyError as error:
+            raise ctx.error(str(error)) from None
+        except FrontendError:
+            raise
+        except Exception as error:
+            raise ctx.error(f"cannot build {cls.name}: {type(error).__name__}: {error}") from error
+        arrays = [self.array_of(v) for v in operands]
+        if all(a is not None for a in arrays):
+            folded = self.fold(ctx, op, arrays)
+            if folded is not None:
+                return folded
+        self.func.body.append(op)
+        return list(op.results)
+
+    def fold(self, ctx: NodeContext, op: T.TensorOp, arrays: list[np.ndarray]) -> list[Value] | None:
+        """Evaluate ``op`` on constant operands; ``None`` when no numpy kernel is available."""
+        try:
+            outputs = op.reference(*arrays)
+            attrs = [DenseAttr(np.asarray(out), r.type) for out, r in zip(outputs, op.results)]
+        except (ImportError, AttributeError, NotImplementedError):
+            return None
+        except Exception as error:
+            raise ctx.error(f"constant folding {op.name} failed: {type(error).__name__}: {error}") from error
+        op.drop_operands()
+        return [self.add_constant(attr, ctx.output_hint(i), ctx.loc) for i, attr in enumerate(attrs)]
+
+    # --- ONNX protos ------------------------------------------------------------------------
+    def attribute(self, ctx: NodeContext, a: AttributeProto):
+        kind = a.type
+        if kind == AttributeProto.FLOAT:
+            return _float(a.f)
+        if kind == AttributeProto.INT:
+            return int(a.i)
+        if kind == AttributeProto.STRING:
+            return a.s.decode("utf-8", errors="replace")
+        if kind == AttributeProto.TENSOR:
+            return self.tensor_array(a.t, lambda m: ctx.error(f"attribute '{a.name}': {m}"))
+        if kind == AttributeProto.FLOATS:
+            return [_float(v) for v in a.floats]
+        if kind == AttributeProto.INTS:
+            return [int(v) for v in a.ints]
+        if kind == AttributeProto.STRINGS:
+            return [s.decode("utf-8", errors="replace") for s in a.strings]
+        return a  # graphs, sparse tensors, type protos: no converter accepts them
+
+    @staticmethod
+    def tensor_array(tensor: TensorProto, error) -> np.ndarray:
+        if tensor.data_location == TensorProto.EXTERNAL:
+            raise error("its data is stored in an external file, which is not supported here; "
+                        "import the model from its file path so fusecc can load the data")
+        if tensor.data_type not in ONNX_DTYPES:
+            raise error(f"element type {dtype_name(tensor.data_type)} is not supported")
+        try:
+            array = numpy_helper.to_array(tensor)
+        except Exception as failure:
+            raise error(f"cannot decode the tensor data: {failure}") from None
+        return np.asarray(array, dtype=ONNX_DTYPES[tensor.data_type].numpy)
+
+
+def _float(value: float) -> float:
+    """ONNX float attributes are float32; keep the shortest decimal that rounds back to it."""
+    return float(str(np.float32(value)))

@@ -1,0 +1,675 @@
+"""Per-op converters of the ONNX importer: one ONNX node -> tensor dialect ops.
+
+A converter takes the node's ``NodeContext`` (see ``onnx_import``) and returns
+one ``Value`` per node output (``None`` for outputs nobody uses). It reads
+attributes with ``ctx.attr``, operands with ``ctx.input``, and the constant
+inputs that the tensor dialect keeps as attributes (shapes, axes, pads, ...)
+with ``ctx.const``; it builds ops with ``ctx.build``, which verifies them and
+folds them when every operand is a constant.
+
+The opset decides between the spellings ONNX used over time (attributes that
+became inputs, changed defaults); each converter names the versions it tells
+apart. Converters for ops whose ONNX attributes are exactly the tensor op's
+declared fields (most elementwise ops, LRN, Einsum, ...) are generated from
+the ``onnx = (...)`` lists of ``fusecc.dialects.tensor``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Callable, Sequence
+
+import numpy as np
+
+from fusecc.dialects import tensor as T
+from fusecc.dialects.base import declared_attrs
+from fusecc.ir import DenseAttr, DType, TensorType, Value
+
+if TYPE_CHECKING:
+    from .onnx_import import NodeContext
+
+Converter = Callable[["NodeContext"], Sequence["Value | None"]]
+
+#: ONNX op type -> converter
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converter(*op_types: str):
+    def register(fn: Converter) -> Converter:
+        for op_type in op_types:
+            CONVERTERS[op_type] = fn
+        return fn
+    return register
+
+
+# --------------------------------------------------------------------------------------
+# Small helpers
+# --------------------------------------------------------------------------------------
+def dense(array) -> DenseAttr:
+    """A dense attribute typed by the array's own shape (0-d arrays stay 0-d)."""
+    array = np.asarray(array)
+    return DenseAttr(array, TensorType(tuple(int(d) for d in array.shape), DType.from_numpy(array.dtype)))
+
+
+def ints(array) -> list[int]:
+    return [int(v) for v in np.asarray(array).reshape(-1)]
+
+
+def scalar(ctx: "NodeContext", array, what: str):
+    """The single element of a constant input as a Python number."""
+    array = np.asarray(array)
+    if array.size != 1:
+        raise ctx.error(f"{what} must hold exactly one value, got shape {list(array.shape)}")
+    value = array.reshape(-1)[0].item()
+    return int(value) if isinstance(value, bool) else value
+
+
+def normalize_axes(ctx: "NodeContext", axes, rank: int, what: str = "axis") -> list[int]:
+    out = []
+    for axis in axes:
+        if not -rank <= axis < max(rank, 1):
+            raise ctx.error(f"{what} {axis} is out of range for rank {rank}")
+        out.append(axis % rank if rank else 0)
+    if len(set(out)) != len(out):
+        raise ctx.error(f"{what} {list(axes)} repeats an axis")
+    return out
+
+
+def reshape(ctx: "NodeContext", x: Value, shape) -> Value:
+    """A ``tensor.reshape`` to a fully resolved shape (no-op reshapes are skipped)."""
+    shape = [int(d) for d in shape]
+    if list(x.type.shape) == shape:
+        return x
+    return ctx.build(T.ReshapeOp, [x], {"shape": shape})[0]
+
+
+def generic(ctx: "NodeContext") -> list[Value]:
+    """ONNX attributes that the tensor op declares are copied as they are; operands in order."""
+    cls = T.onnx_op_table()[ctx.op_type]
+    fields = {f.name for f in declared_attrs(cls)}
+    attrs = {name: value for name, value in ctx.attrs.items() if name in fields}
+    return ctx.build(cls, ctx.inputs(), attrs)
+
+
+# --------------------------------------------------------------------------------------
+# Constants, shapes, aliases
+# --------------------------------------------------------------------------------------
+@converter("Constant")
+def constant(ctx):
+    attrs = ctx.attrs
+    if "value" in attrs:
+        value = attrs["value"]
+    elif "value_float" in attrs:
+        value = np.array(attrs["value_float"], dtype=np.float32)
+    elif "value_floats" in attrs:
+        value = np.array(attrs["value_floats"], dtype=np.float32)
+    elif "value_int" in attrs:
+        value = np.array(attrs["value_int"], dtype=np.int64)
+    elif "value_ints" in attrs:
+        value = np.array(attrs["value_ints"], dtype=np.int64)
+    else:
+        given = ", ".join(sorted(attrs)) or "no attribute"
+        raise ctx.error(f"only tensor, float(s) and int(s) constants are supported, got {given}")
+    return [ctx.constant(value)]
+
+
+@converter("ConstantOfShape")
+def constant_of_shape(ctx):
+    shape = ints(ctx.const(0, "shape", required=True))
+    value = ctx.attr("value")
+    if value is None:
+        value = np.zeros(1, dtype=np.float32)
+    if value.size != 1:
+        raise ctx.error(f"attribute 'value' must hold one element, got shape {list(value.shape)}")
+    return ctx.build(T.ConstantOfShapeOp, [], {"shape": shape, "value": dense(value.reshape(1))})
+
+
+@converter("Range")
+def range_(ctx):
+    start = ctx.const(0, "start", required=True)
+    limit = scalar(ctx, ctx.const(1, "limit", required=True), "limit")
+    delta = scalar(ctx, ctx.const(2, "delta", required=True), "delta")
+    dtype = DType.from_numpy(start.dtype)
+    start = scalar(ctx, start, "start")
+    if delta == 0:
+        raise ctx.error("delta must not be 0")
+    count = max(math.ceil((limit - start) / delta), 0)
+    return ctx.build(T.RangeOp, [], {"start": start, "delta": delta, "count": count, "dtype": dtype})
+
+
+@converter("Shape")
+def shape(ctx):
+    x = ctx.input_type(0)
+    rank = x.rank
+    start = ctx.attr("start", 0)
+    end = ctx.attr("end", rank)
+    start = min(max(start + rank if start < 0 else start, 0), rank)
+    end = max(min(max(end + rank if end < 0 else end, 0), rank), start)
+    dims = x.shape[start:end]
+    if None not in dims:
+        return [ctx.constant(np.array(dims, dtype=np.int64))]
+    full = ctx.build(T.ShapeOp, [ctx.input(0)])[0]
+    if (start, end) == (0, rank):
+        return [full]
+    return ctx.build(T.SliceOp, [full], {"starts": [start], "ends": [end], "axes": [0], "steps": [1]})
+
+
+@converter("Size")
+def size(ctx):
+    x = ctx.input_type(0)
+    if not x.is_static:
+        raise ctx.need_static(0, "Size")
+    return [ctx.constant(np.array(x.num_elements, dtype=np.int64))]
+
+
+@converter("Identity")
+def identity(ctx):
+    return [ctx.input(0)]
+
+
+@converter("Dropout")
+def dropout(ctx):
+    if ctx.output_used(1):
+        raise ctx.error("its mask output (output #1) is used; only inference Dropout (output #0) is supported")
+    if ctx.opset >= 12 and ctx.has_input(2):
+        if scalar(ctx, ctx.const(2, "training_mode"), "training_mode"):
+            raise ctx.error("training_mode=1 is not supported; fusecc imports models for inference")
+    return [ctx.input(0)]
+
+
+@converter("Cast")
+def cast(ctx):
+    to = ctx.onnx_dtype(ctx.attr("to"), "attribute 'to'")
+    return [_cast(ctx, ctx.input(0), to)]
+
+
+@converter("CastLike")
+def cast_like(ctx):
+    return [_cast(ctx, ctx.input(0), ctx.input_type(1).dtype)]
+
+
+def _cast(ctx, x: Value, to: DType) -> Value:
+    if x.type.dtype is to:
+        return x
+    return ctx.build(T.CastOp, [x], {"to": to})[0]
+
+
+# --------------------------------------------------------------------------------------
+# Reshapes
+# --------------------------------------------------------------------------------------
+@converter("Reshape")
+def reshape_(ctx):
+    target = ints(ctx.const(1, "shape", required=True))
+    allowzero = ctx.attr("allowzero", 0)
+    in_shape = ctx.input_type(0).shape
+    out = []
+    for axis, dim in enumerate(target):
+        if dim == 0 and not allowzero:
+            if axis >= len(in_shape):
+                raise ctx.error(f"shape {target} copies dimension {axis} (0) of a rank-{len(in_shape)} input")
+            dim = in_shape[axis]
+            if dim is None:
+                raise ctx.need_static(0, f"Reshape to {target}")
+        elif dim < -1:
+            raise ctx.error(f"shape {target} has the invalid entry {dim}")
+        out.append(dim)
+    if out.count(-1) > 1:
+        raise ctx.error(f"shape {target} has more than one -1")
+    if -1 in out:
+        if None in in_shape:
+            raise ctx.need_static(0, f"Reshape to {target}")
+        total = math.prod(in_shape)
+        known = math.prod(d for d in out if d != -1)
+        if known == 0 or total % known:
+            raise ctx.error(f"cannot reshape {ctx.input_type(0)} to {target}")
+        out[out.index(-1)] = total // known
+    return [reshape(ctx, ctx.input(0), out)]
+
+
+@converter("Flatten")
+def flatten(ctx):
+    x = ctx.input_type(0)
+    axis = ctx.attr("axis", 1)
+    if not -x.rank <= axis <= x.rank:
+        raise ctx.error(f"axis {axis} is out of range for rank {x.rank}")
+    axis = axis + x.rank if axis < 0 else axis
+    if None in x.shape:
+        raise ctx.need_static(0, "Flatten")
+    return [reshape(ctx, ctx.input(0), [math.prod(x.shape[:axis]), math.prod(x.shape[axis:])])]
+
+
+@converter("Squeeze")
+def squeeze(ctx):
+    x = ctx.input_type(0)
+    axes = ctx.attr("axes") if ctx.opset < 13 else ctx.const(1, "axes")
+    if axes is None or len(axes) == 0:
+        if None in x.shape:
+            raise ctx.need_static(0, "Squeeze without axes")
+        out = [d for d in x.shape if d != 1]
+    else:
+        axes = normalize_axes(ctx, ints(axes), x.rank)
+        for axis in axes:
+            if x.shape[axis] not in (1, None):
+                raise ctx.error(f"cannot squeeze axis {axis} of size {x.shape[axis]}")
+        out = [d for i, d in enumerate(x.shape) if i not in axes]
+        if None in out:
+            raise ctx.need_static(0, "Squeeze")
+    return [reshape(ctx, ctx.input(0), out)]
+
+
+@converter("Unsqueeze")
+def unsqueeze(ctx):
+    x = ctx.input_type(0)
+    axes = ctx.attr("axes") if ctx.opset < 13 else ctx.const(1, "axes", required=True)
+    if axes is None:
+        raise ctx.error("missing attribute 'axes'")
+    axes = normalize_axes(ctx, ints(axes), x.rank + len(axes))
+    if None in x.shape:
+        raise ctx.need_static(0, "Unsqueeze")
+    dims = iter(x.shape)
+    out = [1 if i in axes else next(dims) for i in range(x.rank + len(axes))]
+    return [reshape(ctx, ctx.input(0), out)]
+
+
+@converter("Transpose")
+def transpose(ctx):
+    rank = ctx.input_type(0).rank
+    perm = ctx.attr("perm") or list(range(rank))[::-1]
+    return ctx.build(T.TransposeOp, [ctx.input(0)], {"perm": list(perm)})
+
+
+# --------------------------------------------------------------------------------------
+# Data movement with constant operands
+# --------------------------------------------------------------------------------------
+@converter("Slice")
+def slice_(ctx):
+    rank = ctx.input_type(0).rank
+    if ctx.opset < 10:
+        starts, ends, axes = ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes")
+        if starts is None or ends is None:
+            raise ctx.error("missing attribute 'starts' or 'ends'")
+        steps = None
+    else:
+        starts = ints(ctx.const(1, "starts", required=True))
+        ends = ints(ctx.const(2, "ends", required=True))
+        axes, steps = ctx.const(3, "axes"), ctx.const(4, "steps")
+    axes = list(range(len(starts))) if axes is None else ints(axes)
+    steps = [1] * len(starts) if steps is None else ints(steps)
+    if not len(starts) == len(ends) == len(axes) == len(steps):
+        raise ctx.error(f"starts {starts}, ends {ends}, axes {axes} and steps {steps} differ in length")
+    axes = normalize_axes(ctx, axes, rank)
+    return ctx.build(T.SliceOp, [ctx.input(0)],
+                     {"starts": list(starts), "ends": list(ends), "axes": axes, "steps": steps})
+
+
+@converter("Split")
+def split(ctx):
+    x = ctx.input_type(0)
+    axis = normalize_axes(ctx, [ctx.attr("axis", 0)], x.rank)[0]
+    sizes = ctx.attr("split") if ctx.opset < 13 else ctx.const(1, "split")
+    outputs = ctx.num_outputs
+    if sizes is not None and len(sizes):
+        sizes = ints(sizes)
+    else:
+        dim = x.shape[axis]
+        if dim is None:
+            raise ctx.need_static(0, f"Split along axis {axis} without explicit sizes")
+        parts = ctx.attr("num_outputs") if ctx.opset >= 18 else None
+        if parts is not None:
+            if parts != outputs:
+                raise ctx.error(f"num_outputs={parts} but the node has {outputs} outputs")
+            chunk = -(-dim // parts)
+            sizes = [chunk] * (parts - 1) + [dim - chunk * (parts - 1)]
+            if sizes[-1] < 0:
+                raise ctx.error(f"cannot split {dim} elements into {parts} chunks of {chunk}")
+        elif dim % outputs:
+            raise ctx.error(f"axis {axis} of size {dim} does not split evenly into {outputs} outputs")
+        else:
+            sizes = [dim // outputs] * outputs
+    if len(sizes) != outputs:
+        raise ctx.error(f"split sizes {sizes} do not match the {outputs} outputs")
+    return ctx.build(T.SplitOp, [ctx.input(0)], {"axis": axis, "split": sizes})
+
+
+@converter("Pad")
+def pad(ctx):
+    x = ctx.input_type(0)
+    if ctx.opset < 11:
+        pads, value = ctx.attr("pads"), ctx.attr("value", 0.0)
+        if pads is None:
+            raise ctx.error("missing attribute 'pads'")
+    else:
+        pads = ints(ctx.const(1, "pads", required=True))
+        given = ctx.const(2, "constant_value")
+        value = 0 if given is None or given.size == 0 else scalar(ctx, given, "constant_value")
+        axes = ctx.const(3, "axes") if ctx.opset >= 18 else None
+        if axes is not None:
+            axes = normalize_axes(ctx, ints(axes), x.rank)
+            if len(pads) != 2 * len(axes):
+                raise ctx.error(f"pads {pads} must have two entries per axis of {axes}")
+            full = [0] * (2 * x.rank)
+            for j, axis in enumerate(axes):
+                full[axis], full[axis + x.rank] = pads[j], pads[j + len(axes)]
+            pads = full
+    value = float(value) if x.dtype.is_float else int(value)
+    mode = ctx.attr("mode", "constant")
+    return ctx.build(T.PadOp, [ctx.input(0)], {"pads": list(pads), "mode": mode, "value": value})
+
+
+@converter("Expand")
+def expand(ctx):
+    return ctx.build(T.ExpandOp, [ctx.input(0)], {"shape": ints(ctx.const(1, "shape", required=True))})
+
+
+@converter("Tile")
+def tile(ctx):
+    return ctx.build(T.TileOp, [ctx.input(0)], {"repeats": ints(ctx.const(1, "repeats", required=True))})
+
+
+@converter("OneHot")
+def one_hot(ctx):
+    depth = scalar(ctx, ctx.const(1, "depth", required=True), "depth")
+    return ctx.build(T.OneHotOp, [ctx.input(0), ctx.input(2)],
+                     {"axis": ctx.attr("axis", -1), "depth": int(depth)})
+
+
+@converter("Trilu")
+def trilu(ctx):
+    k = ctx.const(1, "k")
+    k = 0 if k is None else int(scalar(ctx, k, "k"))
+    return ctx.build(T.TriluOp, [ctx.input(0)], {"upper": ctx.attr("upper", 1), "k": k})
+
+
+@converter("CumSum")
+def cumsum(ctx):
+    axis = int(scalar(ctx, ctx.const(1, "axis", required=True), "axis"))
+    return ctx.build(T.CumSumOp, [ctx.input(0)], {"axis": axis, "exclusive": ctx.attr("exclusive", 0),
+                                                  "reverse": ctx.attr("reverse", 0)})
+
+
+@converter("TopK")
+def topk(ctx):
+    k = ctx.attr("k") if ctx.opset < 10 else scalar(ctx, ctx.const(1, "K", required=True), "K")
+    attrs = {"k": int(k), "axis": ctx.attr("axis", -1)}
+    if ctx.opset >= 11:
+        attrs.update(largest=ctx.attr("largest", 1), sorted=ctx.attr("sorted", 1))
+    return ctx.build(T.TopKOp, [ctx.input(0)], attrs)
+
+
+# --------------------------------------------------------------------------------------
+# Elementwise
+# --------------------------------------------------------------------------------------
+def _variadic(ctx, cls) -> Value:
+    values = ctx.inputs()
+    if not values:
+        raise ctx.error("needs at least one input")
+    result = values[0]
+    for value in values[1:]:
+        result = ctx.build(cls, [result, value])[0]
+    return result
+
+
+@converter("Sum")
+def sum_(ctx):
+    return [_variadic(ctx, T.AddOp)]
+
+
+@converter("Max")
+def max_(ctx):
+    return [_variadic(ctx, T.MaxOp)]
+
+
+@converter("Min")
+def min_(ctx):
+    return [_variadic(ctx, T.MinOp)]
+
+
+@converter("Mean")
+def mean(ctx):
+    total = _variadic(ctx, T.AddOp)
+    count = len(ctx.inputs())
+    if count == 1:
+        return [total]
+    scale = ctx.constant(np.array(1.0 / count, dtype=total.type.dtype.numpy))
+    return ctx.build(T.MulOp, [total, scale])
+
+
+@converter("Pow")
+def pow_(ctx):
+    """Since opset 12 the exponent may have another dtype; it is cast to the base's."""
+    base, exponent = ctx.input(0), ctx.input(1)
+    return ctx.build(T.PowOp, [base, _cast(ctx, exponent, base.type.dtype)])
+
+
+@converter("Clip")
+def clip(ctx):
+    if ctx.opset < 11:
+        low, high = ctx.attr("min"), ctx.attr("max")
+    else:
+        low, high = ctx.const(1, "min"), ctx.const(2, "max")
+        low = None if low is None else scalar(ctx, low, "min")
+        high = None if high is None else scalar(ctx, high, "max")
+    attrs = {}
+    if low is not None:
+        attrs["min"] = low
+    if high is not None:
+        attrs["max"] = high
+    return ctx.build(T.ClipOp, [ctx.input(0)], attrs)
+
+
+# --------------------------------------------------------------------------------------
+# Reductions and normalizations
+# --------------------------------------------------------------------------------------
+#: ONNX reduction -> (tensor op, first opset in which ``axes`` is an input)
+REDUCTIONS = {
+    "ReduceSum": (T.ReduceSumOp, 13), "ReduceMean": (T.ReduceMeanOp, 18), "ReduceMax": (T.ReduceMaxOp, 18),
+    "ReduceMin": (T.ReduceMinOp, 18), "ReduceProd": (T.ReduceProdOp, 18), "ReduceL1": (T.ReduceL1Op, 18),
+    "ReduceL2": (T.ReduceL2Op, 18), "ReduceSumSquare": (T.ReduceSumSquareOp, 18),
+    "ReduceLogSum": (T.ReduceLogSumOp, 18), "ReduceLogSumExp": (T.ReduceLogSumExpOp, 18),
+}
+
+
+@converter(*REDUCTIONS)
+def reduce(ctx):
+    cls, axes_input_since = REDUCTIONS[ctx.op_type]
+    rank = ctx.input_type(0).rank
+    if ctx.opset >= axes_input_since:
+        axes = ctx.const(1, "axes")
+        noop = ctx.attr("noop_with_empty_axes", 0)
+    else:
+        axes, noop = ctx.attr("axes"), 0
+    axes = [] if axes is None else ints(axes)
+    if not axes and noop:
+        return [ctx.input(0)]
+    axes = sorted(normalize_axes(ctx, axes, rank)) if axes else list(range(rank))
+    return ctx.build(cls, [ctx.input(0)], {"axes": axes, "keepdims": ctx.attr("keepdims", 1)})
+
+
+@converter("GlobalAveragePool", "GlobalMaxPool")
+def global_pool(ctx):
+    cls = T.ReduceMeanOp if ctx.op_type == "GlobalAveragePool" else T.ReduceMaxOp
+    rank = ctx.input_type(0).rank
+    if rank < 3:
+        raise ctx.error(f"expects an N x C x D1 x ... input, got {ctx.input_type(0)}")
+    return ctx.build(cls, [ctx.input(0)], {"axes": list(range(2, rank)), "keepdims": 1})
+
+
+SOFTMAX_FAMILY = {"Softmax": T.SoftmaxOp, "LogSoftmax": T.LogSoftmaxOp, "Hardmax": T.HardmaxOp}
+
+
+@converter(*SOFTMAX_FAMILY)
+def softmax(ctx):
+    """Before opset 13 the input is coerced to 2-D [prod(:axis), prod(axis:)] around the op."""
+    cls = SOFTMAX_FAMILY[ctx.op_type]
+    x = ctx.input_type(0)
+    if ctx.opset >= 13:
+        return ctx.build(cls, [ctx.input(0)], {"axis": ctx.attr("axis", -1)})
+    axis = ctx.attr("axis", 1)
+    if not -x.rank <= axis <= x.rank:
+        raise ctx.error(f"axis {axis} is out of range for rank {x.rank}")
+    axis = axis + x.rank if axis < 0 else axis
+    if axis == x.rank - 1:
+        return ctx.build(cls, [ctx.input(0)], {"axis": -1})
+    if None in x.shape:
+        raise ctx.need_static(0, f"{ctx.op_type} before opset 13 (coerced to 2-D)")
+    flat = reshape(ctx, ctx.input(0), [math.prod(x.shape[:axis]), math.prod(x.shape[axis:])])
+    result = ctx.build(cls, [flat], {"axis": -1})[0]
+    return [reshape(ctx, result, x.shape)]
+
+
+@converter("BatchNormalization")
+def batch_norm(ctx):
+    if ctx.attr("training_mode", 0):
+        raise ctx.error("training_mode=1 is not supported; fusecc imports models for inference")
+    if ctx.opset < 9 and ctx.attr("spatial", 1) == 0:
+        raise ctx.error("spatial=0 (per-activation statistics) is not supported")
+    for index in range(1, ctx.num_outputs):
+        if ctx.output_used(index):
+            raise ctx.error(f"output #{index} (running or saved statistics) is only produced in training "
+                            "mode; only output #0 is supported")
+    return ctx.build(T.BatchNormOp, [ctx.input(i) for i in range(5)], {"epsilon": ctx.attr("epsilon", 1e-5)})
+
+
+@converter("LayerNormalization")
+def layer_norm(ctx):
+    for index in (1, 2):
+        if ctx.output_used(index):
+            raise ctx.error(f"output #{index} (Mean or InvStdDev) is used; only output #0 is supported")
+    return ctx.build(T.LayerNormOp, ctx.inputs(),
+                     {"axis": ctx.attr("axis", -1), "epsilon": ctx.attr("epsilon", 1e-5)})
+
+
+# --------------------------------------------------------------------------------------
+# Convolution and pooling
+# --------------------------------------------------------------------------------------
+def _window(ctx, kernel: list[int]) -> tuple[list[int], list[int]]:
+    spatial = len(kernel)
+    strides = list(ctx.attr("strides") or [1] * spatial)
+    dilations = list(ctx.attr("dilations") or [1] * spatial)
+    if len(strides) != spatial or len(dilations) != spatial:
+        raise ctx.error(f"strides {strides} and dilations {dilations} must have {spatial} entries")
+    return strides, dilations
+
+
+def _split_total(total: int, upper: bool) -> tuple[int, int]:
+    """(begin, end) padding for a SAME_* auto_pad: the odd element goes to the end for SAME_UPPER."""
+    begin = total // 2 if upper else total - total // 2
+    return begin, total - begin
+
+
+def _explicit_pads(ctx, kernel, strides, dilations) -> list[int]:
+    """``pads`` from the ``auto_pad``/``pads`` attributes, against the static input shape."""
+    spatial = len(kernel)
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    if auto_pad == "NOTSET":
+        pads = list(ctx.attr("pads") or [0] * (2 * spatial))
+        if len(pads) != 2 * spatial:
+            raise ctx.error(f"pads {pads} must have {2 * spatial} entries")
+        return pads
+    if auto_pad == "VALID":
+        return [0] * (2 * spatial)
+    if auto_pad not in ("SAME_UPPER", "SAME_LOWER"):
+        raise ctx.error(f"unknown auto_pad '{auto_pad}'")
+    sizes = ctx.input_type(0).shape[2:]
+    if None in sizes:
+        raise ctx.need_static(0, f"auto_pad={auto_pad}")
+    begins, ends = [], []
+    for size, k, s, d in zip(sizes, kernel, strides, dilations):
+        out = -(-size // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+        begin, end = _split_total(total, auto_pad == "SAME_UPPER")
+        begins.append(begin)
+        ends.append(end)
+    return begins + ends
+
+
+def _kernel_from_weight(ctx) -> list[int]:
+    kernel = ctx.attr("kernel_shape")
+    if kernel is None:
+        kernel = list(ctx.input_type(1).shape[2:])
+        if None in kernel:
+            raise ctx.error(f"kernel_shape is not given and the weight {ctx.input_type(1)} is not static")
+    return list(kernel)
+
+
+@converter("Conv")
+def conv(ctx):
+    kernel = _kernel_from_weight(ctx)
+    strides, dilations = _window(ctx, kernel)
+    attrs = {"kernel_shape": kernel, "strides": strides, "pads": _explicit_pads(ctx, kernel, strides, dilations),
+             "dilations": dilations, "group": ctx.attr("group", 1)}
+    return ctx.build(T.ConvOp, ctx.inputs(), attrs)
+
+
+@converter("ConvTranspose")
+def conv_transpose(ctx):
+    kernel = _kernel_from_weight(ctx)
+    strides, dilations = _window(ctx, kernel)
+    spatial = len(kernel)
+    output_padding = list(ctx.attr("output_padding") or [0] * spatial)
+    output_shape = ctx.attr("output_shape")
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        sizes = ctx.input_type(0).shape[2:]
+        if None in sizes:
+            raise ctx.need_static(0, "output_shape or auto_pad=SAME_*")
+        if output_shape is None:
+            output_shape = [size * s for size, s in zip(sizes, strides)]
+        output_shape = list(output_shape)[-spatial:]
+        begins, ends = [], []
+        for i in range(spatial):
+            total = (strides[i] * (sizes[i] - 1) + output_padding[i] + (kernel[i] - 1) * dilations[i] + 1
+                     - output_shape[i])
+            begin, end = _split_total(total, auto_pad == "SAME_UPPER")
+            begins.append(begin)
+            ends.append(end)
+        pads = begins + ends
+    elif auto_pad in ("NOTSET", "VALID"):
+        pads = [0] * (2 * spatial) if auto_pad == "VALID" else list(ctx.attr("pads") or [0] * (2 * spatial))
+    else:
+        raise ctx.error(f"unknown auto_pad '{auto_pad}'")
+    attrs = {"kernel_shape": kernel, "strides": strides, "pads": pads, "dilations": dilations,
+             "group": ctx.attr("group", 1), "output_padding": output_padding}
+    return ctx.build(T.ConvTransposeOp, ctx.inputs(), attrs)
+
+
+@converter("MaxPool", "AveragePool")
+def pool(ctx):
+    if ctx.op_type == "MaxPool" and ctx.output_used(1):
+        raise ctx.error("its Indices output (output #1) is used; only output #0 is supported")
+    kernel = ctx.attr("kernel_shape")
+    if kernel is None:
+        raise ctx.error("missing attribute 'kernel_shape'")
+    kernel = list(kernel)
+    strides, dilations = _window(ctx, kernel)
+    attrs = {"kernel_shape": kernel, "strides": strides, "pads": _explicit_pads(ctx, kernel, strides, dilations),
+             "dilations": dilations, "ceil_mode": ctx.attr("ceil_mode", 0)}
+    if ctx.op_type == "AveragePool":
+        attrs["count_include_pad"] = ctx.attr("count_include_pad", 0)
+        return ctx.build(T.AveragePoolOp, [ctx.input(0)], attrs)
+    return ctx.build(T.MaxPoolOp, [ctx.input(0)], attrs)
+
+
+@converter("Gemm")
+def gemm(ctx):
+    attrs = {name: ctx.attr(name, default) for name, default in
+             (("alpha", 1.0), ("beta", 1.0), ("transA", 0), ("transB", 0))}
+    return ctx.build(T.GemmOp, ctx.inputs(), attrs)
+
+
+# --------------------------------------------------------------------------------------
+# Ops converted as they are
+# --------------------------------------------------------------------------------------
+#: tensor ops (beyond the unary and binary elementwise ones) whose ONNX form maps field by field
+GENERIC = ("MatMul", "Where", "Concat", "Gather", "ArgMax", "ArgMin", "LRN", "InstanceNormalization",
+           "RMSNormalization", "Einsum", "DepthToSpace", "SpaceToDepth")
+
+
+def _register_generic() -> None:
+    for op_type, cls in T.onnx_op_table().items():
+        elementwise = issubclass(cls, (T.UnaryOp, T.BinaryOp))
+        if op_type not in CONVERTERS and (elementwise or op_type in GENERIC):
+            CONVERTERS[op_type] = generic
+
+
+_register_generic()

@@ -1,0 +1,32 @@
+"""Module verification: SSA dominance plus every op's own ``verify``."""
+
+from __future__ import annotations
+
+from .core import Block, Module, Operation, VerifyError
+
+
+def verify_module(module: Module) -> None:
+    names = set()
+    for func in module.funcs:
+        if func.sym_name in names:
+            raise VerifyError(func, f"function @{func.sym_name} is defined twice")
+        names.add(func.sym_name)
+        _verify_op(func, set())
+
+
+def _verify_block(block: Block, visible: set[int]) -> None:
+    scope = set(visible)
+    scope.update(id(arg) for arg in block.args)
+    for op in block.ops:
+        for index, operand in enumerate(op.operands):
+            if id(operand) not in scope:
+                raise VerifyError(op, f"operand #{index} does not dominate this use")
+        _verify_op(op, scope)
+        scope.update(id(result) for result in op.results)
+
+
+def _verify_op(op: Operation, visible: set[int]) -> None:
+    op.verify()
+    for region in op.regions:
+        for block in region.blocks:
+            _verify_block(block, visible)

@@ -1,0 +1,307 @@
+"""Builds loop-dialect code that computes tensor values element by element.
+
+``Emitter.at(value, index)`` returns a scalar SSA value holding ``value[index]``.
+A value produced inside the fused region is computed inline by the lowering
+rule of its op (so fused intermediates never reach memory); a region input is
+loaded from its buffer. Results are memoized per index.
+
+Every emitted op is placed in the outermost *scope* (loop body) where all of its
+operands are available: work that depends only on a row index (a row's max or
+sum, a broadcast bias load) lands in the row loop, outside the inner loop.
+This is what lets softmax or LayerNorm run as one kernel that walks each row a
+few times in cache instead of once per output element.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from fusecc.dialects import arith, loop
+from fusecc.dialects import math as _math_dialect  # noqa: F401  (registers math.* ops)
+from fusecc.ir.core import OP_REGISTRY, Block, Operation, Region, Value
+from fusecc.ir.types import DType, MemRefType, ScalarType
+
+INDEX = ScalarType(DType.INDEX)
+I1 = ScalarType(DType.I1)
+
+
+class Scope:
+    """A place to insert code: a block, optionally before an anchor op (the nested loop)."""
+
+    def __init__(self, block: Block, parent: "Scope | None", anchor: Operation | None = None):
+        self.block = block
+        self.parent = parent
+        self.anchor = anchor
+        self.depth = 0 if parent is None else parent.depth + 1
+
+    def insert(self, op: Operation) -> Operation:
+        if self.anchor is not None:
+            return self.block.insert_before(self.anchor, op)
+        return self.block.append(op)
+
+    def encloses(self, other: "Scope") -> bool:
+        scope = other
+        while scope is not None:
+            if scope is self:
+                return True
+            scope = scope.parent
+        return False
+
+
+class Emitter:
+    """Emits loop-dialect ops into a kernel function, tracking the scope of each value."""
+
+    def __init__(self, root: Scope, producer_rule: Callable, buffers: dict[int, Value]):
+        self.root = root
+        self.current = root
+        self.scope_of: dict[int, Scope] = {}
+        self.memo: dict[tuple, Value] = {}
+        self.consts: dict[tuple, Value] = {}
+        self.known: dict[int, int | float] = {}
+        self.producer_rule = producer_rule
+        self.buffers = buffers
+        self.alloca_scope = root
+
+    # --- placement --------------------------------------------------------------
+    def _deepest(self, values) -> Scope:
+        best = self.root
+        for value in values:
+            scope = self.scope_of.get(id(value), self.root)
+            if scope.depth > best.depth:
+                best = scope
+        return best
+
+    def emit(self, cls, operands, result_type, scope: Scope | None = None, pure: bool = True,
+             **attributes) -> Value:
+        """Insert an op in ``scope`` (default: the deepest scope of its operands).
+
+        Pure ops are reused when the same op on the same operands is already
+        visible from the current scope.
+        """
+        key = (cls.name, tuple(id(v) for v in operands), tuple(sorted(attributes.items())), str(result_type))
+        if pure:
+            cached = self.memo.get(key)
+            if cached is not None and self.scope_of[id(cached)].encloses(self.current):
+                return cached
+        op = cls.create(operands, [result_type], attributes)
+        target = scope or self._deepest(operands)
+        target.insert(op)
+        self.scope_of[id(op.result)] = target
+        if pure:
+            self.memo[key] = op.result
+        return op.result
+
+    # --- constants and index arithmetic ------------------------------------------
+    def const(self, value, dtype: DType) -> Value:
+        if dtype is DType.I1:
+            value = int(bool(value))
+        elif dtype.is_float:
+            value = float(value)
+        else:
+            value = int(value)
+        key = (dtype, repr(value))
+        cached = self.consts.get(key)
+        if cached is None:
+            cached = self.emit(arith.ConstantOp, [], ScalarType(dtype), scope=self.root, pure=False, value=value)
+            self.consts[key] = cached
+            self.known[id(cached)] = value
+        return cached
+
+    def index(self, value: int) -> Value:
+        return self.const(value, DType.INDEX)
+
+    def _fold(self, name: str, a: Value, b: Value):
+        ka, kb = self.known.get(id(a)), self.known.get(id(b))
+        if ka is not None and kb is not None:
+            return {"add": ka + kb, "sub": ka - kb, "mul": ka * kb,
+                    "div": ka // kb if kb else None, "rem": ka % kb if kb else None,
+                    "min": min(ka, kb), "max": max(ka, kb)}[name]
+        return None
+
+    def _index_op(self, name: str, cls_name: str, a: Value, b: Value) -> Value:
+        folded = self._fold(name, a, b)
+        if folded is not None:
+            return self.index(folded)
+        kb = self.known.get(id(b))
+        ka = self.known.get(id(a))
+        if name in ("add", "sub") and kb == 0:
+            return a
+        if name == "add" and ka == 0:
+            return b
+        if name == "mul" and (kb == 1 or ka == 1):
+            return a if kb == 1 else b
+        if name == "mul" and (kb == 0 or ka == 0):
+            return self.index(0)
+        if name == "div" and kb == 1:
+            return a
+        if name == "rem" and kb == 1:
+            return self.index(0)
+        return self.emit(OP_REGISTRY[cls_name], [a, b], INDEX)
+
+    def iadd(self, a, b):
+        return self._index_op("add", "arith.addi", a, b)
+
+    def isub(self, a, b):
+        return self._index_op("sub", "arith.subi", a, b)
+
+    def imul(self, a, b):
+        return self._index_op("mul", "arith.muli", a, b)
+
+    def idiv(self, a, b):
+        """Floor division of a non-negative index by a positive one."""
+        return self._index_op("div", "arith.divsi", a, b)
+
+    def irem(self, a, b):
+        return self._index_op("rem", "arith.remsi", a, b)
+
+    def imin(self, a, b):
+        return self._index_op("min", "arith.minsi", a, b)
+
+    def imax(self, a, b):
+        return self._index_op("max", "arith.maxsi", a, b)
+
+    def as_index(self, value: int | Value) -> Value:
+        return self.index(value) if isinstance(value, int) else value
+
+    def linearize(self, index: list[Value], shape: tuple[int, ...]) -> Value:
+        total = self.index(0)
+        for i, d in zip(index, shape):
+            total = self.iadd(self.imul(total, self.index(d)), i)
+        return total
+
+    def delinearize(self, linear: Value, shape: tuple[int, ...]) -> list[Value]:
+        out = []
+        for d in reversed(shape):
+            out.append(self.irem(linear, self.index(d)))
+            linear = self.idiv(linear, self.index(d))
+        return out[::-1]
+
+    # --- scalar arithmetic ----------------------------------------------------------
+    def binary(self, float_name: str, int_name: str, a: Value, b: Value) -> Value:
+        name = float_name if a.type.dtype.is_float else int_name
+        return self.emit(OP_REGISTRY[name], [a, b], a.type)
+
+    def add(self, a, b):
+        return self.binary("arith.addf", "arith.addi", a, b)
+
+    def sub(self, a, b):
+        return self.binary("arith.subf", "arith.subi", a, b)
+
+    def mul(self, a, b):
+        return self.binary("arith.mulf", "arith.muli", a, b)
+
+    def div(self, a, b):
+        return self.binary("arith.divf", "arith.divsi" if a.type.dtype.is_signed else "arith.divui", a, b)
+
+    def max(self, a, b):
+        return self.binary("arith.maxf", "arith.maxsi" if a.type.dtype.is_signed else "arith.maxui", a, b)
+
+    def min(self, a, b):
+        return self.binary("arith.minf", "arith.minsi" if a.type.dtype.is_signed else "arith.minui", a, b)
+
+    def fn(self, name: str, x: Value) -> Value:
+        return self.emit(OP_REGISTRY[f"math.{name}"], [x], x.type)
+
+    def pow(self, a: Value, b: Value) -> Value:
+        return self.emit(OP_REGISTRY["math.powf"], [a, b], a.type)
+
+    def cmp(self, predicate: str, a: Value, b: Value) -> Value:
+        """Compare with a signedness-neutral predicate name: eq, ne, lt, le, gt, ge."""
+        if a.type.dtype.is_float:
+            pred = {"eq": "oeq", "ne": "une", "lt": "olt", "le": "ole", "gt": "ogt", "ge": "oge"}[predicate]
+            return self.emit(arith.CmpFOp, [a, b], I1, predicate=pred)
+        if predicate in ("eq", "ne"):
+            pred = predicate
+        else:
+            pred = ("s" if a.type.dtype.is_signed or a.type.dtype is DType.I1 else "u") + predicate
+        return self.emit(arith.CmpIOp, [a, b], I1, predicate=pred)
+
+    def select(self, cond: Value, a: Value, b: Value) -> Value:
+        kc = self.known.get(id(cond))
+        if kc is not None:
+            return a if kc else b
+        return self.emit(arith.SelectOp, [cond, a, b], a.type)
+
+    def cast(self, x: Value, dtype: DType) -> Value:
+        if x.type.dtype is dtype:
+            return x
+        return self.emit(arith.CastOp, [x], ScalarType(dtype))
+
+    def logical(self, name: str, a: Value, b: Value) -> Value:
+        return self.emit(OP_REGISTRY[name], [a, b], a.type)
+
+    # --- memory -----------------------------------------------------------------------
+    def load(self, buffer: Value, linear: Value) -> Value:
+        return self.emit(loop.LoadOp, [buffer, linear], ScalarType(buffer.type.dtype))
+
+    def store(self, value: Value, buffer: Value, linear: Value) -> None:
+        op = loop.StoreOp.create([value, buffer, linear], [])
+        self.current.insert(op)
+
+    # --- loops ---------------------------------------------------------------------------
+    def open_loop(self, lo: Value, hi: Value, scope: Scope, parallel: bool = False,
+                  nest: bool = False) -> tuple[Value, Scope]:
+        """Create ``loop.for`` at ``scope``; return its induction variable and body scope.
+
+        With ``nest`` the loop becomes ``scope``'s anchor: code placed in
+        ``scope`` later goes before it (hoisted out of the loop).
+        """
+        body = Block([INDEX])
+        attributes = {"parallel": True} if parallel else {}
+        for_op = loop.ForOp.create([lo, hi], [], attributes, [Region([body])])
+        scope.insert(for_op)
+        if nest:
+            scope.anchor = for_op
+        inner = Scope(body, scope)
+        self.scope_of[id(body.args[0])] = inner
+        return body.args[0], inner
+
+    def reduce(self, key: tuple, deps: list[Value], extents: list[int], dtype: DType, init,
+               combine: Callable[[Value, Value], Value], body: Callable[[list[Value]], Value]) -> Value:
+        """Reduce ``body(ks)`` over the loop nest ``extents`` with ``combine``.
+
+        The loops go in the deepest scope among ``deps`` (the indices the result
+        depends on), so a row reduction runs once per row. Memoized by ``key``.
+        """
+        target = self._deepest(deps)
+        memo_key = ("reduce", key, tuple(id(d) for d in deps))
+        cached = self.memo.get(memo_key)
+        if cached is not None and self.scope_of[id(cached)].encloses(self.current):
+            return cached
+        acc = self.emit(loop.AllocaOp, [], MemRefType((1,), dtype), scope=self.alloca_scope, pure=False)
+        zero = self.index(0)
+        init_value = init if isinstance(init, Value) else self.const(init, dtype)
+        target.insert(loop.StoreOp.create([init_value, acc, zero], []))
+        saved_current, saved_anchor = self.current, target.anchor
+        scope, ks = target, []
+        for extent in extents:
+            k, scope = self.open_loop(zero, self.index(extent), scope, nest=True)
+            ks.append(k)
+        self.current = scope
+        value = body(ks)
+        old = self.emit(loop.LoadOp, [acc, zero], ScalarType(dtype), scope=scope, pure=False)
+        scope.insert(loop.StoreOp.create([combine(old, value), acc, zero], []))
+        self.current, target.anchor = saved_current, saved_anchor
+        result = self.emit(loop.LoadOp, [acc, zero], ScalarType(dtype), scope=target, pure=False)
+        self.memo[memo_key] = result
+        return result
+
+    # --- tensor values --------------------------------------------------------------------
+    def at(self, value: Value, index: list[Value]) -> Value:
+        """The scalar ``value[index]``: loaded from a buffer, or computed by its producer."""
+        key = (id(value), tuple(id(i) for i in index))
+        cached = self.memo.get(key)
+        if cached is not None and self.scope_of.get(id(cached), self.root).encloses(self.current):
+            return cached
+        buffer = self.buffers.get(id(value))
+        if buffer is not None:
+            result = self.load(buffer, self.linearize(index, buffer.type.shape))
+        else:
+            result = self.producer_rule(self, value, index)
+        self.memo[key] = result
+        return result
+
+
+def float_limit(dtype: DType, sign: int) -> float:
+    return sign * math.inf if dtype.is_float else (sign * (2 ** (dtype.bits - 1)) - (1 if sign > 0 else 0))

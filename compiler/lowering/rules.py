@@ -1,0 +1,798 @@
+"""Lowering rules: for each tensor op, the scalar it computes at an output index.
+
+A rule is ``rule(e, op, result_index, idx) -> scalar`` where ``e`` is the
+``Emitter``, ``idx`` the output index (one index value per result dimension)
+and operands are read with ``e.at(operand, index)``. Elementwise rules map
+scalars; injective rules remap the index; reductions and compute ops open
+reduction loops with ``e.reduce``. Because operands are read through
+``e.at``, any producer fused into the same region is computed inline.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+from fusecc.dialects.tensor import normalize_axis
+from fusecc.ir.core import Operation, Value
+from fusecc.ir.types import DType
+
+from .emitter import Emitter, float_limit
+
+Rule = Callable[[Emitter, Operation, int, list[Value]], Value]
+RULES: dict[str, Rule] = {}
+
+
+def rule(*names: str):
+    def register(fn):
+        for name in names:
+            RULES[name] = fn
+        return fn
+    return register
+
+
+def broadcast_index(e: Emitter, idx: list[Value], in_shape: tuple) -> list[Value]:
+    """Index into an operand broadcast (numpy rules) to the output index ``idx``."""
+    offset = len(idx) - len(in_shape)
+    return [e.index(0) if d == 1 else idx[offset + i] for i, d in enumerate(in_shape)]
+
+
+def operand_at(e: Emitter, op: Operation, number: int, idx: list[Value]) -> Value:
+    value = op.operands[number]
+    return e.at(value, broadcast_index(e, idx, value.type.shape))
+
+
+def dtype_of(op: Operation) -> DType:
+    return op.operands[0].type.dtype
+
+
+# ---------------------------------------------------------------------------------------
+# Elementwise
+# ---------------------------------------------------------------------------------------
+def _c(e: Emitter, x: Value, value) -> Value:
+    return e.const(value, x.type.dtype)
+
+
+def _sigmoid(e, x):
+    return e.div(_c(e, x, 1.0), e.add(_c(e, x, 1.0), e.fn("exp", e.sub(_c(e, x, 0.0), x))))
+
+
+def _softplus(e, x):
+    # max(x, 0) + log1p(exp(-|x|)): exact for large |x|
+    return e.add(e.max(x, _c(e, x, 0.0)), e.fn("log1p", e.fn("exp", e.sub(_c(e, x, 0.0), e.fn("absf", x)))))
+
+
+def _abs(e, x):
+    if x.type.dtype.is_float:
+        return e.fn("absf", x)
+    if not x.type.dtype.is_signed:
+        return x
+    return e.select(e.cmp("lt", x, _c(e, x, 0)), e.sub(_c(e, x, 0), x), x)
+
+
+def _clip(e, x, lo, hi):
+    dtype = x.type.dtype
+    if not dtype.is_float:
+        info_lo, info_hi = float_limit(dtype, -1), float_limit(dtype, 1)
+        lo = None if lo == -math.inf else int(max(lo, info_lo))
+        hi = None if hi == math.inf else int(min(hi, info_hi))
+    else:
+        lo = None if lo == -math.inf else lo
+        hi = None if hi == math.inf else hi
+    if lo is not None:
+        x = e.max(x, _c(e, x, lo))
+    if hi is not None:
+        x = e.min(x, _c(e, x, hi))
+    return x
+
+
+def _gelu(e, x, approximate):
+    half, one = _c(e, x, 0.5), _c(e, x, 1.0)
+    if approximate == "tanh":
+        cube = e.mul(e.mul(x, x), x)
+        inner = e.mul(_c(e, x, math.sqrt(2.0 / math.pi)), e.add(x, e.mul(_c(e, x, 0.044715), cube)))
+        return e.mul(e.mul(half, x), e.add(one, e.fn("tanh", inner)))
+    return e.mul(e.mul(half, x), e.add(one, e.fn("erf", e.mul(x, _c(e, x, 1.0 / math.sqrt(2.0))))))
+
+
+def _elu(e, x, alpha):
+    zero = _c(e, x, 0.0)
+    return e.select(e.cmp("ge", x, zero), x, e.mul(_c(e, x, alpha), e.fn("expm1", x)))
+
+
+UNARY: dict[str, Callable] = {
+    "tensor.neg": lambda e, op, x: e.sub(_c(e, x, 0), x),
+    "tensor.abs": lambda e, op, x: _abs(e, x),
+    "tensor.sqrt": lambda e, op, x: e.fn("sqrt", x),
+    "tensor.exp": lambda e, op, x: e.fn("exp", x),
+    "tensor.log": lambda e, op, x: e.fn("log", x),
+    "tensor.erf": lambda e, op, x: e.fn("erf", x),
+    "tensor.tanh": lambda e, op, x: e.fn("tanh", x),
+    "tensor.sin": lambda e, op, x: e.fn("sin", x),
+    "tensor.cos": lambda e, op, x: e.fn("cos", x),
+    "tensor.tan": lambda e, op, x: e.fn("tan", x),
+    "tensor.asin": lambda e, op, x: e.fn("asin", x),
+    "tensor.acos": lambda e, op, x: e.fn("acos", x),
+    "tensor.atan": lambda e, op, x: e.fn("atan", x),
+    "tensor.sinh": lambda e, op, x: e.fn("sinh", x),
+    "tensor.cosh": lambda e, op, x: e.fn("cosh", x),
+    "tensor.asinh": lambda e, op, x: e.fn("asinh", x),
+    "tensor.acosh": lambda e, op, x: e.fn("acosh", x),
+    "tensor.atanh": lambda e, op, x: e.fn("atanh", x),
+    "tensor.floor": lambda e, op, x: e.fn("floor", x),
+    "tensor.ceil": lambda e, op, x: e.fn("ceil", x),
+    "tensor.round": lambda e, op, x: e.fn("roundeven", x),
+    "tensor.relu": lambda e, op, x: e.max(x, _c(e, x, 0)),
+    "tensor.sigmoid": lambda e, op, x: _sigmoid(e, x),
+    "tensor.reciprocal": lambda e, op, x: e.div(_c(e, x, 1.0), x),
+    "tensor.sign": lambda e, op, x: e.select(e.cmp("gt", x, _c(e, x, 0)), _c(e, x, 1),
+                                             e.select(e.cmp("lt", x, _c(e, x, 0)), _c(e, x, -1), _c(e, x, 0)))
+    if x.type.dtype.is_signed or x.type.dtype.is_float else
+    e.select(e.cmp("gt", x, _c(e, x, 0)), _c(e, x, 1), _c(e, x, 0)),
+    "tensor.softplus": lambda e, op, x: _softplus(e, x),
+    "tensor.softsign": lambda e, op, x: e.div(x, e.add(_c(e, x, 1.0), e.fn("absf", x))),
+    "tensor.mish": lambda e, op, x: e.mul(x, e.fn("tanh", _softplus(e, x))),
+    "tensor.hard_swish": lambda e, op, x: e.mul(x, _clip(e, e.add(e.mul(x, _c(e, x, 1 / 6)), _c(e, x, 0.5)), 0, 1)),
+    "tensor.hard_sigmoid": lambda e, op, x: _clip(e, e.add(e.mul(x, _c(e, x, op.alpha)), _c(e, x, op.beta)), 0, 1),
+    "tensor.leaky_relu": lambda e, op, x: e.select(e.cmp("ge", x, _c(e, x, 0)), x, e.mul(x, _c(e, x, op.alpha))),
+    "tensor.thresholded_relu": lambda e, op, x: e.select(e.cmp("gt", x, _c(e, x, op.alpha)), x, _c(e, x, 0)),
+    "tensor.elu": lambda e, op, x: _elu(e, x, op.alpha),
+    "tensor.selu": lambda e, op, x: e.mul(_c(e, x, op.gamma), e.select(
+        e.cmp("gt", x, _c(e, x, 0.0)), x, e.mul(_c(e, x, op.alpha), e.fn("expm1", x)))),
+    "tensor.celu": lambda e, op, x: e.add(e.max(x, _c(e, x, 0.0)), e.min(_c(e, x, 0.0), e.mul(
+        _c(e, x, op.alpha), e.fn("expm1", e.div(x, _c(e, x, op.alpha)))))),
+    "tensor.shrink": lambda e, op, x: e.select(
+        e.cmp("lt", x, _c(e, x, -op.lambd)), e.add(x, _c(e, x, op.bias)),
+        e.select(e.cmp("gt", x, _c(e, x, op.lambd)), e.sub(x, _c(e, x, op.bias)), _c(e, x, 0))),
+    "tensor.gelu": lambda e, op, x: _gelu(e, x, op.approximate),
+    "tensor.clip": lambda e, op, x: _clip(e, x, op.min, op.max),
+    "tensor.not": lambda e, op, x: e.logical("arith.xori", x, e.const(1, DType.I1)),
+    "tensor.bitwise_not": lambda e, op, x: e.logical("arith.xori", x, _c(e, x, -1 if x.type.dtype.is_signed
+                                                                          else 2 ** x.type.dtype.bits - 1)),
+    "tensor.isnan": lambda e, op, x: e.cmp("ne", x, x),
+    "tensor.isinf": lambda e, op, x: _isinf(e, op, x),
+    "tensor.cast": lambda e, op, x: e.cast(x, op.to),
+}
+
+
+def _isinf(e, op, x):
+    result = e.const(0, DType.I1)
+    if op.detect_positive:
+        result = e.logical("arith.ori", result, e.cmp("eq", x, _c(e, x, math.inf)))
+    if op.detect_negative:
+        result = e.logical("arith.ori", result, e.cmp("eq", x, _c(e, x, -math.inf)))
+    return result
+
+
+def _unary_rule(e, op, result_index, idx):
+    return UNARY[op.name](e, op, e.at(op.operands[0], idx))
+
+
+for _name in UNARY:
+    RULES[_name] = _unary_rule
+
+
+def _int_pow(e, a, b):
+    as_float = e.pow(e.cast(a, DType.F64), e.cast(b, DType.F64))
+    return e.cast(as_float, a.type.dtype)
+
+
+def _mod(e, op, a, b):
+    if a.type.dtype.is_float:
+        return e.binary("arith.remf", "arith.remf", a, b)
+    rem = e.logical("arith.remsi" if a.type.dtype.is_signed else "arith.remui", a, b)
+    if op.fmod or not a.type.dtype.is_signed:
+        return rem
+    zero = _c(e, a, 0)
+    differ = e.logical("arith.xori", e.cmp("lt", rem, zero), e.cmp("lt", b, zero))
+    fix = e.logical("arith.andi", differ, e.cmp("ne", rem, zero))
+    return e.select(fix, e.add(rem, b), rem)
+
+
+BINARY: dict[str, Callable] = {
+    "tensor.add": lambda e, op, a, b: e.add(a, b),
+    "tensor.sub": lambda e, op, a, b: e.sub(a, b),
+    "tensor.mul": lambda e, op, a, b: e.mul(a, b),
+    "tensor.div": lambda e, op, a, b: e.div(a, e.select(e.cmp("eq", b, _c(e, b, 0)), _c(e, b, 1), b))
+    if not a.type.dtype.is_float else e.div(a, b),
+    "tensor.pow": lambda e, op, a, b: e.pow(a, b) if a.type.dtype.is_float else _int_pow(e, a, b),
+    "tensor.max": lambda e, op, a, b: e.max(a, b),
+    "tensor.min": lambda e, op, a, b: e.min(a, b),
+    "tensor.prelu": lambda e, op, a, b: e.select(e.cmp("lt", a, _c(e, a, 0)), e.mul(a, b), a),
+    "tensor.mod": _mod,
+    "tensor.equal": lambda e, op, a, b: e.cmp("eq", a, b),
+    "tensor.less": lambda e, op, a, b: e.cmp("lt", a, b),
+    "tensor.greater": lambda e, op, a, b: e.cmp("gt", a, b),
+    "tensor.less_equal": lambda e, op, a, b: e.cmp("le", a, b),
+    "tensor.greater_equal": lambda e, op, a, b: e.cmp("ge", a, b),
+    "tensor.and": lambda e, op, a, b: e.logical("arith.andi", a, b),
+    "tensor.or": lambda e, op, a, b: e.logical("arith.ori", a, b),
+    "tensor.xor": lambda e, op, a, b: e.logical("arith.xori", a, b),
+    "tensor.bitwise_and": lambda e, op, a, b: e.logical("arith.andi", a, b),
+    "tensor.bitwise_or": lambda e, op, a, b: e.logical("arith.ori", a, b),
+    "tensor.bitwise_xor": lambda e, op, a, b: e.logical("arith.xori", a, b),
+}
+
+
+def _binary_rule(e, op, result_index, idx):
+    return BINARY[op.name](e, op, operand_at(e, op, 0, idx), operand_at(e, op, 1, idx))
+
+
+for _name in BINARY:
+    RULES[_name] = _binary_rule
+
+
+@rule("tensor.where")
+def _where(e, op, result_index, idx):
+    return e.select(operand_at(e, op, 0, idx), operand_at(e, op, 1, idx), operand_at(e, op, 2, idx))
+
+
+@rule("tensor.batch_normalization")
+def _batch_norm(e, op, result_index, idx):
+    x = e.at(op.operands[0], idx)
+    channel = [idx[1]]
+    scale, bias, mean, var = (e.at(v, channel) for v in op.operands[1:])
+    inv = e.div(scale, e.fn("sqrt", e.add(var, _c(e, x, op.epsilon))))
+    return e.add(e.mul(e.sub(x, mean), inv), bias)
+
+
+@rule("tensor.constant")
+def _constant(e, op, result_index, idx):
+    data = op.value.value
+    flat = data.reshape(-1)
+    if flat.size and (flat == flat[0]).all():
+        return e.const(flat[0].item(), op.value.type.dtype)
+    raise NotImplementedError("non-splat constants are region inputs, not inlined")
+
+
+@rule("tensor.constant_of_shape")
+def _constant_of_shape(e, op, result_index, idx):
+    return e.const(op.value.value.reshape(-1)[0].item(), op.value.type.dtype)
+
+
+@rule("tensor.range")
+def _range(e, op, result_index, idx):
+    position = e.cast(idx[0], DType.F64)
+    value = e.add(e.const(op.start, DType.F64), e.mul(e.const(op.delta, DType.F64), position))
+    return e.cast(value, op.dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Data movement
+# ---------------------------------------------------------------------------------------
+@rule("tensor.reshape")
+def _reshape(e, op, result_index, idx):
+    source = op.operands[0]
+    linear = e.linearize(idx, tuple(op.shape))
+    return e.at(source, e.delinearize(linear, source.type.shape))
+
+
+@rule("tensor.transpose")
+def _transpose(e, op, result_index, idx):
+    in_idx = [None] * len(idx)
+    for out_axis, in_axis in enumerate(op.perm):
+        in_idx[in_axis] = idx[out_axis]
+    return e.at(op.operands[0], in_idx)
+
+
+@rule("tensor.expand")
+def _expand(e, op, result_index, idx):
+    return operand_at(e, op, 0, idx)
+
+
+@rule("tensor.tile")
+def _tile(e, op, result_index, idx):
+    shape = op.operands[0].type.shape
+    return e.at(op.operands[0], [e.irem(i, e.index(d)) for i, d in zip(idx, shape)])
+
+
+@rule("tensor.slice")
+def _slice(e, op, result_index, idx):
+    in_idx = [e.iadd(e.index(start), e.imul(i, e.index(step))) for i, (start, step, _) in zip(idx, op.ranges())]
+    return e.at(op.operands[0], in_idx)
+
+
+@rule("tensor.split")
+def _split(e, op, result_index, idx):
+    axis = normalize_axis(op, op.axis, len(idx))
+    offset = sum(op.split[:result_index])
+    in_idx = list(idx)
+    in_idx[axis] = e.iadd(idx[axis], e.index(offset))
+    return e.at(op.operands[0], in_idx)
+
+
+@rule("tensor.concat")
+def _concat(e, op, result_index, idx):
+    axis = normalize_axis(op, op.axis, len(idx))
+    position = idx[axis]
+    result, offset = None, 0
+    pieces = []
+    for value in op.operands:
+        size = value.type.shape[axis]
+        local = e.imin(e.imax(e.isub(position, e.index(offset)), e.index(0)), e.index(size - 1))
+        in_idx = list(idx)
+        in_idx[axis] = local
+        pieces.append((offset + size, e.at(value, in_idx)))
+        offset += size
+    result = pieces[-1][1]
+    for end, piece in reversed(pieces[:-1]):
+        result = e.select(e.cmp("lt", position, e.index(end)), piece, result)
+    return result
+
+
+@rule("tensor.gather")
+def _gather(e, op, result_index, idx):
+    data, indices = op.operands
+    axis = normalize_axis(op, op.axis, data.type.rank)
+    q = indices.type.rank
+    raw = e.cast(e.at(indices, idx[axis:axis + q]), DType.INDEX)
+    size = e.index(data.type.shape[axis])
+    wrapped = e.select(e.cmp("lt", raw, e.index(0)), e.iadd(raw, size), raw)
+    safe = e.imin(e.imax(wrapped, e.index(0)), e.index(data.type.shape[axis] - 1))
+    return e.at(data, idx[:axis] + [safe] + idx[axis + q:])
+
+
+@rule("tensor.pad")
+def _pad(e, op, result_index, idx):
+    x = op.operands[0]
+    rank = x.type.rank
+    in_idx, valid = [], None
+    for axis, i in enumerate(idx):
+        size = x.type.shape[axis]
+        j = e.isub(i, e.index(op.pads[axis]))
+        if op.mode == "constant":
+            inside = e.logical("arith.andi", e.cmp("ge", j, e.index(0)), e.cmp("lt", j, e.index(size)))
+            valid = inside if valid is None else e.logical("arith.andi", valid, inside)
+            j = e.imin(e.imax(j, e.index(0)), e.index(size - 1))
+        elif op.mode == "edge":
+            j = e.imin(e.imax(j, e.index(0)), e.index(size - 1))
+        elif op.mode == "reflect":
+            period = e.index(max(2 * (size - 1), 1))
+            m = e.irem(e.iadd(e.irem(j, period), period), period)
+            j = e.select(e.cmp("lt", m, e.index(size)), m, e.isub(period, m))
+        else:  # wrap
+            j = e.irem(e.iadd(e.irem(j, e.index(size)), e.index(size)), e.index(size))
+        in_idx.append(j)
+    value = e.at(x, in_idx)
+    if op.mode == "constant" and valid is not None and rank:
+        return e.select(valid, value, e.const(op.value, x.type.dtype))
+    return value
+
+
+@rule("tensor.depth_to_space")
+def _depth_to_space(e, op, result_index, idx):
+    n, c, h, w = idx
+    b = op.blocksize
+    out_c = op.results[0].type.shape[1]
+    bh, bw = e.irem(h, e.index(b)), e.irem(w, e.index(b))
+    ih, iw = e.idiv(h, e.index(b)), e.idiv(w, e.index(b))
+    if op.mode == "DCR":
+        ic = e.iadd(e.imul(e.iadd(e.imul(bh, e.index(b)), bw), e.index(out_c)), c)
+    else:
+        ic = e.iadd(e.imul(c, e.index(b * b)), e.iadd(e.imul(bh, e.index(b)), bw))
+    return e.at(op.operands[0], [n, ic, ih, iw])
+
+
+@rule("tensor.space_to_depth")
+def _space_to_depth(e, op, result_index, idx):
+    n, c, h, w = idx
+    b = op.blocksize
+    in_c = op.operands[0].type.shape[1]
+    block = e.idiv(c, e.index(in_c))
+    ic = e.irem(c, e.index(in_c))
+    bh, bw = e.idiv(block, e.index(b)), e.irem(block, e.index(b))
+    return e.at(op.operands[0], [n, ic, e.iadd(e.imul(h, e.index(b)), bh), e.iadd(e.imul(w, e.index(b)), bw)])
+
+
+@rule("tensor.trilu")
+def _trilu(e, op, result_index, idx):
+    x = e.at(op.operands[0], idx)
+    row, col = idx[-2], idx[-1]
+    diagonal = e.isub(col, row)
+    keep = e.cmp("ge" if op.upper else "le", diagonal, e.index(op.k))
+    return e.select(keep, x, _c(e, x, 0))
+
+
+@rule("tensor.one_hot")
+def _one_hot(e, op, result_index, idx):
+    indices, values = op.operands
+    axis = normalize_axis(op, op.axis, len(idx))
+    raw = e.cast(e.at(indices, idx[:axis] + idx[axis + 1:]), DType.INDEX)
+    depth = e.index(op.depth)
+    wrapped = e.select(e.cmp("lt", raw, e.index(0)), e.iadd(raw, depth), raw)
+    off, on = e.at(values, [e.index(0)]), e.at(values, [e.index(1)])
+    return e.select(e.cmp("eq", wrapped, idx[axis]), on, off)
+
+
+# ---------------------------------------------------------------------------------------
+# Reductions
+# ---------------------------------------------------------------------------------------
+def _reduce_axes(e, op, idx, axes, keepdims, in_shape, body_value, combine, init, key, finalize=None):
+    """Reduce the input over ``axes``; ``body_value(in_idx)`` gives the reduced term."""
+    kept = [i for i in range(len(in_shape)) if i not in axes]
+    out_pos = {axis: (axis if keepdims else kept.index(axis)) for axis in kept}
+    deps = [idx[out_pos[a]] for a in kept]
+    extents = [in_shape[a] for a in axes]
+    dtype = op.results[0].type.dtype if finalize is None else dtype_of(op)
+
+    def body(ks):
+        in_idx = [None] * len(in_shape)
+        for a in kept:
+            in_idx[a] = idx[out_pos[a]]
+        for a, k in zip(axes, ks):
+            in_idx[a] = k
+        return body_value(in_idx)
+
+    return e.reduce(key, deps, extents, dtype, init, combine, body)
+
+
+def _reduction(kind, e, op, idx, axes, keepdims, key_base):
+    x = op.operands[0]
+    dtype = x.type.dtype
+    shape = x.type.shape
+    count = int(math.prod(shape[a] for a in axes))
+
+    def run(term, combine, init, tag):
+        return _reduce_axes(e, op, idx, axes, keepdims, shape, term, combine, init, (key_base, tag))
+
+    load = lambda in_idx: e.at(x, in_idx)  # noqa: E731
+    if kind in ("sum", "mean"):
+        total = run(load, e.add, 0, "sum")
+        return e.div(total, e.const(count, dtype)) if kind == "mean" else total
+    if kind == "max":
+        return run(load, e.max, float_limit(dtype, -1), "max")
+    if kind == "min":
+        return run(load, e.min, float_limit(dtype, 1), "min")
+    if kind == "prod":
+        return run(load, e.mul, 1, "prod")
+    if kind == "l1":
+        return run(lambda i: _abs(e, load(i)), e.add, 0, "l1")
+    if kind in ("l2", "sum_square"):
+        total = run(lambda i: e.mul(load(i), load(i)), e.add, 0, "sumsq")
+        return e.fn("sqrt", total) if kind == "l2" else total
+    if kind == "log_sum":
+        return e.fn("log", run(load, e.add, 0, "sum"))
+    if kind == "log_sum_exp":
+        peak = run(load, e.max, -math.inf, "max")
+        safe = e.select(e.cmp("eq", peak, e.const(-math.inf, dtype)), e.const(0.0, dtype), peak)
+        total = run(lambda i: e.fn("exp", e.sub(load(i), safe)), e.add, 0, "sumexp")
+        return e.add(safe, e.fn("log", total))
+    raise NotImplementedError(kind)
+
+
+@rule("tensor.reduce_sum", "tensor.reduce_mean", "tensor.reduce_max", "tensor.reduce_min", "tensor.reduce_prod",
+      "tensor.reduce_l1", "tensor.reduce_l2", "tensor.reduce_sum_square", "tensor.reduce_log_sum",
+      "tensor.reduce_log_sum_exp")
+def _reduce(e, op, result_index, idx):
+    return _reduction(op.reduction, e, op, idx, op.reduced_axes(), op.keepdims, id(op))
+
+
+@rule("tensor.argmax", "tensor.argmin")
+def _arg_reduce(e, op, result_index, idx):
+    x = op.operands[0]
+    axis = normalize_axis(op, op.axis, x.type.rank)
+    kind = "max" if op.name == "tensor.argmax" else "min"
+    best = _reduction(kind, e, op, idx, [axis], op.keepdims, id(op))
+    size = x.type.shape[axis]
+
+    def position(in_idx):
+        hit = e.cmp("eq", e.at(x, in_idx), best)
+        return e.select(hit, in_idx[axis], e.index(-1 if op.select_last_index else size))
+
+    combine = e.imax if op.select_last_index else e.imin
+    init = -1 if op.select_last_index else size
+    found = _reduce_axes(e, op, idx, [axis], op.keepdims, x.type.shape, position, combine, init, (id(op), "pos"))
+    return e.cast(e.imin(e.imax(found, e.index(0)), e.index(size - 1)), DType.I64)
+
+
+def _row_stats(e, op, idx, axes, tag):
+    """Max and sum(exp(x - max)) over ``axes`` for the row of ``idx`` (softmax family)."""
+    x = op.operands[0]
+    load = lambda in_idx: e.at(x, in_idx)  # noqa: E731
+    peak = _reduce_axes(e, op, idx, axes, True, x.type.shape, load, e.max, -math.inf, (id(op), tag, "max"))
+    total = _reduce_axes(e, op, idx, axes, True, x.type.shape, lambda i: e.fn("exp", e.sub(load(i), peak)),
+                         e.add, 0.0, (id(op), tag, "sum"))
+    return peak, total
+
+
+@rule("tensor.softmax")
+def _softmax(e, op, result_index, idx):
+    axis = normalize_axis(op, op.axis, len(idx))
+    peak, total = _row_stats(e, op, idx, [axis], "softmax")
+    return e.div(e.fn("exp", e.sub(e.at(op.operands[0], idx), peak)), total)
+
+
+@rule("tensor.log_softmax")
+def _log_softmax(e, op, result_index, idx):
+    axis = normalize_axis(op, op.axis, len(idx))
+    peak, total = _row_stats(e, op, idx, [axis], "logsoftmax")
+    return e.sub(e.sub(e.at(op.operands[0], idx), peak), e.fn("log", total))
+
+
+@rule("tensor.hardmax")
+def _hardmax(e, op, result_index, idx):
+    x = op.operands[0]
+    axis = normalize_axis(op, op.axis, len(idx))
+    load = lambda in_idx: e.at(x, in_idx)  # noqa: E731
+    peak = _reduce_axes(e, op, idx, [axis], True, x.type.shape, load, e.max, -math.inf, (id(op), "max"))
+    first = _reduce_axes(e, op, idx, [axis], True, x.type.shape,
+                         lambda i: e.select(e.cmp("eq", load(i), peak), i[axis], e.index(x.type.shape[axis])),
+                         e.imin, x.type.shape[axis], (id(op), "first"))
+    dtype = x.type.dtype
+    return e.select(e.cmp("eq", first, idx[axis]), e.const(1.0, dtype), e.const(0.0, dtype))
+
+
+def _normalize(e, op, idx, axes, epsilon, rms=False):
+    """(x - mean) / sqrt(var + eps) over ``axes`` (or x / sqrt(mean(x^2) + eps) when ``rms``)."""
+    x = op.operands[0]
+    dtype = x.type.dtype
+    shape = x.type.shape
+    count = e.const(math.prod(shape[a] for a in axes), dtype)
+    load = lambda in_idx: e.at(x, in_idx)  # noqa: E731
+    value = load(idx)
+    if rms:
+        square = _reduce_axes(e, op, idx, axes, True, shape, lambda i: e.mul(load(i), load(i)), e.add, 0.0,
+                              (id(op), "sumsq"))
+        return e.div(value, e.fn("sqrt", e.add(e.div(square, count), e.const(epsilon, dtype))))
+    total = _reduce_axes(e, op, idx, axes, True, shape, load, e.add, 0.0, (id(op), "sum"))
+    mean = e.div(total, count)
+
+    def centered_square(i):
+        d = e.sub(load(i), mean)
+        return e.mul(d, d)
+
+    var = e.div(_reduce_axes(e, op, idx, axes, True, shape, centered_square, e.add, 0.0, (id(op), "var")), count)
+    return e.div(e.sub(value, mean), e.fn("sqrt", e.add(var, e.const(epsilon, dtype))))
+
+
+@rule("tensor.layer_normalization")
+def _layer_norm(e, op, result_index, idx):
+    rank = len(idx)
+    axis = normalize_axis(op, op.axis, rank)
+    normed = _normalize(e, op, idx, list(range(axis, rank)), op.epsilon)
+    tail = idx[axis:]
+    scale = op.operands[1]
+    out = e.mul(normed, e.at(scale, broadcast_index(e, tail, scale.type.shape)))
+    if len(op.operands) == 3:
+        bias = op.operands[2]
+        out = e.add(out, e.at(bias, broadcast_index(e, tail, bias.type.shape)))
+    return out
+
+
+@rule("tensor.rms_normalization")
+def _rms_norm(e, op, result_index, idx):
+    rank = len(idx)
+    axis = normalize_axis(op, op.axis, rank)
+    normed = _normalize(e, op, idx, list(range(axis, rank)), op.epsilon, rms=True)
+    scale = op.operands[1]
+    return e.mul(normed, e.at(scale, broadcast_index(e, idx[axis:], scale.type.shape)))
+
+
+@rule("tensor.instance_normalization")
+def _instance_norm(e, op, result_index, idx):
+    normed = _normalize(e, op, idx, list(range(2, len(idx))), op.epsilon)
+    channel = [idx[1]]
+    return e.add(e.mul(normed, e.at(op.operands[1], channel)), e.at(op.operands[2], channel))
+
+
+@rule("tensor.cumsum")
+def _cumsum(e, op, result_index, idx):
+    x = op.operands[0]
+    axis = normalize_axis(op, op.axis, len(idx))
+    size = x.type.shape[axis]
+    here = idx[axis]
+    predicate = ("gt" if op.exclusive else "ge") if op.reverse else ("lt" if op.exclusive else "le")
+
+    def term(ks):
+        in_idx = list(idx)
+        in_idx[axis] = ks[0]
+        value = e.at(x, in_idx)
+        return e.select(e.cmp(predicate, ks[0], here), value, _c(e, value, 0))
+
+    return e.reduce((id(op), "cumsum"), idx, [size], x.type.dtype, 0, e.add, term)
+
+
+@rule("tensor.lrn")
+def _lrn(e, op, result_index, idx):
+    x = op.operands[0]
+    channels = x.type.shape[1]
+    lo = (op.size - 1) // 2
+    dtype = x.type.dtype
+
+    def term(ks):
+        c = e.iadd(e.isub(idx[1], e.index(lo)), ks[0])
+        inside = e.logical("arith.andi", e.cmp("ge", c, e.index(0)), e.cmp("lt", c, e.index(channels)))
+        safe = e.imin(e.imax(c, e.index(0)), e.index(channels - 1))
+        value = e.at(x, [idx[0], safe] + idx[2:])
+        return e.select(inside, e.mul(value, value), e.const(0.0, dtype))
+
+    square = e.reduce((id(op), "lrn"), idx, [op.size], dtype, 0.0, e.add, term)
+    base = e.add(e.const(op.bias, dtype), e.mul(e.const(op.alpha / op.size, dtype), square))
+    return e.div(e.at(x, idx), e.pow(base, e.const(op.beta, dtype)))
+
+
+# ---------------------------------------------------------------------------------------
+# Compute ops
+# ---------------------------------------------------------------------------------------
+@rule("tensor.matmul")
+def _matmul(e, op, result_index, idx):
+    a, b = op.operands
+    a_shape = (1,) + a.type.shape if a.type.rank == 1 else a.type.shape
+    b_shape = b.type.shape + (1,) if b.type.rank == 1 else b.type.shape
+    out = list(idx)
+    j = out.pop() if b.type.rank > 1 else e.index(0)
+    i = out.pop() if a.type.rank > 1 else e.index(0)
+    batch = out
+    k_size = a_shape[-1]
+
+    def term(ks):
+        a_idx = broadcast_index(e, batch, a_shape[:-2]) + [i, ks[0]]
+        b_idx = broadcast_index(e, batch, b_shape[:-2]) + [ks[0], j]
+        a_val = e.at(a, a_idx if a.type.rank > 1 else [ks[0]])
+        b_val = e.at(b, b_idx if b.type.rank > 1 else [ks[0]])
+        return e.mul(a_val, b_val)
+
+    return e.reduce((id(op), "matmul"), idx, [k_size], dtype_of(op), 0, e.add, term)
+
+
+@rule("tensor.gemm")
+def _gemm(e, op, result_index, idx):
+    a, b = op.operands[:2]
+    i, j = idx
+    k_size = a.type.shape[0] if op.transA else a.type.shape[1]
+    dtype = dtype_of(op)
+
+    def term(ks):
+        k = ks[0]
+        a_val = e.at(a, [k, i] if op.transA else [i, k])
+        b_val = e.at(b, [j, k] if op.transB else [k, j])
+        return e.mul(a_val, b_val)
+
+    acc = e.reduce((id(op), "gemm"), idx, [k_size], dtype, 0, e.add, term)
+    if op.alpha != 1.0:
+        acc = e.mul(acc, e.const(op.alpha, dtype))
+    if len(op.operands) == 3 and op.beta != 0.0:
+        c = operand_at(e, op, 2, idx)
+        acc = e.add(acc, c if op.beta == 1.0 else e.mul(c, e.const(op.beta, dtype)))
+    return acc
+
+
+def _window_source(e, op, out_spatial, ks, in_spatial_shape):
+    """Input spatial indices of a window tap, whether it is inside the input, and clamped indices."""
+    strides, pads, dilations = op.window()
+    spatial = len(op.kernel_shape)
+    positions, valid = [], None
+    for axis in range(spatial):
+        pos = e.iadd(e.imul(out_spatial[axis], e.index(strides[axis])),
+                     e.isub(e.imul(ks[axis], e.index(dilations[axis])), e.index(pads[axis])))
+        size = in_spatial_shape[axis]
+        inside = e.logical("arith.andi", e.cmp("ge", pos, e.index(0)), e.cmp("lt", pos, e.index(size)))
+        valid = inside if valid is None else e.logical("arith.andi", valid, inside)
+        positions.append(e.imin(e.imax(pos, e.index(0)), e.index(size - 1)))
+    return positions, valid
+
+
+@rule("tensor.conv")
+def _conv(e, op, result_index, idx):
+    x, w = op.operands[:2]
+    dtype = dtype_of(op)
+    n, co, out_spatial = idx[0], idx[1], idx[2:]
+    c_in_group = w.type.shape[1]
+    c_out_group = w.type.shape[0] // op.group
+    group_base = e.imul(e.idiv(co, e.index(c_out_group)), e.index(c_in_group))
+
+    def term(ks):
+        ci, taps = ks[0], ks[1:]
+        positions, valid = _window_source(e, op, out_spatial, taps, x.type.shape[2:])
+        x_val = e.at(x, [n, e.iadd(group_base, ci)] + positions)
+        product = e.mul(x_val, e.at(w, [co, ci] + taps))
+        return e.select(valid, product, e.const(0.0, dtype))
+
+    acc = e.reduce((id(op), "conv"), idx, [c_in_group] + list(op.kernel_shape), dtype, 0.0, e.add, term)
+    if len(op.operands) == 3:
+        acc = e.add(acc, e.at(op.operands[2], [co]))
+    return acc
+
+
+@rule("tensor.conv_transpose")
+def _conv_transpose(e, op, result_index, idx):
+    x, w = op.operands[:2]
+    dtype = dtype_of(op)
+    strides, pads, dilations = op.window()
+    n, co, out_spatial = idx[0], idx[1], idx[2:]
+    c_in_group = x.type.shape[1] // op.group
+    c_out_group = w.type.shape[1]
+    group = e.idiv(co, e.index(c_out_group))
+    co_local = e.irem(co, e.index(c_out_group))
+
+    def term(ks):
+        ci, taps = e.iadd(e.imul(group, e.index(c_in_group)), ks[0]), ks[1:]
+        positions, valid = [], None
+        for axis, tap in enumerate(taps):
+            shifted = e.isub(e.iadd(out_spatial[axis], e.index(pads[axis])), e.imul(tap, e.index(dilations[axis])))
+            size = x.type.shape[2 + axis]
+            stride = e.index(strides[axis])
+            pos = e.idiv(e.imax(shifted, e.index(0)), stride)
+            ok = e.logical("arith.andi", e.cmp("ge", shifted, e.index(0)),
+                           e.cmp("eq", e.irem(e.imax(shifted, e.index(0)), stride), e.index(0)))
+            ok = e.logical("arith.andi", ok, e.cmp("lt", pos, e.index(size)))
+            valid = ok if valid is None else e.logical("arith.andi", valid, ok)
+            positions.append(e.imin(pos, e.index(size - 1)))
+        product = e.mul(e.at(x, [n, ci] + positions), e.at(w, [ci, co_local] + taps))
+        return e.select(valid, product, e.const(0.0, dtype))
+
+    acc = e.reduce((id(op), "convT"), idx, [c_in_group] + list(op.kernel_shape), dtype, 0.0, e.add, term)
+    if len(op.operands) == 3:
+        acc = e.add(acc, e.at(op.operands[2], [co]))
+    return acc
+
+
+@rule("tensor.max_pool")
+def _max_pool(e, op, result_index, idx):
+    x = op.operands[0]
+    dtype = dtype_of(op)
+    lowest = e.const(float_limit(dtype, -1), dtype)
+
+    def term(ks):
+        positions, valid = _window_source(e, op, idx[2:], ks, x.type.shape[2:])
+        return e.select(valid, e.at(x, idx[:2] + positions), lowest)
+
+    return e.reduce((id(op), "maxpool"), idx, list(op.kernel_shape), dtype, float_limit(dtype, -1), e.max, term)
+
+
+@rule("tensor.average_pool")
+def _average_pool(e, op, result_index, idx):
+    x = op.operands[0]
+    dtype = dtype_of(op)
+    strides, pads, dilations = op.window()
+    spatial = len(op.kernel_shape)
+
+    def term(ks):
+        positions, valid = _window_source(e, op, idx[2:], ks, x.type.shape[2:])
+        return e.select(valid, e.at(x, idx[:2] + positions), e.const(0.0, dtype))
+
+    def counted(ks):
+        inside = None
+        for axis in range(spatial):
+            pos = e.iadd(e.imul(idx[2 + axis], e.index(strides[axis])),
+                         e.isub(e.imul(ks[axis], e.index(dilations[axis])), e.index(pads[axis])))
+            if op.count_include_pad:
+                lo, hi = -pads[axis], x.type.shape[2 + axis] + pads[axis + spatial]
+            else:
+                lo, hi = 0, x.type.shape[2 + axis]
+            ok = e.logical("arith.andi", e.cmp("ge", pos, e.index(lo)), e.cmp("lt", pos, e.index(hi)))
+            inside = ok if inside is None else e.logical("arith.andi", inside, ok)
+        return e.select(inside, e.const(1.0, dtype), e.const(0.0, dtype))
+
+    total = e.reduce((id(op), "sum"), idx, list(op.kernel_shape), dtype, 0.0, e.add, term)
+    count = e.reduce((id(op), "count"), idx, list(op.kernel_shape), dtype, 0.0, e.add, counted)
+    return e.div(total, e.max(count, e.const(1.0, dtype)))
+
+
+@rule("tensor.einsum")
+def _einsum(e, op, result_index, idx):
+    inputs, _, output = op.equation.replace(" ", "").partition("->")
+    terms = inputs.split(",")
+    if not _:
+        output = "".join(sorted(c for c in set(inputs.replace(",", "")) if inputs.count(c) == 1))
+    sizes = {}
+    for term, value in zip(terms, op.operands):
+        for letter, d in zip(term, value.type.shape):
+            if d != 1 or letter not in sizes:
+                sizes[letter] = d
+    summed = sorted(set("".join(terms)) - set(output))
+    position = dict(zip(output, idx))
+
+    def product(ks):
+        where = dict(position)
+        where.update(zip(summed, ks))
+        result = None
+        for term, value in zip(terms, op.operands):
+            at = [e.index(0) if d == 1 and sizes[c] != 1 else where[c] for c, d in zip(term, value.type.shape)]
+            scalar = e.at(value, at)
+            result = scalar if result is None else e.mul(result, scalar)
+        return result
+
+    if not summed:
+        return product([])
+    return e.reduce((id(op), "einsum"), idx, [sizes[c] for c in summed], dtype_of(op), 0, e.add, product)

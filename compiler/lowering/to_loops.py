@@ -1,0 +1,144 @@
+"""Pass ``lower-to-loops``: fused regions become loop-dialect kernels, the graph becomes launches."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from fusecc.dialects.kernel import AllocOp, CopyOp, FusedOp, LaunchOp, ViewOp, WeightOp
+from fusecc.ir.core import FuncOp, IRError, Module, ReturnOp, Value
+from fusecc.ir.types import DType, MemRefType, ScalarType, TensorType
+from fusecc.passes.manager import Pass
+
+from .emitter import Emitter, Scope
+from .rules import RULES
+
+INDEX = ScalarType(DType.INDEX)
+
+
+def memref(t: TensorType) -> MemRefType:
+    if not t.is_static:
+        raise IRError(f"cannot lower {t}: dynamic dimensions must be specialised first (pass input_shapes)")
+    return MemRefType(t.shape, t.dtype)
+
+
+def kernel_name(fused: FusedOp, number: int) -> str:
+    parts = []
+    for op in fused.members:
+        short = op.name.split(".", 1)[1]
+        if short not in parts:
+            parts.append(short)
+    return "fused_" + "_".join(parts[:4]) + f"_{number}"
+
+
+def _producer(e: Emitter, value: Value, idx: list[Value]) -> Value:
+    op = value.op
+    rule = RULES.get(op.name)
+    if rule is None:
+        raise IRError(f"{op.describe()}: no loop lowering for this op")
+    return rule(e, op, value.index, idx)
+
+
+def lower_region(fused: FusedOp, name: str) -> FuncOp:
+    """Build the kernel function computing ``fused``'s results in one loop nest.
+
+    The nest walks rows (all dimensions but the last, flattened: the parallel
+    loop over [begin, end)) and then the last dimension; every result is
+    stored at the same index, so all results must share one shape.
+    """
+    outputs = fused.body.ops[-1].operands
+    shapes = {tuple(v.type.shape) for v in outputs}
+    if len(shapes) != 1:
+        raise IRError(f"{fused.describe()}: results of one fused region must share a shape, got {shapes}")
+    shape = shapes.pop()
+    in_types = [memref(v.type) for v in fused.operands]
+    out_types = [memref(v.type) for v in outputs]
+    rows = math.prod(shape[:-1]) if shape else 1
+    names = [f"in{i}" for i in range(len(in_types))] + [f"out{i}" for i in range(len(out_types))] + ["begin", "end"]
+    func = FuncOp(name, in_types + out_types + [INDEX, INDEX], [], names, {"extent": rows})
+    args = func.args
+    buffers = {id(arg): buf for arg, buf in zip(fused.body.args, args)}
+    out_buffers = args[len(in_types):len(in_types) + len(out_types)]
+    begin, end = args[-2], args[-1]
+    root = Scope(func.body, None)
+    e = Emitter(root, _producer, buffers)
+    for arg in args:
+        e.scope_of[id(arg)] = root
+    row, row_scope = e.open_loop(begin, end, root, parallel=True, nest=True)
+    e.current = row_scope
+    outer = e.delinearize(row, shape[:-1]) if shape else []
+    if shape:
+        col, inner_scope = e.open_loop(e.index(0), e.index(shape[-1]), row_scope, nest=True)
+        e.current = inner_scope
+        idx = outer + [col]
+    else:
+        idx = []
+    linear = e.linearize(idx, shape)
+    for value, buffer in zip(outputs, out_buffers):
+        e.store(e.at(value, idx), buffer, linear)
+    func.body.append(ReturnOp.create([], []))
+    return func
+
+
+@dataclass
+class LowerToLoops(Pass):
+    """Lowers every ``kernel.fused`` region to a loop-dialect kernel function.
+
+    The graph function ``@main`` is rewritten to work on buffers: its tensor
+    arguments become memrefs and one memref argument per result is appended
+    (named after the outputs); constants become ``kernel.weight``, reshapes
+    outside regions become ``kernel.view`` (no copy), each region becomes a
+    ``kernel.alloc`` of its results plus a ``kernel.launch`` of its kernel.
+    Results produced by a region are written straight into the output
+    buffers; anything else returned is copied there.
+    """
+
+    name = "lower-to-loops"
+
+    def run(self, module: Module) -> None:
+        old = module.main
+        returned = old.return_op.operands
+        output_names = old.attr("output_names") or [f"output{i}" for i in range(len(returned))]
+        arg_names = [a.name_hint or f"arg{i}" for i, a in enumerate(old.args)]
+        out_arg_names = [f"out_{i}" for i in range(len(returned))]
+        main = FuncOp("main", [memref(a.type) for a in old.args] + [memref(v.type) for v in returned], [],
+                      arg_names + out_arg_names, dict(old.attributes), old.loc)
+        buffers = {id(a): b for a, b in zip(old.args, main.args)}
+        out_args = main.args[len(old.args):]
+        direct = {}
+        for position, value in enumerate(returned):
+            if isinstance(getattr(value, "op", None), FusedOp) and id(value) not in direct:
+                direct[id(value)] = out_args[position]
+        kernels = []
+        body = main.body
+        for op in old.body.ops:
+            if op.name == "tensor.constant":
+                weight = WeightOp.create([], [memref(op.result.type)], {"value": op.value}, loc=op.loc)
+                body.append(weight)
+                buffers[id(op.result)] = weight.result
+            elif op.name == "tensor.reshape":
+                view = ViewOp.create([buffers[id(op.operands[0])]], [memref(op.result.type)], loc=op.loc)
+                body.append(view)
+                buffers[id(op.result)] = view.result
+            elif isinstance(op, FusedOp):
+                name = kernel_name(op, len(kernels))
+                kernel = lower_region(op, name)
+                kernels.append(kernel)
+                outs = []
+                for result in op.results:
+                    target = direct.get(id(result))
+                    if target is None:
+                        target = body.append(AllocOp.create([], [memref(result.type)], loc=op.loc)).result
+                    buffers[id(result)] = target
+                    outs.append(target)
+                body.append(LaunchOp.create([buffers[id(v)] for v in op.operands] + outs, [],
+                                            {"callee": name, "extent": kernel.attr("extent")}, loc=op.loc))
+            elif op.name == "func.return":
+                for value, out in zip(returned, out_args):
+                    if buffers[id(value)] is not out:
+                        body.append(CopyOp.create([buffers[id(value)], out], []))
+                body.append(ReturnOp.create([], []))
+            else:
+                raise IRError(f"{op.describe()}: not inside a fused region; run outline-kernels or fuse first")
+        main.attributes["output_names"] = list(output_names)
+        module.funcs = [main] + kernels + [f for f in module.funcs if f is not old and f.sym_name != "main"]

@@ -1,0 +1,54 @@
+"""Pass ``fold-batchnorm``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fusecc.dialects.tensor import ConvOp
+from fusecc.ir.core import Module
+
+from .manager import Pass
+from .rewrite import constant_value, make_constant, replace_op, resource_names
+
+
+@dataclass
+class FoldBatchNorm(Pass):
+    """Folds an inference BatchNormalization into the Conv that feeds it.
+
+    ``bn(conv(x, w, b))`` becomes ``conv(x, w * s, (b - mean) * s + beta)``
+    with ``s = gamma / sqrt(var + eps)`` per output channel, so the network
+    runs one op where it had two. Applies only when the conv's result has no
+    other user and the weights and BatchNorm parameters are constants.
+    """
+
+    name = "fold-batchnorm"
+
+    def run(self, module: Module) -> None:
+        taken = resource_names(module)
+        for func in module.funcs:
+            for bn in list(func.body.ops):
+                if bn.name != "tensor.batch_normalization":
+                    continue
+                conv = getattr(bn.operands[0], "op", None)
+                if conv is None or conv.name != "tensor.conv" or len(conv.results[0].uses) != 1:
+                    continue
+                weight = constant_value(conv.operands[1])
+                params = [constant_value(v) for v in bn.operands[1:]]
+                bias = constant_value(conv.operands[2]) if len(conv.operands) == 3 else None
+                if weight is None or any(p is None for p in params) or (len(conv.operands) == 3 and bias is None):
+                    continue
+                gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+                scale = gamma / np.sqrt(var + bn.epsilon)
+                dtype = weight.dtype
+                new_weight = (weight.astype(np.float64) * scale.reshape((-1,) + (1,) * (weight.ndim - 1))).astype(dtype)
+                old_bias = np.zeros_like(mean) if bias is None else bias.astype(np.float64)
+                new_bias = ((old_bias - mean) * scale + beta).astype(dtype)
+                base = conv.loc or "conv"
+                w_value = make_constant(new_weight, func.body, conv, f"{base}_w", taken)
+                b_value = make_constant(new_bias, func.body, conv, f"{base}_b", taken)
+                folded = ConvOp.build([conv.operands[0], w_value, b_value], dict(conv.attributes), loc=conv.loc)
+                func.body.insert_before(bn, folded)
+                replace_op(bn, [folded.result])
+                conv.erase()

@@ -1,0 +1,56 @@
+"""Pass ``fold-constants``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fusecc.dialects.tensor import TensorOp
+from fusecc.ir.core import Module
+
+from .manager import Pass
+from .rewrite import constant_value, make_constant, replace_op, resource_names
+
+
+@dataclass
+class FoldConstants(Pass):
+    """Evaluates tensor ops whose operands are all constants, replacing them by constants.
+
+    Uses each op's numpy reference, so shape subgraphs (``tensor.shape`` of a
+    static tensor, then gather/concat/arithmetic on it) collapse to constants,
+    as do weight transforms. Results larger than ``max-elements`` are left
+    alone so folding never blows up the weights. Types of later ops are
+    re-inferred as the sweep goes, so one pass resolves chains.
+    """
+
+    name = "fold-constants"
+    max_elements: int = 1 << 24
+
+    def run(self, module: Module) -> None:
+        taken = resource_names(module)
+        for func in module.funcs:
+            for op in list(func.body.ops):
+                if not isinstance(op, TensorOp) or op.name == "tensor.constant":
+                    continue
+                for result, inferred in zip(op.results, op.infer_types()):
+                    result.type = inferred
+                arrays = self._inputs(op)
+                if arrays is None:
+                    continue
+                if any(not r.type.is_static or r.type.num_elements > self.max_elements for r in op.results):
+                    continue
+                outputs = op.reference(*arrays)
+                values = [make_constant(np.asarray(out), func.body, op, f"{op.loc or 'folded'}_{i}", taken,
+                                        loc=op.loc)
+                          for i, out in enumerate(outputs)]
+                replace_op(op, values)
+            if func.body.ops and func.body.ops[-1].name == "func.return":
+                func.result_types = [v.type for v in func.return_op.operands]
+
+    @staticmethod
+    def _inputs(op):
+        if op.name == "tensor.shape" and op.operands[0].type.is_static:
+            return [np.empty(op.operands[0].type.shape, dtype=np.uint8)]
+        arrays = [constant_value(v) for v in op.operands]
+        return None if any(a is None for a in arrays) else arrays

@@ -1,0 +1,61 @@
+"""Small rewriting helpers shared by passes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fusecc.ir.attributes import DenseAttr
+from fusecc.ir.core import Block, Operation, Value
+
+#: constants with more elements than this print as named resources
+INLINE_LIMIT = 16
+
+
+def replace_op(op: Operation, new_values: list[Value]) -> None:
+    """Redirect every use of ``op``'s results to ``new_values`` and erase ``op``."""
+    for old, new in zip(op.results, new_values):
+        old.replace_all_uses_with(new)
+    op.erase()
+
+
+def constant_value(value: Value) -> np.ndarray | None:
+    """The array a value holds if it is defined by ``tensor.constant`` with known data."""
+    owner = getattr(value, "op", None)
+    if owner is None or owner.name != "tensor.constant":
+        return None
+    attr = owner.attributes.get("value")
+    return attr.data if isinstance(attr, DenseAttr) else None
+
+
+def make_constant(array: np.ndarray, block: Block, before: Operation, name_hint: str, resources: set[str],
+                  loc: str | None = None) -> Value:
+    """Insert a ``tensor.constant`` holding ``array`` before ``before``."""
+    from fusecc.dialects.tensor import ConstantOp
+
+    resource = None
+    if array.size > INLINE_LIMIT:
+        resource = unique_name(name_hint, resources)
+    op = ConstantOp.build([], {"value": DenseAttr(np.ascontiguousarray(array), resource=resource)}, loc=loc)
+    block.insert_before(before, op)
+    return op.result
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    base = "".join(c if c.isalnum() or c in "_." else "_" for c in base) or "c"
+    if not (base[0].isalpha() or base[0] == "_"):
+        base = "c" + base
+    name, n = base, 1
+    while name in taken:
+        name = f"{base}_{n}"
+        n += 1
+    taken.add(name)
+    return name
+
+
+def resource_names(module) -> set[str]:
+    names = set()
+    for op in module.walk():
+        for value in op.attributes.values():
+            if isinstance(value, DenseAttr) and value.resource:
+                names.add(value.resource)
+    return names

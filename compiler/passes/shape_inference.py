@@ -1,0 +1,32 @@
+"""Pass ``shape-inference``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fusecc.dialects.tensor import TensorOp
+from fusecc.ir.core import Module
+
+from .manager import Pass
+
+
+@dataclass
+class ShapeInference(Pass):
+    """Recomputes every tensor op's result types from its operands, in program order.
+
+    Refines dynamic dimensions (``?``) wherever operands became static, e.g.
+    after constant folding resolved a shape computation; function result types
+    follow the returned values. Ops keep their results when the shape rule
+    cannot say more. Leaves non-tensor ops alone.
+    """
+
+    name = "shape-inference"
+
+    def run(self, module: Module) -> None:
+        for func in module.funcs:
+            for op in func.walk():
+                if isinstance(op, TensorOp):
+                    for result, inferred in zip(op.results, op.infer_types()):
+                        result.type = inferred
+            if func.body.ops and func.body.ops[-1].name == "func.return":
+                func.result_types = [v.type for v in func.return_op.operands]

@@ -1,0 +1,25 @@
+"""The ``math`` dialect: elementary functions of one floating-point scalar.
+
+Two-operand functions (``math.powf``, ``math.atan2``) are declared with the
+binary arithmetic ops in ``arith``.
+"""
+
+from __future__ import annotations
+
+from .arith import ArithOp
+
+UNARY_FUNCTIONS = ["exp", "log", "sqrt", "tanh", "erf", "sin", "cos", "tan", "asin", "acos", "atan", "sinh",
+                   "cosh", "asinh", "acosh", "atanh", "floor", "ceil", "roundeven", "absf", "log1p", "expm1"]
+
+
+class UnaryMathOp(ArithOp):
+    num_operands = 1
+
+    def verify_(self) -> None:
+        super().verify_()
+        if self.result.type != self.operands[0].type or not self.result.type.dtype.is_float:
+            raise self.error(f"maps a float to the same type, got {self.operands[0].type} -> {self.result.type}")
+
+
+for _fn in UNARY_FUNCTIONS:
+    type(_fn.capitalize() + "Op", (UnaryMathOp,), {"name": f"math.{_fn}"})

@@ -1,0 +1,1 @@
+"""Runtime: loads a compiled model (JIT or shared library), checks inputs, runs it."""

@@ -1,0 +1,1 @@
+"""Tools: benchmarks and helper scripts."""
