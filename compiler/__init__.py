@@ -1,1 +1,47 @@
-"""fusecc: an operator-fusion compiler for ONNX models."""
+"""fusecc: an operator-fusion compiler for ONNX models.
+
+    m = fusecc.compile("model.onnx")       # JIT-compile in-process
+    outputs = m.run({"x": array})          # or m(array)
+    m.save("model.so")                     # shared library + C header
+    m = fusecc.load("model.so")
+
+Heavy parts (onnx, llvmlite) are imported on first use, so ``import fusecc`` is quick.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shapes: dict | None = None,
+            print_ir_after_all: bool = False, print_ir_after: tuple[str, ...] = (),
+            print_ir_before: tuple[str, ...] = (), verify_each: bool = True, time_passes: bool = False,
+            dump_ir_dir: str | None = None):
+    """Compile an ONNX model (path, bytes or ``onnx.ModelProto``) or a ``.fir`` file to native code.
+
+    ``fusion=False`` (the default at ``opt_level=0``) gives one kernel per op.
+    ``input_shapes`` fixes dynamic input dimensions, e.g. ``{"x": (1, 3, 224, 224)}``.
+    The printing options match the CLI's ``--print-ir-*`` flags (output on stderr).
+    """
+    from .driver import Options, compile_model
+    from .passes.manager import Instrumentation
+
+    instrumentation = Instrumentation(verify_each=verify_each, print_after_all=print_ir_after_all,
+                                      print_after=set(print_ir_after), print_before=set(print_ir_before),
+                                      time_passes=time_passes, dump_dir=dump_ir_dir)
+    options = Options(opt_level=opt_level, fusion=fusion, input_shapes=input_shapes,
+                      instrumentation=instrumentation)
+    return compile_model(model, options)
+
+
+def load(path: str):
+    """Load a model library written by ``fusecc ... -o lib.so`` or ``CompiledModel.save``."""
+    from fusecc.runtime.model import load as load_library
+    return load_library(path)
+
+
+def __getattr__(name):
+    if name == "CompiledModel":
+        from fusecc.runtime.model import CompiledModel
+        return CompiledModel
+    raise AttributeError(f"module 'fusecc' has no attribute {name!r}")

@@ -109,7 +109,7 @@ def load_model(model) -> onnx.ModelProto:
 
 
 class _Pending:
-    """A constant (initializer or Constant output) not yet materialized as an op."""
+    """An initializer not yet materialized as a ``tensor.constant`` (only operands need one)."""
 
     __slots__ = ("array", "loc")
 
@@ -159,6 +159,9 @@ class NodeContext:
         if not self.has_input(index):
             raise self.error(f"missing required input #{index}")
         return self.importer.type_of(self.node.input[index])
+
+    def is_constant(self, index: int) -> bool:
+        return self.has_input(index) and self.importer.constant_of(self.node.input[index]) is not None
 
     def const(self, index: int, what: str, required: bool = False) -> np.ndarray | None:
         """A constant input as an array; ``None`` when it is absent and not required."""

@@ -436,9 +436,18 @@ def mean(ctx):
 
 @converter("Pow")
 def pow_(ctx):
-    """Since opset 12 the exponent may have another dtype; it is cast to the base's."""
-    base, exponent = ctx.input(0), ctx.input(1)
-    return ctx.build(T.PowOp, [base, _cast(ctx, exponent, base.type.dtype)])
+    """Since opset 12 the exponent may have another dtype; it is cast to the base's.
+
+    That cast is exact for integer exponents of a float base; a float exponent of an
+    integer base is only accepted when it is a constant holding whole numbers.
+    """
+    base, exponent = ctx.input_type(0), ctx.input_type(1)
+    if not base.dtype.is_float and exponent.dtype.is_float:
+        values = ctx.const(1, "exponent") if ctx.is_constant(1) else None
+        if values is None or not np.all(np.mod(values, 1) == 0):
+            raise ctx.error(f"a {exponent.dtype} exponent of an integer ({base.dtype}) base is only supported "
+                            "when it is a constant holding whole numbers")
+    return ctx.build(T.PowOp, [ctx.input(0), _cast(ctx, ctx.input(1), base.dtype)])
 
 
 @converter("Clip")

@@ -1,0 +1,207 @@
+"""Command-line tools: ``fusecc`` (compile a model) and ``fusecc-opt`` (run passes on a .fir file).
+
+Errors print one ``fusecc: error: ...`` message and exit with status 1; set
+``FUSECC_DEBUG=1`` or more for reports (see ``fusecc.driver``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+_EMIT_BY_SUFFIX = {".so": "so", ".o": "obj", ".ll": "llvm", ".s": "asm", ".fir": "ir"}
+
+
+def _add_pass_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("debugging passes")
+    group.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
+    group.add_argument("--print-ir-after", action="append", default=[], metavar="PASS",
+                       help="print the IR after PASS (repeatable)")
+    group.add_argument("--print-ir-before", action="append", default=[], metavar="PASS",
+                       help="print the IR before PASS (repeatable)")
+    group.add_argument("--print-ir-after-change", action="store_true",
+                       help="print the IR after each pass that changed it")
+    group.add_argument("--verify-each", dest="verify_each", action="store_true", default=True,
+                       help="verify the IR after each pass (default)")
+    group.add_argument("--no-verify-each", dest="verify_each", action="store_false")
+    group.add_argument("--time-passes", action="store_true", help="report the time of each pass")
+    group.add_argument("--dump-ir-dir", metavar="DIR", help="write the IR after each pass to DIR/NNN_<pass>.fir")
+
+
+def _instrumentation(args):
+    from fusecc.passes.manager import Instrumentation
+    return Instrumentation(verify_each=args.verify_each, print_before=set(args.print_ir_before),
+                           print_after=set(args.print_ir_after), print_after_all=args.print_ir_after_all,
+                           print_after_change=args.print_ir_after_change, time_passes=args.time_passes,
+                           dump_dir=args.dump_ir_dir)
+
+
+def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.rpartition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=1x3x224x224, got '{text}'")
+    try:
+        return name, tuple(int(d) for d in dims.split("x") if d)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad dimensions in '{text}'") from None
+
+
+def _known_errors():
+    from fusecc.codegen.target import CodegenError
+    from fusecc.frontend.onnx_import import FrontendError
+    from fusecc.ir.core import IRError
+    from fusecc.runtime.model import InputError
+    return (CodegenError, FrontendError, IRError, InputError, OSError, ValueError)
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"fusecc: error: {message}\n")
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fusecc", description="Compile an ONNX model to native code.")
+    parser.add_argument("model", nargs="?", help="an .onnx model or a tensor-level .fir file")
+    parser.add_argument("-o", "--output", help="output file (.so, .o, .ll, .s or .fir); default: IR on stdout")
+    parser.add_argument("--emit", choices=["ir", "llvm", "asm", "obj", "so"],
+                        help="what to write (default: from the output's suffix)")
+    for level in range(4):
+        parser.add_argument(f"-O{level}", dest="opt_level", action="store_const", const=level,
+                            help="optimisation level (default -O3; -O0 also disables fusion)" if level == 0 else None)
+    parser.add_argument("--no-fusion", action="store_true", help="one kernel per op")
+    parser.add_argument("--compile-to", choices=["import", "graph", "fusion", "loops"],
+                        help="stop after this phase and print the IR")
+    parser.add_argument("--input-shape", action="append", type=_parse_shape, default=[], metavar="NAME=DIMS",
+                        help="fix an input's shape, e.g. x=1x3x224x224 (repeatable)")
+    parser.add_argument("--list-ops", action="store_true", help="list the supported ONNX ops and exit")
+    parser.add_argument("--fusion-report", action="store_true",
+                        help="print each fused region and the kernel count, then exit")
+    parser.add_argument("--elide-weights", action="store_true", help="with --emit=ir: leave weights out")
+    _add_pass_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except _known_errors() as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run(parser, args) -> int:
+    if args.list_ops:
+        from fusecc.frontend.onnx_import import supported_ops
+        ops = supported_ops()
+        print("\n".join(ops))
+        print(f"# {len(ops)} ONNX op types", file=sys.stderr)
+        return 0
+    if not args.model:
+        parser.error("a model is required (or --list-ops)")
+    from fusecc.driver import Options, load_module, lower, run_phases
+    from fusecc.ir.printer import print_module
+
+    opt_level = 3 if args.opt_level is None else args.opt_level
+    options = Options(opt_level=opt_level, fusion=False if args.no_fusion else None,
+                      input_shapes=dict(args.input_shape) or None, instrumentation=_instrumentation(args))
+    emit = args.emit or (_EMIT_BY_SUFFIX.get(os.path.splitext(args.output)[1]) if args.output else "ir")
+    if emit is None:
+        return _fail(f"cannot tell what to emit from '{args.output}'; pass --emit")
+    module = load_module(args.model, options.input_shapes)
+    if args.fusion_report:
+        from fusecc.report import fusion_report
+        graph_input = load_module(args.model, options.input_shapes)
+        run_phases(module, Options(**{**options.__dict__, "compile_to": "fusion"}))
+        print(fusion_report(graph_input, module))
+        return 0
+    if args.compile_to or emit == "ir":
+        options.compile_to = args.compile_to or "loops"
+        if options.compile_to != "import":
+            run_phases(module, options)
+        _write(args.output, print_module(module, elide_resources=args.elide_weights))
+        return 0
+    module, info = lower(module, options)
+    from fusecc.codegen import target
+    from fusecc.codegen.aot import build_shared_library
+    from fusecc.codegen.llvm_emit import emit_llvm
+
+    llvm_module, weights = emit_llvm(module)
+    if emit == "so":
+        output = args.output or "model.so"
+        build_shared_library(llvm_module, weights.blob(), info["workspace_size"], info, output, opt_level)
+        print(f"wrote {output} and {os.path.splitext(output)[0]}.h ({len(info['kernels'])} kernels)",
+              file=sys.stderr)
+        return 0
+    module_ref = target.parse_and_optimize(str(llvm_module), opt_level)
+    if emit == "llvm":
+        _write(args.output, str(module_ref))
+    elif emit == "asm":
+        _write(args.output, target.emit_assembly(module_ref))
+    else:
+        if not args.output:
+            return _fail("--emit=obj needs -o FILE")
+        with open(args.output, "wb") as handle:
+            handle.write(target.emit_object(module_ref))
+    return 0
+
+
+def _write(path: str | None, text: str) -> None:
+    if path:
+        with open(path, "w") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+
+
+def opt_main(argv: list[str] | None = None) -> int:
+    """``fusecc-opt in.fir --pass-pipeline=...``: parse, run passes, print."""
+    parser = argparse.ArgumentParser(prog="fusecc-opt", description="Run fusecc passes on a .fir file.")
+    parser.add_argument("input", help="a .fir file, or - for standard input")
+    parser.add_argument("-p", "--pass-pipeline", default="", help="comma-separated passes, e.g. 'fuse,dce'")
+    parser.add_argument("-o", "--output", help="write the result here instead of stdout")
+    parser.add_argument("--split-input-file", action="store_true",
+                        help="treat '// -----' lines as separators between independent inputs")
+    parser.add_argument("--elide-weights", action="store_true", help="leave resource blobs out of the output")
+    parser.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
+    _add_pass_flags(parser)
+    args = parser.parse_args(argv)
+    try:
+        import fusecc.dialects  # noqa: F401
+        import fusecc.lowering  # noqa: F401
+        from fusecc.ir.parser import parse_module
+        from fusecc.ir.printer import print_module
+        from fusecc.passes import PASS_REGISTRY, PassManager, parse_pipeline
+
+        if args.list_passes:
+            for name in sorted(PASS_REGISTRY):
+                doc = (PASS_REGISTRY[name].__doc__ or "").strip().splitlines()
+                print(f"{name:<20} {doc[0] if doc else ''}")
+            return 0
+        text = sys.stdin.read() if args.input == "-" else open(args.input).read()
+        chunks = _split(text) if args.split_input_file else [(0, text)]
+        outputs = []
+        for line_offset, chunk in chunks:
+            module = parse_module("\n" * line_offset + chunk, args.input)
+            module.verify()
+            PassManager(parse_pipeline(args.pass_pipeline), _instrumentation(args)).run(module)
+            outputs.append(print_module(module, elide_resources=args.elide_weights))
+        _write(args.output, "// -----\n".join(outputs))
+        return 0
+    except _known_errors() as exc:
+        return _fail(str(exc))
+
+
+def _split(text: str) -> list[tuple[int, str]]:
+    """Pieces between ``// -----`` lines, each with the line number it starts at (for diagnostics)."""
+    pieces, current, start = [], [], 0
+    for number, line in enumerate(text.splitlines(keepends=True)):
+        if line.strip() == "// -----":
+            pieces.append((start, "".join(current)))
+            current, start = [], number + 1
+        else:
+            current.append(line)
+    pieces.append((start, "".join(current)))
+    return pieces
+
+
+if __name__ == "__main__":
+    sys.exit(main())

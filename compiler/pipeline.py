@@ -1,0 +1,31 @@
+"""The compilation pipeline as a list of named phases, each a pipeline of passes.
+
+    import   ONNX -> tensor dialect (frontend)
+    graph    shape inference, folding, BatchNorm folding, CSE, DCE
+    fusion   group ops into kernel.fused regions (or one region per op)
+    loops    regions -> loop-dialect kernels, buffers planned
+    llvm     loop dialect -> LLVM IR -> native code
+
+``--compile-to=PHASE`` stops after a phase; each phase is testable alone.
+"""
+
+from __future__ import annotations
+
+PHASES = ("import", "graph", "fusion", "loops", "llvm")
+
+GRAPH_PIPELINE = "shape-inference,fold-constants,fold-batchnorm,decompose,fold-constants,cse,dce"
+UNFUSED_PIPELINE = "outline-kernels"
+LOOPS_PIPELINE = "lower-to-loops,plan-buffers,cse,dce"
+
+
+def fusion_pipeline(fusion: bool) -> str:
+    """Fusion groups ops into regions; whatever stays alone gets a region of its own."""
+    if fusion:
+        from fusecc.passes import PASS_REGISTRY
+        if "fuse" in PASS_REGISTRY:
+            return "fuse,outline-kernels"
+    return UNFUSED_PIPELINE
+
+
+def phase_pipelines(fusion: bool) -> dict[str, str]:
+    return {"graph": GRAPH_PIPELINE, "fusion": fusion_pipeline(fusion), "loops": LOOPS_PIPELINE}
