@@ -140,7 +140,7 @@ class ShapeOp(TensorOp):
     name = "tensor.shape"
     onnx = ("Shape",)
     start = attr(int, 0)
-    end = attr((int, type(None)), None)
+    end = attr(int, None)
 
     def _range(self):
         rank = self.in_types[0].rank

@@ -22,7 +22,7 @@ class DenseAttr:
     def __init__(self, data: np.ndarray | None, type: TensorType | None = None,
                  resource: str | None = None):
         if data is not None:
-            data = np.ascontiguousarray(data)
+            data = np.array(data, order="C", copy=None)
             if type is None:
                 type = TensorType(tuple(int(d) for d in data.shape), DType.from_numpy(data.dtype))
             data = data.reshape([int(d) for d in type.shape]).astype(type.dtype.numpy, copy=False)
