@@ -109,9 +109,8 @@ def _run(parser, args) -> int:
     module = load_module(args.model, options.input_shapes)
     if args.fusion_report:
         from fusecc.report import fusion_report
-        graph_input = load_module(args.model, options.input_shapes)
         run_phases(module, Options(**{**options.__dict__, "compile_to": "fusion"}))
-        print(fusion_report(graph_input, module))
+        print(fusion_report(module, _onnx_node_count(args.model)))
         return 0
     if args.compile_to or emit == "ir":
         options.compile_to = args.compile_to or "loops"
@@ -142,6 +141,15 @@ def _run(parser, args) -> int:
         with open(args.output, "wb") as handle:
             handle.write(target.emit_object(module_ref))
     return 0
+
+
+def _onnx_node_count(path: str) -> int:
+    """Nodes in the ONNX graph (tensor-level ops for a .fir input)."""
+    if path.endswith(".fir"):
+        from fusecc.driver import load_module
+        return sum(1 for op in load_module(path).main.body.ops if op.name.startswith("tensor."))
+    import onnx
+    return len(onnx.load(path, load_external_data=False).graph.node)
 
 
 def _write(path: str | None, text: str) -> None:

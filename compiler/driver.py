@@ -62,7 +62,7 @@ def run_phases(module: Module, options: Options, log=sys.stderr) -> Module:
     import fusecc.lowering  # noqa: F401  (registers the lowering passes)
     from fusecc.passes import PassManager, parse_pipeline
 
-    pipelines = phase_pipelines(options.fuse)
+    pipelines = phase_pipelines(options.fuse, explain=options.debug >= 2)
     for phase in PHASES[1:]:
         if PHASES.index(phase) > PHASES.index(options.compile_to) or phase not in pipelines:
             break

@@ -15,17 +15,15 @@ PHASES = ("import", "graph", "fusion", "loops", "llvm")
 
 GRAPH_PIPELINE = "shape-inference,fold-constants,fold-batchnorm,decompose,fold-constants,cse,dce"
 UNFUSED_PIPELINE = "outline-kernels"
-LOOPS_PIPELINE = "lower-to-loops,plan-buffers,cse,dce"
+LOOPS_PIPELINE = "lower-to-loops,plan-buffers,expand-math,cse,dce"
 
 
-def fusion_pipeline(fusion: bool) -> str:
+def fusion_pipeline(fusion: bool, explain: bool = False) -> str:
     """Fusion groups ops into regions; whatever stays alone gets a region of its own."""
-    if fusion:
-        from fusecc.passes import PASS_REGISTRY
-        if "fuse" in PASS_REGISTRY:
-            return "fuse,outline-kernels"
-    return UNFUSED_PIPELINE
+    if not fusion:
+        return UNFUSED_PIPELINE
+    return ("fuse{explain=true}" if explain else "fuse") + "," + UNFUSED_PIPELINE
 
 
-def phase_pipelines(fusion: bool) -> dict[str, str]:
-    return {"graph": GRAPH_PIPELINE, "fusion": fusion_pipeline(fusion), "loops": LOOPS_PIPELINE}
+def phase_pipelines(fusion: bool, explain: bool = False) -> dict[str, str]:
+    return {"graph": GRAPH_PIPELINE, "fusion": fusion_pipeline(fusion, explain), "loops": LOOPS_PIPELINE}

@@ -115,3 +115,15 @@ class CastOp(ArithOp):
 
     name = "arith.cast"
     num_operands = 1
+
+
+class BitcastOp(ArithOp):
+    """Reinterprets the bits of a scalar as another type of the same width (f32 <-> i32)."""
+
+    name = "arith.bitcast"
+    num_operands = 1
+
+    def verify_(self) -> None:
+        super().verify_()
+        if self.operands[0].type.dtype.bits != self.result.type.dtype.bits:
+            raise self.error(f"cannot bitcast {self.operands[0].type} to {self.result.type}: widths differ")

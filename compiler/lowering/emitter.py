@@ -62,6 +62,9 @@ class Emitter:
         self.producer_rule = producer_rule
         self.buffers = buffers
         self.alloca_scope = root
+        #: values computed once per row into a stack buffer: id -> (row index values, row length)
+        self.row_cached: dict[int, tuple[list[Value], int]] = {}
+        self.row_buffers: dict[int, Value] = {}
 
     # --- placement --------------------------------------------------------------
     def _deepest(self, values) -> Scope:
@@ -297,10 +300,41 @@ class Emitter:
         buffer = self.buffers.get(id(value))
         if buffer is not None:
             result = self.load(buffer, self.linearize(index, buffer.type.shape))
+        elif self._in_cached_row(value, index):
+            result = self.load(self._row_buffer(value), index[-1])
         else:
             result = self.producer_rule(self, value, index)
         self.memo[key] = result
         return result
+
+    def cache_rows(self, value: Value, outer: list[Value], length: int) -> None:
+        """Compute ``value[outer, :]`` once per row into a stack buffer that later reads use."""
+        self.row_cached[id(value)] = (outer, length)
+
+    def _in_cached_row(self, value: Value, index: list[Value]) -> bool:
+        entry = self.row_cached.get(id(value))
+        return entry is not None and len(index) == len(entry[0]) + 1 and \
+            all(a is b for a, b in zip(index, entry[0]))
+
+    def _row_buffer(self, value: Value) -> Value:
+        """The row buffer of ``value``, filled by a loop placed in the row's scope on first use."""
+        row = self.row_buffers.get(id(value))
+        if row is not None:
+            return row
+        outer, length = self.row_cached[id(value)]
+        row = self.emit(loop.AllocaOp, [], MemRefType((length,), value.type.dtype), scope=self.alloca_scope,
+                        pure=False)
+        self.row_buffers[id(value)] = row
+        saved = self.current
+        row_scope = self._deepest(outer) if outer else self.root
+        saved_anchor = row_scope.anchor
+        j, fill_scope = self.open_loop(self.index(0), self.index(length), row_scope, nest=True)
+        self.current = fill_scope
+        entry = self.row_cached.pop(id(value))
+        fill_scope.insert(loop.StoreOp.create([self.producer_rule(self, value, outer + [j]), row, j], []))
+        self.row_cached[id(value)] = entry
+        self.current, row_scope.anchor = saved, saved_anchor
+        return row
 
 
 def float_limit(dtype: DType, sign: int) -> float:

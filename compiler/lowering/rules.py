@@ -172,6 +172,25 @@ for _name in UNARY:
     RULES[_name] = _unary_rule
 
 
+def _float_pow(e, a, b):
+    """Constant small exponents become multiplications or a square root (no libm call)."""
+    exponent = e.known.get(id(b))
+    if exponent == 1.0:
+        return a
+    if exponent == 2.0:
+        return e.mul(a, a)
+    if exponent == 3.0:
+        return e.mul(e.mul(a, a), a)
+    if exponent == 4.0:
+        square = e.mul(a, a)
+        return e.mul(square, square)
+    if exponent == 0.5:
+        return e.fn("sqrt", a)
+    if exponent == -1.0:
+        return e.div(e.const(1.0, a.type.dtype), a)
+    return e.pow(a, b)
+
+
 def _int_pow(e, a, b):
     as_float = e.pow(e.cast(a, DType.F64), e.cast(b, DType.F64))
     return e.cast(as_float, a.type.dtype)
@@ -195,7 +214,7 @@ BINARY: dict[str, Callable] = {
     "tensor.mul": lambda e, op, a, b: e.mul(a, b),
     "tensor.div": lambda e, op, a, b: e.div(a, e.select(e.cmp("eq", b, _c(e, b, 0)), _c(e, b, 1), b))
     if not a.type.dtype.is_float else e.div(a, b),
-    "tensor.pow": lambda e, op, a, b: e.pow(a, b) if a.type.dtype.is_float else _int_pow(e, a, b),
+    "tensor.pow": lambda e, op, a, b: _float_pow(e, a, b) if a.type.dtype.is_float else _int_pow(e, a, b),
     "tensor.max": lambda e, op, a, b: e.max(a, b),
     "tensor.min": lambda e, op, a, b: e.min(a, b),
     "tensor.prelu": lambda e, op, a, b: e.select(e.cmp("lt", a, _c(e, a, 0)), e.mul(a, b), a),

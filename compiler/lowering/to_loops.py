@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fusecc.dialects.base import OpKind
 from fusecc.dialects.kernel import AllocOp, CopyOp, FusedOp, LaunchOp, ViewOp, WeightOp
 from fusecc.ir.core import FuncOp, IRError, Module, ReturnOp, Value
 from fusecc.ir.types import DType, MemRefType, ScalarType, TensorType
+from fusecc.passes.fuse import ROW_CACHE_LIMIT, reduced_axes
 from fusecc.passes.manager import Pass
 
 from .emitter import Emitter, Scope
@@ -37,6 +39,25 @@ def _producer(e: Emitter, value: Value, idx: list[Value]) -> Value:
     if rule is None:
         raise IRError(f"{op.describe()}: no loop lowering for this op")
     return rule(e, op, value.index, idx)
+
+
+def _row_reduced_values(fused: FusedOp, shape: tuple) -> list[Value]:
+    """Values computed in the region that a reduction reads along the last axis, row by row.
+
+    Caching their rows means a softmax or LayerNorm computes its fused
+    prologue once per element instead of once per pass over the row.
+    """
+    values = []
+    for op in fused.members:
+        if op.kind is not OpKind.REDUCTION or not op.operands:
+            continue
+        source = op.operands[0]
+        axes = reduced_axes(op)
+        if axes != [len(shape) - 1] or tuple(source.type.shape) != tuple(shape):
+            continue
+        if getattr(source, "op", None) is not None and source.op.parent is fused.body:
+            values.append(source)
+    return values
 
 
 def lower_region(fused: FusedOp, name: str) -> FuncOp:
@@ -73,6 +94,9 @@ def lower_region(fused: FusedOp, name: str) -> FuncOp:
         idx = outer + [col]
     else:
         idx = []
+    if shape and shape[-1] <= ROW_CACHE_LIMIT:
+        for value in _row_reduced_values(fused, shape):
+            e.cache_rows(value, outer, shape[-1])
     linear = e.linearize(idx, shape)
     for value, buffer in zip(outputs, out_buffers):
         e.store(e.at(value, idx), buffer, linear)

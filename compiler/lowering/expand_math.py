@@ -1,0 +1,111 @@
+"""Pass ``expand-math``: f32 exp, tanh and erf as polynomial arithmetic the vectorizer can use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fusecc.dialects import arith
+from fusecc.ir.core import OP_REGISTRY, Block, Module, Operation, Value
+from fusecc.ir.types import DType, ScalarType
+from fusecc.passes.manager import Pass
+
+F32 = ScalarType(DType.F32)
+I32 = ScalarType(DType.I32)
+
+# Cephes single-precision coefficients (about 1 ulp for exp, a few ulp for tanh).
+_EXP_POLY = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1]
+_TANH_POLY = [-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1]
+_ERF_SMALL = [7.853861353153693e-5, -8.010193625184903e-4, 5.188327685732524e-3, -2.685381193529856e-2,
+              1.128358514861418e-1, -3.761262582423300e-1, 1.128379165726710e+0]
+# Abramowitz & Stegun 7.1.26 for |x| >= 1 (absolute error below 1.5e-7 there).
+_ERF_AS = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592]
+_ERF_P = 0.3275911
+
+
+class _Builder:
+    """Inserts scalar f32 arithmetic before an anchor op."""
+
+    def __init__(self, block: Block, anchor: Operation):
+        self.block, self.anchor = block, anchor
+
+    def op(self, name: str, operands, result_type=F32, **attributes) -> Value:
+        new = OP_REGISTRY[name].create(operands, [result_type], attributes)
+        self.block.insert_before(self.anchor, new)
+        return new.result
+
+    def c(self, value: float, dtype=F32) -> Value:
+        return self.op("arith.constant", [], dtype, value=float(value) if dtype is F32 else int(value))
+
+    def add(self, a, b):
+        return self.op("arith.addf", [a, b])
+
+    def sub(self, a, b):
+        return self.op("arith.subf", [a, b])
+
+    def mul(self, a, b):
+        return self.op("arith.mulf", [a, b])
+
+    def div(self, a, b):
+        return self.op("arith.divf", [a, b])
+
+    def horner(self, x: Value, coefficients: list[float]) -> Value:
+        acc = self.c(coefficients[0])
+        for coefficient in coefficients[1:]:
+            acc = self.add(self.mul(acc, x), self.c(coefficient))
+        return acc
+
+    def select(self, cond, a, b):
+        return self.op("arith.select", [cond, a, b])
+
+    def less(self, a, b):
+        return self.op("arith.cmpf", [a, b], ScalarType(DType.I1), predicate="olt")
+
+    def exp(self, x: Value) -> Value:
+        x = self.op("arith.minf", [self.op("arith.maxf", [x, self.c(-87.3365478515625)]), self.c(88.3762626647949)])
+        n = self.op("math.roundeven", [self.mul(x, self.c(1.44269504088896341))])
+        r = self.sub(self.sub(x, self.mul(n, self.c(0.693359375))), self.mul(n, self.c(-2.12194440e-4)))
+        p = self.add(self.add(self.mul(self.horner(r, _EXP_POLY), self.mul(r, r)), r), self.c(1.0))
+        biased = self.op("arith.addi", [self.op("arith.cast", [n], I32), self.c(127, I32)], I32)
+        scale = self.op("arith.bitcast", [self.op("arith.shli", [biased, self.c(23, I32)], I32)])
+        return self.mul(p, scale)
+
+    def tanh(self, x: Value) -> Value:
+        ax = self.op("math.absf", [x])
+        z = self.mul(x, x)
+        small = self.add(x, self.mul(self.mul(x, z), self.horner(z, _TANH_POLY)))
+        e = self.exp(self.mul(self.op("arith.minf", [ax, self.c(9.0)]), self.c(2.0)))
+        large = self.sub(self.c(1.0), self.div(self.c(2.0), self.add(e, self.c(1.0))))
+        large = self.select(self.less(x, self.c(0.0)), self.sub(self.c(0.0), large), large)
+        return self.select(self.less(ax, self.c(0.625)), small, large)
+
+    def erf(self, x: Value) -> Value:
+        ax = self.op("math.absf", [x])
+        small = self.mul(x, self.horner(self.mul(x, x), _ERF_SMALL))
+        t = self.div(self.c(1.0), self.add(self.c(1.0), self.mul(self.c(_ERF_P), ax)))
+        poly = self.mul(self.horner(t, _ERF_AS), t)
+        tail = self.sub(self.c(1.0), self.mul(poly, self.exp(self.sub(self.c(0.0), self.mul(ax, ax)))))
+        large = self.select(self.less(x, self.c(0.0)), self.sub(self.c(0.0), tail), tail)
+        return self.select(self.less(ax, self.c(1.0)), small, large)
+
+
+@dataclass
+class ExpandMath(Pass):
+    """Replaces f32 ``math.exp``, ``math.tanh`` and ``math.erf`` in kernels by polynomial arithmetic.
+
+    Calls into libm keep LLVM from vectorizing a loop; the expansions (Cephes
+    range reduction and polynomials, Abramowitz-Stegun for the erf tail) are
+    straight-line arithmetic, accurate to a few ulp (erf: 1.5e-7 absolute),
+    so loops of sigmoid, GELU or softmax vectorize. f64 and other functions
+    are left to libm.
+    """
+
+    name = "expand-math"
+
+    def run(self, module: Module) -> None:
+        for func in module.funcs:
+            for op in list(func.walk()):
+                if op.name in ("math.exp", "math.tanh", "math.erf") and op.result.type == F32:
+                    builder = _Builder(op.parent, op)
+                    value = getattr(builder, op.name.split(".")[1])(op.operands[0])
+                    op.result.replace_all_uses_with(value)
+                    op.erase()

@@ -1,0 +1,257 @@
+"""Pass ``fuse``: groups tensor ops into ``kernel.fused`` regions by their pattern kinds."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+from fusecc.dialects.base import OpKind
+from fusecc.dialects.tensor import TensorOp, normalize_axis
+from fusecc.ir.core import Module, Operation, Value
+
+from .manager import Pass
+from .outline import wrap_in_region
+
+#: rows up to this many elements are computed once into a stack buffer (see lowering.emitter)
+ROW_CACHE_LIMIT = 16384
+
+
+def _elements(value: Value) -> int:
+    return math.prod(d or 1 for d in value.type.shape)
+
+
+def _axis_norm_axes(op: Operation) -> list[int] | None:
+    """The axes a normalizing op reduces over, for ops whose output has the input's shape."""
+    rank = op.operands[0].type.rank
+    if op.name in ("tensor.softmax", "tensor.log_softmax", "tensor.hardmax"):
+        return [normalize_axis(op, op.axis, rank)]
+    if op.name in ("tensor.layer_normalization", "tensor.rms_normalization"):
+        return list(range(normalize_axis(op, op.axis, rank), rank))
+    if op.name == "tensor.instance_normalization":
+        return list(range(2, rank))
+    return None
+
+
+def reduced_axes(op: Operation) -> list[int] | None:
+    if hasattr(op, "reduced_axes"):
+        return op.reduced_axes()
+    if op.name in ("tensor.argmax", "tensor.argmin", "tensor.cumsum"):
+        return [normalize_axis(op, op.axis, op.operands[0].type.rank)]
+    return _axis_norm_axes(op)
+
+
+def reads_per_element(consumer: Operation, operand_index: int) -> float:
+    """How many times the consumer's lowering reads each element of one operand.
+
+    Elementwise ops read once; broadcasting multiplies by the broadcast
+    factor; reductions over a cacheable last-axis row read once (the row is
+    computed once into a buffer), otherwise once per pass; compute ops reread
+    their inputs for every output they contribute to.
+    """
+    operand = consumer.operands[operand_index]
+    out = consumer.results[0]
+    kind = consumer.kind
+    if kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST):
+        return max(_elements(out) / max(_elements(operand), 1), 1.0)
+    if kind is OpKind.INJECTIVE:
+        if consumer.name == "tensor.concat":
+            return float(len(consumer.operands))
+        return max(_elements(out) / max(_elements(operand), 1), 1.0)
+    if kind is OpKind.REDUCTION:
+        axes = reduced_axes(consumer) or []
+        rank = operand.type.rank
+        row = operand.type.shape[-1] if rank else 1
+        last_axis_only = axes == [rank - 1]
+        if operand_index > 0:  # scale/bias vectors
+            return max(_elements(out) / max(_elements(operand), 1), 1.0)
+        if last_axis_only and row is not None and row <= ROW_CACHE_LIMIT:
+            return 1.0
+        passes = {"tensor.softmax": 3, "tensor.log_softmax": 3, "tensor.layer_normalization": 3,
+                  "tensor.rms_normalization": 2, "tensor.instance_normalization": 3, "tensor.hardmax": 3}
+        if consumer.name == "tensor.cumsum":
+            return float(operand.type.shape[axes[0]] or 1)
+        return float(passes.get(consumer.name, 1))
+    if kind is OpKind.COMPUTE:
+        if consumer.name in ("tensor.matmul", "tensor.gemm", "tensor.einsum"):
+            return max(_elements(out) * _contraction(consumer) / max(_elements(operand), 1), 1.0)
+        if consumer.name in ("tensor.conv", "tensor.conv_transpose", "tensor.max_pool", "tensor.average_pool"):
+            taps = math.prod(consumer.kernel_shape)
+            if consumer.name.startswith("tensor.conv") and operand_index == 0:
+                w = consumer.operands[1].type.shape
+                taps *= w[0] // consumer.group if consumer.name == "tensor.conv" else w[1]
+            strides = math.prod(consumer.window()[0])
+            return max(taps / strides, 1.0)
+        return float(_elements(out))
+    return math.inf
+
+
+def _contraction(op: Operation) -> int:
+    if op.name == "tensor.gemm":
+        a = op.operands[0].type.shape
+        return a[0] if op.transA else a[1]
+    if op.name == "tensor.matmul":
+        return op.operands[0].type.shape[-1]
+    return 1
+
+
+@dataclass
+class Group:
+    """A fused region being grown from its root (the op whose result leaves the region)."""
+
+    root: Operation
+    ops: list[Operation] = field(default_factory=list)
+    reads: dict[int, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.ops.append(self.root)
+        self.reads[id(self.root)] = 1.0
+
+    @property
+    def shape(self):
+        return self.root.results[0].type.shape
+
+    def contains(self, op: Operation) -> bool:
+        return any(member is op for member in self.ops)
+
+    def has_compute(self) -> bool:
+        return any(op.kind is OpKind.COMPUTE for op in self.ops)
+
+    @property
+    def pattern(self) -> str:
+        kinds = {op.kind for op in self.ops}
+        for kind in (OpKind.COMPUTE, OpKind.REDUCTION, OpKind.INJECTIVE, OpKind.BROADCAST):
+            if kind in kinds:
+                return kind.value
+        return OpKind.ELEMENTWISE.value
+
+
+@dataclass
+class Decision:
+    producer: Operation
+    consumer: Operation
+    reason: str | None
+
+    def describe(self) -> str:
+        names = f"{self.producer.loc or self.producer.name} -> {self.consumer.loc or self.consumer.name}"
+        return f"fused {names}" if self.reason is None else f"did not fuse {names}: {self.reason}"
+
+
+@dataclass
+class Fuse(Pass):
+    """Groups tensor ops into ``kernel.fused`` regions, each lowered to one kernel.
+
+    Regions grow from the last op of the graph backwards: each op not yet in
+    a region roots a new one, which absorbs the producers of its members while
+    ``can_fuse`` allows. The cost rule, per producer:
+
+    * it has a single result, every user of it is in the region (so nothing
+      is computed twice and the region has one exit), and the region stays
+      within ``max-ops`` ops;
+    * elementwise, broadcast and injective producers fuse when each of their
+      elements is computed at most ``max-recompute`` times by the region
+      (broadcasting and compute-op consumers multiply the count; pure data
+      movement -- transpose, reshape, slice, pad, ... -- is index arithmetic
+      and always fuses, its own producers paying the multiplied count);
+    * a reduction producer fuses when it reduces the region's last axis only
+      (its result is computed once per row and reused along it) and is read
+      at most ``max-recompute`` times per element;
+    * a compute producer (matmul, gemm, conv, pooling) fuses only into a
+      region without another compute op that reads each of its elements
+      exactly once: bias, folded BatchNorm, activations and residual adds
+      become its epilogue;
+    * opaque and multi-result ops never fuse.
+
+    ``explain`` prints every decision, including why an op did not fuse.
+    Constants and reshapes never root a region (they are weights and views).
+    """
+
+    name = "fuse"
+    max_ops: int = 32
+    max_recompute: int = 4
+    explain: bool = False
+    decisions: list[Decision] = field(default_factory=list, repr=False)
+
+    def run(self, module: Module) -> None:
+        self.decisions = []
+        for func in module.funcs:
+            self._fuse_block(func.body)
+        if self.explain:
+            for decision in self.decisions:
+                sys.stderr.write(f"[fuse] {decision.describe()}\n")
+
+    def _fuse_block(self, block) -> None:
+        ops = [op for op in block.ops if isinstance(op, TensorOp) and op.name != "tensor.constant"]
+        position = {id(op): i for i, op in enumerate(block.ops)}
+        owner: dict[int, Group] = {}
+        groups = []
+        for op in reversed(ops):
+            if id(op) in owner or op.name == "tensor.reshape" or op.kind is OpKind.OPAQUE:
+                continue
+            group = Group(op)
+            owner[id(op)] = group
+            self._grow(group, owner)
+            groups.append(group)
+        for group in groups:
+            if len(group.ops) > 1:
+                wrap_in_region(sorted(group.ops, key=lambda o: position[id(o)]), group.pattern)
+
+    def _grow(self, group: Group, owner: dict[int, Group]) -> None:
+        worklist = [group.root]
+        while worklist:
+            consumer = worklist.pop()
+            for index, operand in enumerate(consumer.operands):
+                producer = getattr(operand, "op", None)
+                if not isinstance(producer, TensorOp) or producer.name == "tensor.constant":
+                    continue
+                if id(producer) in owner:
+                    continue
+                reads = group.reads[id(consumer)] * reads_per_element(consumer, index)
+                reason = self.can_fuse(producer, group, owner, reads)
+                self.decisions.append(Decision(producer, consumer, reason))
+                if reason is None:
+                    group.ops.append(producer)
+                    group.reads[id(producer)] = reads
+                    owner[id(producer)] = group
+                    worklist.append(producer)
+
+    def can_fuse(self, producer: Operation, group: Group, owner: dict[int, Group], reads: float) -> str | None:
+        """``None`` if ``producer`` may join ``group``, else the reason it may not."""
+        if producer.kind is OpKind.OPAQUE:
+            return "opaque op"
+        if len(producer.results) != 1:
+            return "op has several results"
+        for user in producer.results[0].users:
+            if owner.get(id(user)) is not group:
+                return f"result is also used by {user.loc or user.name} outside the region"
+        if len(group.ops) >= self.max_ops:
+            return f"region reached max-ops={self.max_ops}"
+        kind = producer.kind
+        if kind is OpKind.INJECTIVE and producer.name != "tensor.concat" and _pure_movement(producer):
+            return None
+        if kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST, OpKind.INJECTIVE):
+            if reads > self.max_recompute:
+                return f"each element would be recomputed {reads:.0f} times (max-recompute={self.max_recompute})"
+            return None
+        if kind is OpKind.REDUCTION:
+            axes = reduced_axes(producer)
+            rank = len(group.shape)
+            value = producer.results[0]
+            if value.type.rank != rank or axes != [rank - 1]:
+                return "reduction is not over the region's last axis, so it would be recomputed per element"
+            if reads > self.max_recompute:
+                return f"each element would be recomputed {reads:.0f} times (max-recompute={self.max_recompute})"
+            return None
+        if kind is OpKind.COMPUTE:
+            if group.has_compute():
+                return "region already holds a compute op"
+            if reads != 1.0:
+                return f"compute result would be recomputed {reads:.0f} times per element"
+            return None
+        return f"{kind.value} op"
+
+
+def _pure_movement(op: Operation) -> bool:
+    """Ops that only remap indices (no arithmetic on values, no select between inputs)."""
+    return op.name in ("tensor.reshape", "tensor.transpose", "tensor.slice", "tensor.expand", "tensor.tile",
+                       "tensor.depth_to_space", "tensor.space_to_depth", "tensor.gather")

@@ -1,0 +1,957 @@
+"""Differential tests: every ONNX op fusecc imports, compiled and run, against ONNX Runtime.
+
+Each case is a single-node (or tiny) ONNX model built with ``onnx.helper``. It is
+compiled with ``fusecc.compile`` at the default level and again with
+``fusion=False``, run on random inputs drawn from a domain that suits the op
+(positive for Log/Sqrt, [-0.9, 0.9] for Asin/Acos/Atanh, bool for logical ops,
+...), and its outputs are compared with ONNX Runtime's (CPU provider) and with
+the reference interpreter's (``fusecc.reference.interpret`` over the imported
+tensor-level module). Shapes, dtypes and values must all match: float outputs
+within ``DEFAULT_TOL`` unless ``LOOSE_TOL`` names the op with a reason, integer
+and bool outputs exactly.
+
+``test_every_supported_op_is_covered`` keeps the case list honest: an op added
+to the importer without a case here fails it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import fusecc  # noqa: E402
+from fusecc.frontend.onnx_import import import_model, supported_ops  # noqa: E402
+from fusecc.reference import interpret  # noqa: E402
+
+#: (rtol, atol) for float outputs of ops not listed in LOOSE_TOL
+DEFAULT_TOL = (1e-4, 1e-5)
+
+#: op (or case tolerance key) -> (rtol, atol, why the default bound is too tight)
+LOOSE_TOL = {
+    "Pow": (1e-4, 1e-4, "powf of a base up to 3 to an exponent of a normal sample reaches ~1e3; "
+                        "libm and ORT's Eigen pow differ by a few ulp"),
+    "ReduceProd": (1e-4, 1e-4, "a product of 4096 factors in [0.5, 1.5] accumulates rounding "
+                               "in a different order than ORT"),
+    "large-sum": (1e-3, 1e-3, "a sum over 4096 f32 terms: sequential accumulation here, pairwise/"
+                              "vectorized in ORT; the difference grows with sqrt(n) * eps * |sum|"),
+    "Conv": (1e-4, 1e-4, "sums of up to ~100 products accumulated in another order than ORT's GEMM"),
+    "ConvTranspose": (1e-4, 1e-4, "sums of products accumulated in another order than ORT's col2im"),
+    "Gemm": (1e-4, 1e-4, "dot products accumulated in another order than ORT's MLAS GEMM"),
+    "MatMul": (1e-4, 1e-4, "dot products accumulated in another order than ORT's MLAS GEMM"),
+    "MatMul-large": (1e-4, 1e-3, "dot products of 256 terms: blocked accumulation in MLAS"),
+    "Einsum": (1e-4, 1e-4, "dot products accumulated in another order than ORT"),
+    "LRN": (1e-4, 1e-4, "powf of the windowed sum of squares"),
+    "normalization": (1e-4, 1e-4, "mean and variance over up to 4096 values: one-pass sums here, "
+                                  "other orders in ORT; a relative error of the variance becomes "
+                                  "an absolute error of the normalized output"),
+    "Softmax-large": (1e-4, 1e-5, "row sums of 4096 exponentials"),
+    "transcendental": (1e-4, 1e-5, "libm vs ORT's vectorized approximations (a few ulp)"),
+    "Tan": (1e-4, 1e-4, "tan near its poles amplifies a 1-ulp argument difference"),
+    "Gelu": (1e-4, 1e-5, "erf/tanh: libm vs ORT's polynomial approximations"),
+}
+
+
+# --------------------------------------------------------------------------------------
+# Case description
+# --------------------------------------------------------------------------------------
+NP_DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "i8": np.int8,
+             "u8": np.uint8, "bool": np.bool_}
+ONNX_TYPES = {"f32": TensorProto.FLOAT, "f64": TensorProto.DOUBLE, "i32": TensorProto.INT32,
+              "i64": TensorProto.INT64, "i8": TensorProto.INT8, "u8": TensorProto.UINT8,
+              "bool": TensorProto.BOOL}
+
+
+def sample(rng: np.random.Generator, shape, dtype: str, dom: str) -> np.ndarray:
+    """Random values of ``dtype`` in the domain ``dom``."""
+    shape = tuple(shape)
+    kind = dom.split(":")[0]
+    if dtype == "bool" or kind == "bool":
+        values = rng.random(shape) < 0.5
+    elif kind == "normal":
+        values = rng.standard_normal(shape)
+    elif kind == "pos":  # Log, Sqrt, Pow base, ReduceLogSum
+        values = rng.uniform(0.1, 3.0, shape)
+    elif kind == "unit":  # Asin, Acos, Atanh
+        values = rng.uniform(-0.9, 0.9, shape)
+    elif kind == "gt1":  # Acosh
+        values = rng.uniform(1.1, 4.0, shape)
+    elif kind == "near1":  # long products
+        values = rng.uniform(0.5, 1.5, shape)
+    elif kind == "wide":  # Round/Floor/Ceil/Cast: several integers apart, some exact halves
+        values = rng.uniform(-6.0, 6.0, shape)
+        halves = rng.random(shape) < 0.25
+        values = np.where(halves, np.round(values) + 0.5, values)
+    elif kind == "ties":  # small integers as floats: equal values for Equal, ArgMax ties, Hardmax
+        values = rng.integers(-3, 4, shape).astype(np.float64)
+    elif kind == "special":  # IsNaN, IsInf
+        values = rng.standard_normal(shape)
+        pick = rng.integers(0, 5, shape)
+        values = np.where(pick == 0, np.inf, np.where(pick == 1, -np.inf, np.where(pick == 2, np.nan, values)))
+    elif kind == "int":  # integer ops: both signs
+        values = rng.integers(-20, 21, shape)
+    elif kind == "nonzero":  # integer divisors
+        values = rng.integers(1, 21, shape) * rng.choice([-1, 1], shape)
+    elif kind == "posint":
+        values = rng.integers(1, 21, shape)
+    elif kind == "index":  # valid (possibly negative) indices into an axis of size n: "index:n"
+        n = int(dom.split(":")[1])
+        values = rng.integers(-n, n, shape)
+    elif kind == "bits":
+        values = rng.integers(-1000, 1001, shape)
+    else:
+        raise ValueError(f"unknown domain {dom!r}")
+    return np.asarray(values).astype(NP_DTYPES[dtype])
+
+
+@dataclass(frozen=True)
+class X:
+    """A graph input of the case (fed with random values)."""
+
+    shape: tuple
+    dtype: str = "f32"
+    dom: str = "normal"
+
+
+@dataclass(frozen=True)
+class W:
+    """An initializer with random values (a weight), drawn like an input."""
+
+    shape: tuple
+    dtype: str = "f32"
+    dom: str = "normal"
+
+
+@dataclass(frozen=True)
+class C:
+    """An initializer with fixed values."""
+
+    values: object
+    dtype: str = "i64"
+
+
+@dataclass
+class Case:
+    id: str
+    nodes: list  # (op_type, input names, output names, attributes)
+    inputs: dict  # name -> X | W | C
+    outputs: list
+    opset: int = 17
+    tol: str | None = None
+    xfail: str | None = None
+
+    def build(self):
+        """The ONNX model and the feeds for it."""
+        rng = np.random.default_rng(zlib.crc32(self.id.encode()))
+        graph_inputs, inits, feeds = [], [], {}
+        for name, spec in self.inputs.items():
+            if isinstance(spec, X):
+                feeds[name] = sample(rng, spec.shape, spec.dtype, spec.dom)
+                graph_inputs.append(helper.make_tensor_value_info(name, ONNX_TYPES[spec.dtype], list(spec.shape)))
+            elif isinstance(spec, W):
+                array = sample(rng, spec.shape, spec.dtype, spec.dom)
+                inits.append(numpy_helper.from_array(array, name))
+            else:
+                inits.append(numpy_helper.from_array(np.asarray(spec.values, dtype=NP_DTYPES[spec.dtype]), name))
+        nodes = [helper.make_node(op, ins, outs, name=f"{op.lower()}{i}", **attrs)
+                 for i, (op, ins, outs, attrs) in enumerate(self.nodes)]
+        graph = helper.make_graph(nodes, self.id.replace("-", "_"), graph_inputs,
+                                  [helper.make_empty_tensor_value_info(o) for o in self.outputs], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        model.ir_version = min(model.ir_version, 10)
+        return model, feeds
+
+    @property
+    def op_types(self):
+        return {op for op, *_ in self.nodes}
+
+
+CASES: list[Case] = []
+
+
+def add(case_id, op, ins, attrs=None, opset=17, outputs=1, tol=None, xfail=None):
+    """A single-node case: ``ins`` lists the node's inputs (X, W, C or None for an absent one)."""
+    inputs, names = {}, []
+    for i, spec in enumerate(ins):
+        if spec is None:
+            names.append("")
+            continue
+        name = f"{'x' if isinstance(spec, X) else 'c'}{i}"
+        inputs[name] = spec
+        names.append(name)
+    outs = [f"y{i}" for i in range(outputs)] if isinstance(outputs, int) else outputs
+    CASES.append(Case(case_id, [(op, names, outs, attrs or {})], inputs, [o for o in outs if o], opset,
+                      tol, xfail))
+
+
+def graph(case_id, nodes, inputs, outputs, opset=17, tol=None, xfail=None):
+    """A tiny multi-node case."""
+    CASES.append(Case(case_id, nodes, inputs, outputs, opset, tol, xfail))
+
+
+def shape_id(*shapes) -> str:
+    return "_".join("x".join(map(str, s)) if s else "scalar" for s in shapes)
+
+
+# --------------------------------------------------------------------------------------
+# Elementwise unary
+# --------------------------------------------------------------------------------------
+SMALL_SHAPES = [(7, 13), (1,), ()]
+LARGE = (64, 4096)
+
+#: op -> (domain, attributes, opset, tolerance key)
+UNARY = {
+    "Abs": ("normal", {}, 17, None), "Neg": ("normal", {}, 17, None),
+    "Sqrt": ("pos", {}, 17, None), "Exp": ("normal", {}, 17, "transcendental"),
+    "Log": ("pos", {}, 17, "transcendental"), "Erf": ("normal", {}, 17, "transcendental"),
+    "Relu": ("normal", {}, 17, None), "Sigmoid": ("normal", {}, 17, "transcendental"),
+    "Tanh": ("normal", {}, 17, "transcendental"), "Reciprocal": ("pos", {}, 17, None),
+    "Floor": ("wide", {}, 17, None), "Ceil": ("wide", {}, 17, None), "Round": ("wide", {}, 17, None),
+    "Sign": ("ties", {}, 17, None),
+    "Sin": ("normal", {}, 17, "transcendental"), "Cos": ("normal", {}, 17, "transcendental"),
+    "Tan": ("unit", {}, 17, "Tan"), "Asin": ("unit", {}, 17, "transcendental"),
+    "Acos": ("unit", {}, 17, "transcendental"), "Atan": ("normal", {}, 17, "transcendental"),
+    "Sinh": ("normal", {}, 17, "transcendental"), "Cosh": ("normal", {}, 17, "transcendental"),
+    "Asinh": ("normal", {}, 17, "transcendental"), "Acosh": ("gt1", {}, 17, "transcendental"),
+    "Atanh": ("unit", {}, 17, "transcendental"),
+    "Softplus": ("normal", {}, 17, "transcendental"), "Softsign": ("normal", {}, 17, None),
+    "Mish": ("normal", {}, 18, "transcendental"), "HardSwish": ("normal", {}, 17, None),
+    "HardSigmoid": ("normal", {"alpha": 0.3, "beta": 0.4}, 17, None),
+    "LeakyRelu": ("normal", {"alpha": 0.2}, 17, None),
+    "Elu": ("normal", {"alpha": 0.7}, 17, "transcendental"),
+    "Celu": ("normal", {"alpha": 1.5}, 17, "transcendental"),
+    "Selu": ("normal", {}, 17, "transcendental"),
+    "ThresholdedRelu": ("normal", {"alpha": 0.3}, 17, None),
+    "Shrink": ("normal", {"lambd": 0.6, "bias": 0.2}, 17, None),
+    "Gelu": ("normal", {}, 20, "Gelu"),
+    "IsNaN": ("special", {}, 17, None),
+    "IsInf": ("special", {}, 17, None),
+}
+
+for _op, (_dom, _attrs, _opset, _tol) in UNARY.items():
+    for _shape in SMALL_SHAPES:
+        add(f"{_op}-{shape_id(_shape)}", _op, [X(_shape, "f32", _dom)], _attrs, _opset, tol=_tol)
+
+for _op in ("Relu", "Exp", "Sigmoid", "Tanh", "Log", "Sqrt", "Abs", "Erf", "HardSwish", "Round"):
+    _dom, _attrs, _opset, _tol = UNARY[_op]
+    add(f"{_op}-{shape_id(LARGE)}", _op, [X(LARGE, "f32", _dom)], _attrs, _opset, tol=_tol)
+
+add("Gelu-tanh-7x13", "Gelu", [X((7, 13))], {"approximate": "tanh"}, 20, tol="Gelu")
+add("Gelu-tanh-64x4096", "Gelu", [X(LARGE)], {"approximate": "tanh"}, 20, tol="Gelu")
+add("LeakyRelu-default-7x13", "LeakyRelu", [X((7, 13))])
+add("Elu-default-7x13", "Elu", [X((7, 13))], tol="transcendental")
+add("HardSigmoid-default-7x13", "HardSigmoid", [X((7, 13))])
+add("Shrink-default-7x13", "Shrink", [X((7, 13))])
+add("IsInf-positive-only-7x13", "IsInf", [X((7, 13), "f32", "special")], {"detect_negative": 0})
+add("IsInf-negative-only-7x13", "IsInf", [X((7, 13), "f32", "special")], {"detect_positive": 0})
+add("IsNaN-f64-7x13", "IsNaN", [X((7, 13), "f64", "special")])
+add("Exp-f64-7x13", "Exp", [X((7, 13), "f64")], tol="transcendental")
+add("Sqrt-f64-7x13", "Sqrt", [X((7, 13), "f64", "pos")])
+add("Round-f64-7x13", "Round", [X((7, 13), "f64", "wide")])
+
+# integer and bool unary ops
+add("Abs-i32-7x13", "Abs", [X((7, 13), "i32", "int")])
+add("Abs-i64-scalar", "Abs", [X((), "i64", "int")])
+add("Abs-i8-7x13", "Abs", [X((7, 13), "i8", "int")])
+add("Neg-i64-7x13", "Neg", [X((7, 13), "i64", "int")])
+add("Neg-i32-1", "Neg", [X((1,), "i32", "int")])
+add("Sign-i32-7x13", "Sign", [X((7, 13), "i32", "int")])
+add("Sign-i64-7x13", "Sign", [X((7, 13), "i64", "int")])
+add("Relu-i32-7x13", "Relu", [X((7, 13), "i32", "int")], opset=14)
+add("Relu-i64-7x13", "Relu", [X((7, 13), "i64", "int")], opset=14)
+for _shape in [(7, 13), (1,), (), LARGE]:
+    add(f"Not-{shape_id(_shape)}", "Not", [X(_shape, "bool")])
+for _dtype in ("i32", "i64", "u8"):
+    add(f"BitwiseNot-{_dtype}-7x13", "BitwiseNot", [X((7, 13), _dtype, "bits" if _dtype != "u8" else "posint")],
+        opset=18)
+add("BitwiseNot-i32-scalar", "BitwiseNot", [X((), "i32", "bits")], opset=18)
+
+# Clip: opset 6 attributes (model opset 10), opset 11+ constant inputs, integer Clip
+add("Clip-opset6-7x13", "Clip", [X((7, 13))], {"min": -0.5, "max": 0.7}, opset=10)
+add("Clip-opset6-default-7x13", "Clip", [X((7, 13))], opset=10)
+add("Clip-opset6-min-only-7x13", "Clip", [X((7, 13))], {"min": 0.1}, opset=10)
+add("Clip-7x13", "Clip", [X((7, 13)), C(-0.5, "f32"), C(0.7, "f32")])
+add("Clip-min-only-7x13", "Clip", [X((7, 13)), C(-0.2, "f32")])
+add("Clip-max-only-7x13", "Clip", [X((7, 13)), None, C(0.3, "f32")])
+add("Clip-none-7x13", "Clip", [X((7, 13))])
+add("Clip-scalar", "Clip", [X(()), C(-0.5, "f32"), C(0.5, "f32")])
+add("Clip-64x4096", "Clip", [X(LARGE), C(-1.0, "f32"), C(1.0, "f32")])
+add("Clip-i32-7x13", "Clip", [X((7, 13), "i32", "int"), C(-5, "i32"), C(7, "i32")])
+add("Clip-i64-max-only-7x13", "Clip", [X((7, 13), "i64", "int"), None, C(3, "i64")])
+
+# Cast and CastLike
+CASTS = [("f32", "i64", "wide"), ("f32", "i32", "wide"), ("f32", "bool", "ties"), ("i64", "f32", "int"),
+         ("i32", "i64", "int"), ("i64", "i32", "int"), ("bool", "f32", "bool"), ("i64", "bool", "int"),
+         ("bool", "i64", "bool"), ("i32", "f32", "int"), ("f32", "f64", "normal"), ("f64", "f32", "normal"),
+         ("f32", "f32", "normal"), ("u8", "i32", "posint"), ("f32", "u8", "pos")]
+for _src, _dst, _dom in CASTS:
+    add(f"Cast-{_src}-to-{_dst}-7x13", "Cast", [X((7, 13), _src, _dom)], {"to": ONNX_TYPES[_dst]})
+add("Cast-f32-to-i64-scalar", "Cast", [X((), "f32", "wide")], {"to": TensorProto.INT64})
+add("Cast-f32-to-i32-64x4096", "Cast", [X(LARGE, "f32", "wide")], {"to": TensorProto.INT32})
+add("CastLike-f32-like-i64-7x13", "CastLike", [X((7, 13), "f32", "wide"), X((2,), "i64", "int")])
+add("CastLike-i32-like-f32-7x13", "CastLike", [X((7, 13), "i32", "int"), X((1,), "f32")])
+add("CastLike-bool-like-f32-1", "CastLike", [X((1,), "bool"), X((), "f32")])
+
+
+# --------------------------------------------------------------------------------------
+# Elementwise binary, variadic, Where
+# --------------------------------------------------------------------------------------
+BROADCASTS = [((7, 13), (7, 13)), ((7, 13), (13,)), ((7, 13), (7, 1)), ((1,), ()), ((), ()),
+              ((3, 1, 5), (4, 1)), (LARGE, (4096,))]
+
+#: op -> (domain of a, domain of b, attributes, opset, tolerance key)
+BINARY_F32 = {
+    "Add": ("normal", "normal", {}, 17, None), "Sub": ("normal", "normal", {}, 17, None),
+    "Mul": ("normal", "normal", {}, 17, None), "Div": ("normal", "pos", {}, 17, None),
+    "Pow": ("pos", "normal", {}, 17, "Pow"), "Max": ("normal", "normal", {}, 17, None),
+    "Min": ("normal", "normal", {}, 17, None), "Equal": ("ties", "ties", {}, 17, None),
+    "Less": ("ties", "ties", {}, 17, None), "Greater": ("ties", "ties", {}, 17, None),
+    "LessOrEqual": ("ties", "ties", {}, 17, None), "GreaterOrEqual": ("ties", "ties", {}, 17, None),
+    "Mod": ("normal", "pos", {"fmod": 1}, 17, None),
+}
+FULL_BROADCAST_OPS = ("Add", "Mul", "Div", "Pow", "Less", "Equal")
+
+for _op, (_da, _db, _attrs, _opset, _tol) in BINARY_F32.items():
+    shapes = BROADCASTS if _op in FULL_BROADCAST_OPS else BROADCASTS[:4]
+    for _sa, _sb in shapes:
+        add(f"{_op}-{shape_id(_sa, _sb)}", _op, [X(_sa, "f32", _da), X(_sb, "f32", _db)], _attrs, _opset,
+            tol=_tol)
+add("Add-13_7x13", "Add", [X((13,)), X((7, 13))])
+add("Sub-7x1_13", "Sub", [X((7, 1)), X((13,))])
+add("Mod-fmod-negative-divisor-7x13", "Mod", [X((7, 13)), X((7, 13), "f32", "normal")], {"fmod": 1})
+add("Pow-int-exponent-7x13", "Pow", [X((7, 13)), C([2, 3, 0, 1, 2, 3, 1, 2, 0, 3, 2, 1, 1], "i64")],
+    tol="Pow")
+add("Pow-square-7x13", "Pow", [X((7, 13)), C(2.0, "f32")], tol="Pow")
+add("Pow-half-7x13", "Pow", [X((7, 13), "f32", "pos"), C(0.5, "f32")], tol="Pow")
+add("Div-f64-7x13", "Div", [X((7, 13), "f64"), X((13,), "f64", "pos")])
+
+# PRelu: slope broadcast forms
+for _slope in [(13,), (7, 1), (1,), (7, 13)]:
+    add(f"PRelu-7x13-slope-{shape_id(_slope)}", "PRelu", [X((7, 13)), X(_slope)])
+add("PRelu-2x3x5x5-slope-3x1x1", "PRelu", [X((2, 3, 5, 5)), W((3, 1, 1))])
+
+# integer arithmetic
+for _dtype in ("i32", "i64"):
+    for _sa, _sb in [((7, 13), (7, 13)), ((7, 13), (13,)), ((7, 13), (7, 1)), ((), ())]:
+        sid = shape_id(_sa, _sb)
+        add(f"Add-{_dtype}-{sid}", "Add", [X(_sa, _dtype, "int"), X(_sb, _dtype, "int")])
+        add(f"Mul-{_dtype}-{sid}", "Mul", [X(_sa, _dtype, "int"), X(_sb, _dtype, "int")])
+        add(f"Div-{_dtype}-{sid}", "Div", [X(_sa, _dtype, "bits"), X(_sb, _dtype, "nonzero")])
+        add(f"Mod-{_dtype}-{sid}", "Mod", [X(_sa, _dtype, "bits"), X(_sb, _dtype, "nonzero")])
+    add(f"Sub-{_dtype}-7x13_13", "Sub", [X((7, 13), _dtype, "int"), X((13,), _dtype, "int")])
+    add(f"Mod-fmod-{_dtype}-7x13", "Mod", [X((7, 13), _dtype, "bits"), X((7, 13), _dtype, "nonzero")],
+        {"fmod": 1})
+    add(f"Max-{_dtype}-7x13_13", "Max", [X((7, 13), _dtype, "int"), X((13,), _dtype, "int")])
+    add(f"Min-{_dtype}-7x13_7x1", "Min", [X((7, 13), _dtype, "int"), X((7, 1), _dtype, "int")])
+    add(f"Pow-{_dtype}-7x13", "Pow", [X((7, 13), _dtype, "int"), C(np.arange(13) % 4, _dtype)], opset=15)
+    for _op in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"):
+        add(f"{_op}-{_dtype}-7x13_13", _op, [X((7, 13), _dtype, "int"), X((13,), _dtype, "int")])
+    for _op in ("BitwiseAnd", "BitwiseOr", "BitwiseXor"):
+        add(f"{_op}-{_dtype}-7x13_13", _op, [X((7, 13), _dtype, "bits"), X((13,), _dtype, "bits")], opset=18)
+add("Add-i64-64x4096_4096", "Add", [X(LARGE, "i64", "int"), X((4096,), "i64", "int")])
+add("Div-u8-7x13", "Div", [X((7, 13), "u8", "posint"), X((7, 13), "u8", "posint")])
+add("BitwiseAnd-u8-7x13", "BitwiseAnd", [X((7, 13), "u8", "posint"), X((13,), "u8", "posint")], opset=18)
+
+# logical
+for _op in ("And", "Or", "Xor"):
+    for _sa, _sb in [((7, 13), (7, 13)), ((7, 13), (13,)), ((7, 13), (7, 1)), ((), ())]:
+        add(f"{_op}-{shape_id(_sa, _sb)}", _op, [X(_sa, "bool"), X(_sb, "bool")])
+    add(f"{_op}-{shape_id(LARGE)}", _op, [X(LARGE, "bool"), X(LARGE, "bool")])
+add("Equal-bool-7x13", "Equal", [X((7, 13), "bool"), X((7, 13), "bool")])
+
+# Where
+add("Where-7x13", "Where", [X((7, 13), "bool"), X((7, 13)), X((7, 13))])
+add("Where-mask-7x1-x-13-y-7x13", "Where", [X((7, 1), "bool"), X((13,)), X((7, 13))])
+add("Where-mask-13-scalar-y", "Where", [X((13,), "bool"), X((7, 13)), X(())])
+add("Where-i64-7x13", "Where", [X((7, 13), "bool"), X((7, 13), "i64", "int"), X((1,), "i64", "int")])
+add("Where-i32-scalar", "Where", [X((), "bool"), X((), "i32", "int"), X((), "i32", "int")])
+add("Where-bool-values-7x13", "Where", [X((7, 13), "bool"), X((7, 13), "bool"), X((13,), "bool")])
+add("Where-64x4096", "Where", [X(LARGE, "bool"), X(LARGE), X((4096,))])
+graph("Where-from-compare-7x13", [("Greater", ["a", "b"], ["m"], {}), ("Where", ["m", "a", "z"], ["y"], {})],
+      {"a": X((7, 13)), "b": X((13,)), "z": C(0.0, "f32")}, ["y"])
+
+# variadic Sum / Mean / Max / Min
+for _op in ("Sum", "Mean", "Max", "Min"):
+    add(f"{_op}-one-input-7x13", _op, [X((7, 13))])
+    add(f"{_op}-two-inputs-7x13_13", _op, [X((7, 13)), X((13,))])
+    add(f"{_op}-three-inputs-7x13_7x1_13", _op, [X((7, 13)), X((7, 1)), X((13,))])
+add("Sum-three-inputs-scalar", "Sum", [X(()), X(()), X((1,))])
+add("Mean-four-inputs-64x4096", "Mean", [X(LARGE), X((4096,)), X((64, 1)), X(LARGE)])
+add("Max-three-inputs-i64", "Max", [X((7, 13), "i64", "int"), X((13,), "i64", "int"), X((), "i64", "int")])
+add("Min-two-inputs-i32", "Min", [X((7, 13), "i32", "int"), X((7, 13), "i32", "int")])
+add("Sum-two-inputs-i32", "Sum", [X((7, 13), "i32", "int"), X((7, 1), "i32", "int")])
+
+
+# --------------------------------------------------------------------------------------
+# Reductions
+# --------------------------------------------------------------------------------------
+#: op -> (domain, opset in which axes became an input, tolerance key)
+REDUCES = {
+    "ReduceSum": ("normal", 13, None), "ReduceMean": ("normal", 18, None), "ReduceMax": ("normal", 18, None),
+    "ReduceMin": ("normal", 18, None), "ReduceProd": ("near1", 18, "ReduceProd"),
+    "ReduceL1": ("normal", 18, None), "ReduceL2": ("normal", 18, None),
+    "ReduceSumSquare": ("normal", 18, None), "ReduceLogSum": ("pos", 18, "transcendental"),
+    "ReduceLogSumExp": ("normal", 18, "transcendental"),
+}
+
+for _op, (_dom, _since, _tol) in REDUCES.items():
+    # axes as an input (new opsets)
+    add(f"{_op}-axes-input-1-keepdims-7x13", _op, [X((7, 13), "f32", _dom), C([1])], opset=_since, tol=_tol)
+    add(f"{_op}-axes-input-0-nokeep-7x13", _op, [X((7, 13), "f32", _dom), C([0])], {"keepdims": 0},
+        opset=_since, tol=_tol)
+    add(f"{_op}-axes-input-0,2-nokeep-3x5x7", _op, [X((3, 5, 7), "f32", _dom), C([0, 2])], {"keepdims": 0},
+        opset=_since, tol=_tol)
+    add(f"{_op}-all-axes-keepdims-7x13", _op, [X((7, 13), "f32", _dom)], opset=_since, tol=_tol)
+    add(f"{_op}-all-axes-nokeep-1", _op, [X((1,), "f32", _dom)], {"keepdims": 0}, opset=_since, tol=_tol)
+    add(f"{_op}-axes-input-neg1-nokeep-64x4096", _op, [X(LARGE, "f32", _dom), C([-1])], {"keepdims": 0},
+        opset=_since, tol=_tol if _tol == "ReduceProd" else "large-sum")
+    # axes as an attribute (old opsets)
+    add(f"{_op}-axes-attr-neg1-keepdims-7x13", _op, [X((7, 13), "f32", _dom)], {"axes": [-1]},
+        opset=_since - 2 if _since == 13 else 13, tol=_tol)
+    add(f"{_op}-axes-attr-1-nokeep-3x5x7", _op, [X((3, 5, 7), "f32", _dom)], {"axes": [1], "keepdims": 0},
+        opset=11, tol=_tol)
+add("ReduceSum-noop-empty-axes-7x13", "ReduceSum", [X((7, 13)), C([], "i64")], {"noop_with_empty_axes": 1},
+    opset=13)
+add("ReduceMean-noop-empty-axes-7x13", "ReduceMean", [X((7, 13))], {"noop_with_empty_axes": 1}, opset=18)
+add("ReduceSum-axes-input-0-64x4096", "ReduceSum", [X(LARGE), C([0])], opset=13)
+add("ReduceMax-all-64x4096", "ReduceMax", [X(LARGE)], {"keepdims": 0}, opset=18)
+add("ReduceSum-i64-axes-1-7x13", "ReduceSum", [X((7, 13), "i64", "int"), C([1])], opset=13)
+add("ReduceSum-i32-all-7x13", "ReduceSum", [X((7, 13), "i32", "int")], {"keepdims": 0}, opset=13)
+add("ReduceMax-i32-axes-0-7x13", "ReduceMax", [X((7, 13), "i32", "int"), C([0])], opset=18)
+add("ReduceMin-i64-axes-1-7x13", "ReduceMin", [X((7, 13), "i64", "int"), C([1])], {"keepdims": 0}, opset=18)
+add("ReduceProd-i64-axes-1-7x5", "ReduceProd", [X((7, 5), "i64", "int"), C([1])], opset=18)
+add("ReduceL1-i32-axes-1-7x13", "ReduceL1", [X((7, 13), "i32", "int"), C([1])], opset=18)
+add("ReduceMean-4d-spatial-2x3x5x7", "ReduceMean", [X((2, 3, 5, 7)), C([2, 3])], opset=18)
+add("ReduceMax-scalar-input", "ReduceMax", [X(())], opset=18)
+
+# ArgMax / ArgMin (ties from small-integer inputs decide select_last_index)
+for _op in ("ArgMax", "ArgMin"):
+    add(f"{_op}-axis0-7x13", _op, [X((7, 13), "f32", "ties")])
+    add(f"{_op}-axis1-nokeep-7x13", _op, [X((7, 13), "f32", "ties")], {"axis": 1, "keepdims": 0})
+    add(f"{_op}-axis-neg1-last-index-7x13", _op, [X((7, 13), "f32", "ties")],
+        {"axis": -1, "select_last_index": 1})
+    add(f"{_op}-axis1-last-index-nokeep-3x5x7", _op, [X((3, 5, 7), "f32", "ties")],
+        {"axis": 1, "keepdims": 0, "select_last_index": 1})
+    add(f"{_op}-1", _op, [X((1,))], {"keepdims": 0})
+    add(f"{_op}-i32-axis1-7x13", _op, [X((7, 13), "i32", "int")], {"axis": 1})
+    add(f"{_op}-axis-neg1-64x4096", _op, [X(LARGE)], {"axis": -1, "keepdims": 0})
+
+# Softmax family: axis variants, opset-11 2-D coercion
+for _op in ("Softmax", "LogSoftmax", "Hardmax"):
+    dom = "ties" if _op == "Hardmax" else "normal"
+    add(f"{_op}-axis-neg1-7x13", _op, [X((7, 13), "f32", dom)], tol="transcendental")
+    add(f"{_op}-axis0-3x5x7", _op, [X((3, 5, 7), "f32", dom)], {"axis": 0}, tol="transcendental")
+    add(f"{_op}-axis1-3x5x7", _op, [X((3, 5, 7), "f32", dom)], {"axis": 1}, tol="transcendental")
+    add(f"{_op}-opset11-default-axis-3x5x7", _op, [X((3, 5, 7), "f32", dom)], opset=11, tol="transcendental")
+    add(f"{_op}-opset11-axis0-3x5x7", _op, [X((3, 5, 7), "f32", dom)], {"axis": 0}, opset=11,
+        tol="transcendental")
+    add(f"{_op}-opset11-axis2-3x5x7", _op, [X((3, 5, 7), "f32", dom)], {"axis": 2}, opset=11,
+        tol="transcendental")
+    add(f"{_op}-1", _op, [X((1,), "f32", dom)], tol="transcendental")
+    add(f"{_op}-64x4096", _op, [X(LARGE, "f32", dom)], tol="Softmax-large")
+
+add("GlobalAveragePool-2x3x5x7", "GlobalAveragePool", [X((2, 3, 5, 7))])
+add("GlobalAveragePool-1d-2x3x9", "GlobalAveragePool", [X((2, 3, 9))])
+add("GlobalAveragePool-1x8x64x64", "GlobalAveragePool", [X((1, 8, 64, 64))], tol="large-sum")
+add("GlobalMaxPool-2x3x5x7", "GlobalMaxPool", [X((2, 3, 5, 7))])
+add("GlobalMaxPool-1d-2x3x9", "GlobalMaxPool", [X((2, 3, 9))])
+
+# CumSum
+for _axis in (0, 1, -1):
+    for _exclusive, _reverse in [(0, 0), (1, 0), (0, 1), (1, 1)]:
+        add(f"CumSum-axis{_axis}-excl{_exclusive}-rev{_reverse}-7x13", "CumSum", [X((7, 13)), C(_axis)],
+            {"exclusive": _exclusive, "reverse": _reverse})
+add("CumSum-i32-axis-i32-1-7x13", "CumSum", [X((7, 13), "i32", "int"), C(1, "i32")])
+add("CumSum-i64-reverse-3x5x7", "CumSum", [X((3, 5, 7), "i64", "int"), C(1)], {"reverse": 1})
+add("CumSum-1", "CumSum", [X((1,)), C(0)])
+add("CumSum-axis1-64x512", "CumSum", [X((64, 512)), C(1)], tol="large-sum")
+
+
+# --------------------------------------------------------------------------------------
+# Normalizations
+# --------------------------------------------------------------------------------------
+for _shape in [(2, 3, 5, 7), (4, 6), (1, 1, 1)]:
+    c = _shape[1]
+    add(f"BatchNormalization-{shape_id(_shape)}", "BatchNormalization",
+        [X(_shape), W((c,)), W((c,)), W((c,)), W((c,), "f32", "pos")], {"epsilon": 1e-3}, tol="normalization")
+add("BatchNormalization-params-as-inputs-2x3x5x7", "BatchNormalization",
+    [X((2, 3, 5, 7)), X((3,)), X((3,)), X((3,)), X((3,), "f32", "pos")], tol="normalization")
+add("BatchNormalization-opset9-2x3x5x7", "BatchNormalization",
+    [X((2, 3, 5, 7)), W((3,)), W((3,)), W((3,)), W((3,), "f32", "pos")], opset=9, tol="normalization")
+graph("BatchNormalization-mask-outputs-unused",
+      [("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], {})],
+      {"x": X((2, 4, 3, 3)), "s": W((4,)), "b": W((4,)), "m": W((4,)), "v": W((4,), "f32", "pos")}, ["y"],
+      tol="normalization")
+
+add("LayerNormalization-axis-neg1-7x13", "LayerNormalization", [X((7, 13)), W((13,)), W((13,))],
+    tol="normalization")
+add("LayerNormalization-no-bias-7x13", "LayerNormalization", [X((7, 13)), W((13,))], tol="normalization")
+add("LayerNormalization-axis1-3x5x7", "LayerNormalization", [X((3, 5, 7)), W((5, 7)), W((5, 7))],
+    {"axis": 1, "epsilon": 1e-3}, tol="normalization")
+add("LayerNormalization-axis-neg1-3x5x7", "LayerNormalization", [X((3, 5, 7)), W((7,)), W((7,))],
+    tol="normalization")
+add("LayerNormalization-scale-broadcast-3x5x7", "LayerNormalization", [X((3, 5, 7)), W((1, 7)), W((7,))],
+    {"axis": 1}, tol="normalization")
+add("LayerNormalization-scale-as-input-7x13", "LayerNormalization", [X((7, 13)), X((13,)), X((13,))],
+    tol="normalization")
+add("LayerNormalization-64x4096", "LayerNormalization", [X(LARGE), W((4096,)), W((4096,))],
+    tol="normalization")
+
+add("RMSNormalization-axis-neg1-7x13", "RMSNormalization", [X((7, 13)), W((13,))], opset=23,
+    tol="normalization")
+add("RMSNormalization-axis1-3x5x7", "RMSNormalization", [X((3, 5, 7)), W((5, 7))], {"axis": 1, "epsilon": 1e-3},
+    opset=23, tol="normalization")
+add("RMSNormalization-scale-broadcast-3x5x7", "RMSNormalization", [X((3, 5, 7)), W((1, 7))], {"axis": 1},
+    opset=23, tol="normalization")
+add("RMSNormalization-64x4096", "RMSNormalization", [X(LARGE), W((4096,))], opset=23, tol="normalization")
+
+add("InstanceNormalization-2x3x5x7", "InstanceNormalization", [X((2, 3, 5, 7)), W((3,)), W((3,))],
+    tol="normalization")
+add("InstanceNormalization-1d-2x4x9", "InstanceNormalization", [X((2, 4, 9)), W((4,)), W((4,))],
+    {"epsilon": 1e-3}, tol="normalization")
+add("InstanceNormalization-1x2x64x64", "InstanceNormalization", [X((1, 2, 64, 64)), W((2,)), W((2,))],
+    tol="normalization")
+
+add("LRN-size3-2x7x5x5", "LRN", [X((2, 7, 5, 5))], {"size": 3}, tol="LRN")
+add("LRN-size5-attrs-2x7x5x5", "LRN", [X((2, 7, 5, 5))], {"size": 5, "alpha": 0.01, "beta": 0.5, "bias": 2.0},
+    tol="LRN")
+add("LRN-size4-even-1x6x3x3", "LRN", [X((1, 6, 3, 3))], {"size": 4, "alpha": 0.1}, tol="LRN")
+add("LRN-size3-1x1x4x4", "LRN", [X((1, 1, 4, 4))], {"size": 3, "alpha": 0.2}, tol="LRN")
+
+
+# --------------------------------------------------------------------------------------
+# Convolution and pooling
+# --------------------------------------------------------------------------------------
+def conv(case_id, x, w, bias=True, opset=17, **attrs):
+    ins = [X(x), W(w)] + ([W((w[0],))] if bias else [])
+    add(f"Conv-{case_id}", "Conv", ins, attrs, opset, tol="Conv")
+
+
+conv("3x3-bias", (1, 4, 9, 11), (6, 4, 3, 3))
+conv("3x3-no-bias", (1, 4, 9, 11), (6, 4, 3, 3), bias=False)
+conv("pads1", (2, 3, 7, 7), (4, 3, 3, 3), pads=[1, 1, 1, 1])
+conv("asymmetric-pads", (1, 3, 7, 8), (4, 3, 3, 3), pads=[0, 1, 2, 1])
+conv("strides2", (1, 3, 9, 11), (5, 3, 3, 3), strides=[2, 2])
+conv("strides2-pads1", (1, 3, 10, 10), (5, 3, 3, 3), strides=[2, 2], pads=[1, 1, 1, 1])
+conv("strides-1x2", (1, 2, 7, 9), (3, 2, 3, 3), strides=[1, 2])
+conv("dilations2", (1, 3, 11, 11), (4, 3, 3, 3), dilations=[2, 2])
+conv("dilations2-pads2", (1, 2, 9, 9), (3, 2, 3, 3), dilations=[2, 2], pads=[2, 2, 2, 2])
+conv("group2", (1, 4, 7, 7), (6, 2, 3, 3), group=2)
+conv("group2-strides2-pads1", (2, 6, 8, 8), (4, 3, 3, 3), group=2, strides=[2, 2], pads=[1, 1, 1, 1])
+conv("depthwise", (1, 5, 9, 9), (5, 1, 3, 3), group=5, pads=[1, 1, 1, 1])
+conv("depthwise-multiplier2", (1, 3, 8, 8), (6, 1, 3, 3), group=3)
+conv("1x1", (2, 8, 5, 7), (4, 8, 1, 1))
+conv("1x1-no-bias-strides2", (1, 8, 5, 7), (4, 8, 1, 1), bias=False, strides=[2, 2])
+conv("auto-pad-same-upper", (1, 3, 7, 7), (4, 3, 3, 3), auto_pad="SAME_UPPER")
+conv("auto-pad-same-upper-strides2", (1, 3, 8, 9), (4, 3, 4, 4), auto_pad="SAME_UPPER", strides=[2, 2])
+conv("auto-pad-same-lower-strides2", (1, 3, 8, 9), (4, 3, 4, 4), auto_pad="SAME_LOWER", strides=[2, 2])
+conv("auto-pad-valid", (1, 3, 7, 7), (4, 3, 3, 3), auto_pad="VALID")
+conv("kernel-shape-attr-5x3", (1, 2, 9, 9), (3, 2, 5, 3), kernel_shape=[5, 3])
+conv("1d", (2, 3, 17), (4, 3, 3), pads=[1, 1])
+conv("1d-strides2-dilations2", (1, 2, 20), (3, 2, 3), strides=[2], dilations=[2])
+conv("3d", (1, 2, 5, 6, 7), (3, 2, 3, 3, 3), pads=[1, 1, 1, 1, 1, 1])
+conv("1x1-input", (1, 3, 1, 1), (4, 3, 1, 1))
+conv("moderate-1x16x32x32", (1, 16, 32, 32), (16, 16, 3, 3), pads=[1, 1, 1, 1])
+add("Conv-weights-as-inputs", "Conv", [X((1, 3, 7, 7)), X((4, 3, 3, 3)), X((4,))], tol="Conv")
+graph("Conv-BatchNormalization-folded",
+      [("Conv", ["x", "w", "cb"], ["c"], {"pads": [1, 1, 1, 1]}),
+       ("BatchNormalization", ["c", "s", "b", "m", "v"], ["y"], {})],
+      {"x": X((1, 3, 6, 6)), "w": W((4, 3, 3, 3)), "cb": W((4,)), "s": W((4,)), "b": W((4,)), "m": W((4,)),
+       "v": W((4,), "f32", "pos")}, ["y"], tol="Conv")
+graph("Conv-Relu-chain",
+      [("Conv", ["x", "w"], ["c"], {}), ("Relu", ["c"], ["y"], {})],
+      {"x": X((1, 3, 6, 6)), "w": W((4, 3, 3, 3))}, ["y"], tol="Conv")
+
+
+def conv_transpose(case_id, x, w, bias=True, **attrs):
+    ins = [X(x), W(w)] + ([W((w[1] * attrs.get("group", 1),))] if bias else [])
+    add(f"ConvTranspose-{case_id}", "ConvTranspose", ins, attrs, tol="ConvTranspose")
+
+
+conv_transpose("3x3", (1, 4, 5, 6), (4, 3, 3, 3))
+conv_transpose("no-bias", (1, 4, 5, 6), (4, 3, 3, 3), bias=False)
+conv_transpose("strides2", (1, 3, 4, 5), (3, 2, 3, 3), strides=[2, 2])
+conv_transpose("strides2-pads1", (1, 3, 4, 5), (3, 2, 3, 3), strides=[2, 2], pads=[1, 1, 1, 1])
+conv_transpose("strides2-output-padding", (1, 3, 4, 5), (3, 2, 3, 3), strides=[2, 2], output_padding=[1, 1])
+conv_transpose("dilations2", (1, 2, 4, 4), (2, 3, 3, 3), dilations=[2, 2])
+conv_transpose("group2", (1, 4, 5, 5), (4, 2, 3, 3), group=2)
+conv_transpose("auto-pad-same-upper-strides2", (1, 2, 4, 5), (2, 3, 3, 3), strides=[2, 2],
+               auto_pad="SAME_UPPER")
+conv_transpose("output-shape", (1, 2, 4, 5), (2, 3, 3, 3), strides=[2, 2], output_shape=[10, 11])
+conv_transpose("1d", (2, 3, 7), (3, 2, 3), strides=[2])
+conv_transpose("kernel2-strides2", (1, 4, 6, 6), (4, 2, 2, 2), strides=[2, 2])
+
+
+def pool(op, case_id, x, opset=17, **attrs):
+    add(f"{op}-{case_id}", op, [X(x)], attrs, opset)
+
+
+for _op in ("MaxPool", "AveragePool"):
+    pool(_op, "2x2-strides2", (1, 3, 8, 10), kernel_shape=[2, 2], strides=[2, 2])
+    pool(_op, "3x3-pads1", (2, 2, 7, 7), kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    pool(_op, "3x3-strides2-odd", (1, 2, 9, 11), kernel_shape=[3, 3], strides=[2, 2])
+    pool(_op, "ceil-mode", (1, 2, 8, 8), kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    pool(_op, "ceil-mode-pads1", (1, 2, 7, 9), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1],
+         ceil_mode=1)
+    pool(_op, "asymmetric-pads", (1, 2, 6, 7), kernel_shape=[3, 2], pads=[1, 0, 0, 1])
+    pool(_op, "auto-pad-same-upper", (1, 2, 7, 7), kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER")
+    pool(_op, "auto-pad-same-lower", (1, 2, 7, 7), kernel_shape=[2, 2], strides=[2, 2], auto_pad="SAME_LOWER")
+    pool(_op, "1d", (2, 3, 11), kernel_shape=[3], strides=[2])
+    pool(_op, "global-window", (1, 3, 5, 5), kernel_shape=[5, 5])
+    pool(_op, "moderate-1x16x64x64", (1, 16, 64, 64), kernel_shape=[2, 2], strides=[2, 2])
+pool("MaxPool", "dilations2", (1, 2, 9, 9), kernel_shape=[3, 3], dilations=[2, 2])
+pool("MaxPool", "dilations2-pads2", (1, 2, 9, 9), kernel_shape=[2, 2], dilations=[2, 2], pads=[2, 2, 2, 2],
+     opset=17)
+pool("AveragePool", "count-include-pad", (2, 2, 7, 7), kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+     count_include_pad=1)
+pool("AveragePool", "count-include-pad-strides2", (1, 2, 8, 9), kernel_shape=[3, 3], strides=[2, 2],
+     pads=[1, 2, 1, 0], count_include_pad=1)
+pool("AveragePool", "count-include-pad-ceil-mode", (1, 2, 8, 8), kernel_shape=[3, 3], strides=[2, 2],
+     pads=[1, 1, 1, 1], ceil_mode=1, count_include_pad=1)
+pool("AveragePool", "dilations2", (1, 2, 9, 9), kernel_shape=[2, 2], dilations=[2, 2], opset=19)
+graph("MaxPool-indices-output-unused", [("MaxPool", ["x"], ["y", ""], {"kernel_shape": [2, 2]})],
+      {"x": X((1, 2, 6, 6))}, ["y"])
+
+
+# --------------------------------------------------------------------------------------
+# Gemm, MatMul, Einsum
+# --------------------------------------------------------------------------------------
+def gemm(case_id, a, b, c=None, **attrs):
+    ins = [X(a), W(b)] + ([] if c is None else [W(c)])
+    add(f"Gemm-{case_id}", "Gemm", ins, attrs, tol="Gemm")
+
+
+gemm("no-c", (7, 13), (13, 5))
+gemm("c-mxn", (7, 13), (13, 5), (7, 5))
+gemm("c-n", (7, 13), (13, 5), (5,))
+gemm("c-1xn", (7, 13), (13, 5), (1, 5))
+gemm("c-mx1", (7, 13), (13, 5), (7, 1))
+gemm("c-scalar", (7, 13), (13, 5), ())
+gemm("c-1", (7, 13), (13, 5), (1,))
+gemm("transA", (13, 7), (13, 5), (5,), transA=1)
+gemm("transB", (7, 13), (5, 13), (5,), transB=1)
+gemm("transA-transB", (13, 7), (5, 13), (7, 5), transA=1, transB=1)
+gemm("alpha-beta", (7, 13), (13, 5), (7, 5), alpha=0.5, beta=2.0)
+gemm("beta0", (7, 13), (13, 5), (7, 5), beta=0.0)
+gemm("alpha-no-c", (7, 13), (13, 5), alpha=-1.5)
+gemm("1x1", (1, 1), (1, 1), (1,))
+gemm("moderate-64x256x128", (64, 256), (128, 256), (128,), transB=1)
+add("Gemm-all-inputs", "Gemm", [X((7, 13)), X((13, 5)), X((7, 5))], {"alpha": 2.0, "beta": 0.5}, tol="Gemm")
+
+
+def matmul(case_id, a, b, tol="MatMul", b_weight=False):
+    add(f"MatMul-{case_id}", "MatMul", [X(a), W(b) if b_weight else X(b)], tol=tol)
+
+
+matmul("7x13_13x5", (7, 13), (13, 5))
+matmul("1d-2d", (13,), (13, 5))
+matmul("2d-1d", (7, 13), (13,))
+matmul("1d-1d", (13,), (13,))
+matmul("batched", (3, 7, 13), (3, 13, 5))
+matmul("broadcast-batch-2d-rhs", (3, 7, 13), (13, 5), b_weight=True)
+matmul("broadcast-batch-2d-lhs", (7, 13), (3, 13, 5))
+matmul("broadcast-batch-4d", (2, 1, 4, 5), (3, 5, 6))
+matmul("broadcast-batch-both", (2, 1, 4, 5), (1, 3, 5, 6))
+matmul("batched-1d-rhs", (3, 7, 13), (13,))
+matmul("1d-batched-rhs", (13,), (3, 13, 5))
+matmul("1x1", (1, 1), (1, 1))
+matmul("moderate-64x256_256x64", (64, 256), (256, 64), tol="MatMul-large")
+add("MatMul-i32", "MatMul", [X((7, 13), "i32", "int"), X((13, 5), "i32", "int")])
+add("MatMul-i64", "MatMul", [X((3, 4), "i64", "int"), X((4,), "i64", "int")])
+
+for _eq, _shapes in [("ij,jk->ik", [(7, 13), (13, 5)]), ("bij,bjk->bik", [(3, 7, 13), (3, 13, 5)]),
+                     ("ij->ji", [(7, 13)]), ("ii->i", [(7, 7)]), ("i,i->", [(13,), (13,)]),
+                     ("ij->i", [(7, 13)]), ("ij,ij->ij", [(7, 13), (7, 13)]), ("ij,jk", [(7, 13), (13, 5)]),
+                     ("bij->bji", [(3, 5, 7)]), ("i,j->ij", [(7,), (13,)]), ("ij,j->i", [(7, 13), (13,)]),
+                     ("bhqd,bhkd->bhqk", [(2, 3, 5, 4), (2, 3, 6, 4)]), ("ij,kj->ik", [(7, 13), (5, 13)]),
+                     ("ij->", [(7, 13)])]:
+    _id = _eq.replace(",", "_").replace("->", "-to-") or "x"
+    add(f"Einsum-{_id}", "Einsum", [X(s) for s in _shapes], {"equation": _eq}, opset=12, tol="Einsum")
+
+
+# --------------------------------------------------------------------------------------
+# Data movement
+# --------------------------------------------------------------------------------------
+# Gather
+add("Gather-axis0-7x13", "Gather", [X((7, 13)), X((5,), "i64", "index:7")])
+add("Gather-axis1-7x13", "Gather", [X((7, 13)), X((4,), "i64", "index:13")], {"axis": 1})
+add("Gather-axis-neg1-3x5x7", "Gather", [X((3, 5, 7)), X((2, 3), "i64", "index:7")], {"axis": -1})
+add("Gather-2d-indices-axis1-3x5x7", "Gather", [X((3, 5, 7)), X((2, 4), "i64", "index:5")], {"axis": 1})
+add("Gather-scalar-index-axis0-7x13", "Gather", [X((7, 13)), X((), "i64", "index:7")])
+add("Gather-scalar-index-axis1-7x13", "Gather", [X((7, 13)), X((), "i64", "index:13")], {"axis": 1})
+add("Gather-const-negative-indices", "Gather", [X((7, 13)), C([-1, 0, -7, 3, -2])])
+add("Gather-const-scalar-index-axis1", "Gather", [X((7, 13)), C(-3)], {"axis": 1})
+add("Gather-i32-indices", "Gather", [X((7, 13)), X((6,), "i32", "index:7")])
+add("Gather-const-data-input-indices", "Gather", [W((10, 4)), X((3, 5), "i64", "index:10")])
+add("Gather-i64-data-1d", "Gather", [X((13,), "i64", "int"), X((4,), "i64", "index:13")])
+add("Gather-embedding-512x64", "Gather", [W((512, 64)), X((2, 32), "i64", "index:512")])
+
+# Concat
+add("Concat-3-inputs-axis0", "Concat", [X((2, 13)), X((1, 13)), X((4, 13))], {"axis": 0})
+add("Concat-3-inputs-axis1", "Concat", [X((7, 3)), X((7, 1)), X((7, 9))], {"axis": 1})
+add("Concat-3-inputs-axis-neg1-3d", "Concat", [X((2, 3, 4)), X((2, 3, 1)), X((2, 3, 2))], {"axis": -1})
+add("Concat-2-inputs-axis1-3d", "Concat", [X((2, 3, 4)), X((2, 5, 4))], {"axis": 1})
+add("Concat-1-input", "Concat", [X((7, 13))], {"axis": 0})
+add("Concat-1d-single-elements", "Concat", [X((1,)), X((1,)), X((1,))], {"axis": 0})
+add("Concat-i64-with-const", "Concat", [X((2, 3), "i64", "int"), C([[7, 8, 9]]), X((1, 3), "i64", "int")],
+    {"axis": 0})
+add("Concat-bool", "Concat", [X((3, 2), "bool"), X((3, 5), "bool")], {"axis": 1})
+add("Concat-large", "Concat", [X((32, 4096)), X((32, 4096))], {"axis": 0})
+
+# Split
+add("Split-equal-axis0", "Split", [X((6, 13))], {"axis": 0}, outputs=3)
+add("Split-equal-axis1", "Split", [X((7, 12))], {"axis": 1}, outputs=2)
+add("Split-sizes-input", "Split", [X((7, 13)), C([3, 10])], {"axis": 1}, outputs=2)
+add("Split-sizes-input-3", "Split", [X((7, 13)), C([2, 4, 1])], outputs=3)
+add("Split-opset11-attr", "Split", [X((7, 13))], {"axis": 1, "split": [5, 8]}, opset=11, outputs=2)
+add("Split-opset18-num-outputs-uneven", "Split", [X((7, 13))], {"axis": 1, "num_outputs": 3}, opset=18,
+    outputs=3)
+add("Split-axis-neg1-3d", "Split", [X((2, 3, 8))], {"axis": -1}, outputs=4)
+add("Split-one-output-unused", "Split", [X((6, 4))], {"axis": 0}, outputs=["y0", "", "y2"])
+
+# Slice: opset 9 attributes, opset 13 inputs, negative steps
+add("Slice-opset9-7x13", "Slice", [X((7, 13))], {"starts": [1, 2], "ends": [5, 11]}, opset=9)
+add("Slice-opset9-axes-7x13", "Slice", [X((7, 13))], {"starts": [-4], "ends": [100], "axes": [1]}, opset=9)
+add("Slice-opset9-negative-3x5x7", "Slice", [X((3, 5, 7))],
+    {"starts": [0, -3], "ends": [-1, 10000], "axes": [0, 2]}, opset=9)
+add("Slice-basic-7x13", "Slice", [X((7, 13)), C([1, 2]), C([5, 11])])
+add("Slice-axes-steps-7x13", "Slice", [X((7, 13)), C([0, 1]), C([7, 13]), C([0, 1]), C([2, 3])])
+add("Slice-negative-step-7x13", "Slice", [X((7, 13)), C([-1]), C([-100]), C([1]), C([-1])])
+add("Slice-negative-step2-7x13", "Slice", [X((7, 13)), C([10, 6]), C([1, 0]), C([1, 0]), C([-2, -3])])
+add("Slice-negative-axes-3x5x7", "Slice", [X((3, 5, 7)), C([1]), C([-1]), C([-2])])
+add("Slice-int-max-end-7x13", "Slice", [X((7, 13)), C([3]), C([2**63 - 1]), C([1])])
+add("Slice-int-min-end-reverse-7x13", "Slice", [X((7, 13)), C([-1]), C([-(2**63)]), C([0]), C([-1])])
+add("Slice-i32-bounds-7x13", "Slice", [X((7, 13)), C([2], "i32"), C([6], "i32"), C([0], "i32")])
+add("Slice-i64-data-7x13", "Slice", [X((7, 13), "i64", "int"), C([1]), C([3]), C([0])])
+add("Slice-to-one-element-7x13", "Slice", [X((7, 13)), C([3, 4]), C([4, 5])])
+add("Slice-64x4096", "Slice", [X(LARGE), C([8, 1]), C([60, 4000]), C([0, 1]), C([1, 3])])
+
+# Transpose
+add("Transpose-default-7x13", "Transpose", [X((7, 13))])
+add("Transpose-default-3x5x7", "Transpose", [X((3, 5, 7))])
+add("Transpose-perm-102-3x5x7", "Transpose", [X((3, 5, 7))], {"perm": [1, 0, 2]})
+add("Transpose-perm-0231-2x3x4x5", "Transpose", [X((2, 3, 4, 5))], {"perm": [0, 2, 3, 1]})
+add("Transpose-identity-perm-7x13", "Transpose", [X((7, 13))], {"perm": [0, 1]})
+add("Transpose-1", "Transpose", [X((1,))])
+add("Transpose-i64-7x13", "Transpose", [X((7, 13), "i64", "int")])
+add("Transpose-64x4096", "Transpose", [X(LARGE)])
+
+# Reshape family (views, no kernel: the output is a copy of the input buffer)
+add("Reshape-minus1-7x13", "Reshape", [X((7, 13)), C([-1])])
+add("Reshape-zero-copies-dim-3x5x7", "Reshape", [X((3, 5, 7)), C([0, -1])])
+add("Reshape-to-4d-6x10", "Reshape", [X((6, 10)), C([2, 3, 5, 2])])
+add("Reshape-to-scalar", "Reshape", [X((1,)), C([], "i64")])
+add("Reshape-scalar-to-1x1", "Reshape", [X(()), C([1, 1])])
+add("Reshape-i64-7x13", "Reshape", [X((7, 13), "i64", "int"), C([13, 7])])
+for _axis in (0, 1, 2, -1):
+    add(f"Flatten-axis{_axis}-3x5x7", "Flatten", [X((3, 5, 7))], {"axis": _axis})
+add("Flatten-default-2x3x4x5", "Flatten", [X((2, 3, 4, 5))])
+add("Squeeze-opset11-attr-axes", "Squeeze", [X((1, 7, 1, 13))], {"axes": [0, 2]}, opset=11)
+add("Squeeze-opset13-input-axes", "Squeeze", [X((1, 7, 1, 13)), C([-2])], opset=13)
+add("Squeeze-no-axes", "Squeeze", [X((1, 7, 1, 13))], opset=13)
+add("Squeeze-1-to-scalar", "Squeeze", [X((1,))], opset=13)
+add("Unsqueeze-opset11-attr-axes", "Unsqueeze", [X((7, 13))], {"axes": [0, 3]}, opset=11)
+add("Unsqueeze-opset13-input-axes", "Unsqueeze", [X((7, 13)), C([1])], opset=13)
+add("Unsqueeze-opset13-negative-axes", "Unsqueeze", [X((7, 13)), C([-1, 0])], opset=13)
+add("Unsqueeze-scalar", "Unsqueeze", [X(()), C([0])], opset=13)
+graph("Reshape-then-Add", [("Reshape", ["x", "s"], ["r"], {}), ("Add", ["r", "b"], ["y"], {})],
+      {"x": X((3, 5, 7)), "s": C([15, 7]), "b": X((7,))}, ["y"])
+graph("Transpose-Reshape-Relu", [("Transpose", ["x"], ["t"], {"perm": [1, 0, 2]}),
+                                 ("Reshape", ["t", "s"], ["r"], {}), ("Relu", ["r"], ["y"], {})],
+      {"x": X((3, 5, 7)), "s": C([5, 21])}, ["y"])
+
+# Identity, Dropout
+add("Identity-7x13", "Identity", [X((7, 13))])
+add("Identity-scalar", "Identity", [X(())])
+add("Identity-i64-1", "Identity", [X((1,), "i64", "int")])
+add("Dropout-opset12-ratio-input", "Dropout", [X((7, 13)), C(0.3, "f32")], opset=12)
+add("Dropout-opset10-ratio-attr", "Dropout", [X((7, 13))], {"ratio": 0.5}, opset=10)
+add("Dropout-mask-output-unused", "Dropout", [X((7, 13))], outputs=["y0", ""])
+add("Dropout-training-mode-false", "Dropout", [X((7, 13)), C(0.5, "f32"), C(False, "bool")])
+graph("Identity-Dropout-Relu", [("Identity", ["x"], ["i"], {}), ("Dropout", ["i"], ["d"], {}),
+                                ("Relu", ["d"], ["y"], {})], {"x": X((7, 13))}, ["y"])
+
+# Expand, Tile
+add("Expand-7x1-to-7x13", "Expand", [X((7, 1)), C([7, 13])])
+add("Expand-13-to-3x7x13", "Expand", [X((13,)), C([3, 7, 13])])
+add("Expand-shape-smaller-rank", "Expand", [X((3, 1)), C([2, 1, 6])])
+add("Expand-shape-with-ones", "Expand", [X((7, 13)), C([1, 1])])
+add("Expand-scalar", "Expand", [X(()), C([2, 3])])
+add("Expand-i64", "Expand", [X((1, 4), "i64", "int"), C([3, 4])])
+add("Expand-to-64x4096", "Expand", [X((64, 1)), C([64, 4096])])
+add("Tile-2x3-7x13", "Tile", [X((7, 13)), C([2, 3])])
+add("Tile-3d", "Tile", [X((2, 3, 4)), C([1, 2, 3])])
+add("Tile-ones", "Tile", [X((7, 13)), C([1, 1])])
+add("Tile-1", "Tile", [X((1,)), C([5])])
+add("Tile-i32", "Tile", [X((3, 2), "i32", "int"), C([2, 2])])
+
+# Pad: opset 2 (attributes, model opset 10), opset 11 inputs, opset 18 axes, modes
+add("Pad-opset2-constant", "Pad", [X((7, 13))], {"pads": [1, 2, 3, 0], "value": 1.5}, opset=10)
+add("Pad-opset2-edge", "Pad", [X((7, 13))], {"pads": [2, 1, 0, 3], "mode": "edge"}, opset=10)
+add("Pad-opset2-reflect", "Pad", [X((7, 13))], {"pads": [2, 3, 1, 2], "mode": "reflect"}, opset=10)
+add("Pad-opset11-constant-value", "Pad", [X((7, 13)), C([1, 2, 3, 0]), C(-2.5, "f32")], opset=11)
+add("Pad-opset11-constant-no-value", "Pad", [X((7, 13)), C([0, 1, 2, 3])], opset=11)
+add("Pad-constant", "Pad", [X((3, 5, 7)), C([0, 1, 2, 1, 0, 3]), C(0.25, "f32")])
+add("Pad-reflect", "Pad", [X((3, 5, 7)), C([0, 2, 3, 0, 4, 6])], {"mode": "reflect"})
+add("Pad-edge", "Pad", [X((3, 5, 7)), C([1, 2, 3, 2, 1, 0])], {"mode": "edge"})
+add("Pad-negative-crop", "Pad", [X((7, 13)), C([-1, 2, -2, -3])])
+add("Pad-negative-crop-edge", "Pad", [X((7, 13)), C([-2, 3, 1, -4])], {"mode": "edge"})
+add("Pad-opset18-axes", "Pad", [X((3, 5, 7)), C([1, 2, 3, 4]), C(1.0, "f32"), C([0, -1])], opset=18)
+add("Pad-opset19-wrap", "Pad", [X((3, 5, 7)), C([0, 2, 3, 0, 4, 5])], {"mode": "wrap"}, opset=19)
+add("Pad-i64-constant", "Pad", [X((7, 13), "i64", "int"), C([1, 1, 1, 1]), C(9, "i64")])
+add("Pad-1", "Pad", [X((1,)), C([2, 3])], {"mode": "edge"})
+add("Pad-64x4096", "Pad", [X(LARGE), C([1, 2, 3, 4])])
+
+# DepthToSpace, SpaceToDepth
+add("DepthToSpace-DCR", "DepthToSpace", [X((1, 8, 3, 5))], {"blocksize": 2})
+add("DepthToSpace-CRD", "DepthToSpace", [X((1, 8, 3, 5))], {"blocksize": 2, "mode": "CRD"})
+add("DepthToSpace-DCR-blocksize3-batch2", "DepthToSpace", [X((2, 18, 2, 3))], {"blocksize": 3})
+add("DepthToSpace-CRD-blocksize3", "DepthToSpace", [X((1, 18, 2, 3))], {"blocksize": 3, "mode": "CRD"})
+add("SpaceToDepth-blocksize2", "SpaceToDepth", [X((1, 2, 6, 4))], {"blocksize": 2})
+add("SpaceToDepth-blocksize3-batch2", "SpaceToDepth", [X((2, 3, 6, 9))], {"blocksize": 3})
+
+# Trilu
+add("Trilu-upper-7x13", "Trilu", [X((7, 13))])
+add("Trilu-lower-7x13", "Trilu", [X((7, 13))], {"upper": 0})
+add("Trilu-upper-k1-13x7", "Trilu", [X((13, 7)), C(1)])
+add("Trilu-lower-k-neg1-7x13", "Trilu", [X((7, 13)), C(-1)], {"upper": 0})
+add("Trilu-upper-k-neg2-batched", "Trilu", [X((3, 5, 7)), C(-2)])
+add("Trilu-lower-k3-batched", "Trilu", [X((2, 5, 5)), C(3)], {"upper": 0})
+add("Trilu-i64-upper", "Trilu", [X((5, 5), "i64", "int")])
+
+# OneHot
+add("OneHot-axis-neg1", "OneHot", [X((3, 4), "i64", "index:5"), C(5), C([0.0, 1.0], "f32")], opset=11)
+add("OneHot-axis0", "OneHot", [X((3, 4), "i64", "index:6"), C(6), C([-1.0, 2.0], "f32")], {"axis": 0},
+    opset=11)
+add("OneHot-axis1-i32-indices", "OneHot", [X((3, 4), "i32", "index:5"), C(5), C([0.0, 3.0], "f32")],
+    {"axis": 1}, opset=11)
+add("OneHot-i64-values", "OneHot", [X((7,), "i64", "index:9"), C(9), C([2, 7])], opset=11)
+add("OneHot-scalar-index", "OneHot", [X((), "i64", "index:4"), C(4), C([0.0, 1.0], "f32")], opset=11)
+add("OneHot-float-indices", "OneHot", [X((5,), "f32", "ties"), C(4.0, "f32"), C([0.0, 1.0], "f32")], opset=11)
+
+
+# --------------------------------------------------------------------------------------
+# Constants and shapes (folded at import: the output is a weight copied out)
+# --------------------------------------------------------------------------------------
+_const = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(3, 4) / 7, "v")
+graph("Constant-as-output", [("Constant", [], ["y"], {"value": _const})], {"x": X((3, 4))}, ["y"])
+graph("Constant-feeding-Add", [("Constant", [], ["k"], {"value": _const}), ("Add", ["x", "k"], ["y"], {})],
+      {"x": X((3, 4))}, ["y"])
+graph("Constant-value-float-splat", [("Constant", [], ["k"], {"value_float": 2.5}), ("Mul", ["x", "k"], ["y"], {})],
+      {"x": X((7, 13))}, ["y"])
+graph("Constant-value-ints", [("Constant", [], ["k"], {"value_ints": [1, -2, 3]}),
+                              ("Add", ["x", "k"], ["y"], {})], {"x": X((2, 3), "i64", "int")}, ["y"])
+graph("ConstantOfShape-as-output", [("ConstantOfShape", ["s"], ["y"],
+                                     {"value": numpy_helper.from_array(np.array([1.5], np.float32))})],
+      {"x": X((1,)), "s": C([3, 4])}, ["y"])
+graph("ConstantOfShape-default-zero", [("ConstantOfShape", ["s"], ["y"], {})], {"x": X((1,)), "s": C([2, 5])},
+      ["y"])
+graph("ConstantOfShape-i64-from-Shape", [("Shape", ["x"], ["s"], {}),
+                                         ("ConstantOfShape", ["s"], ["k"],
+                                          {"value": numpy_helper.from_array(np.array([3], np.int64))}),
+                                         ("Mul", ["x", "k"], ["y"], {})], {"x": X((7, 13), "i64", "int")}, ["y"])
+graph("ConstantOfShape-feeding-Add", [("Shape", ["x"], ["s"], {}),
+                                      ("ConstantOfShape", ["s"], ["k"],
+                                       {"value": numpy_helper.from_array(np.array([2.0], np.float32))}),
+                                      ("Add", ["x", "k"], ["y"], {})], {"x": X((7, 13))}, ["y"])
+graph("Shape-as-output", [("Shape", ["x"], ["y"], {})], {"x": X((3, 5, 7))}, ["y"])
+graph("Shape-start-end", [("Shape", ["x"], ["y"], {"start": 1, "end": -1})], {"x": X((3, 5, 7, 2))}, ["y"],
+      opset=15)
+graph("Shape-of-scalar", [("Shape", ["x"], ["y"], {})], {"x": X(())}, ["y"])
+graph("Shape-Gather-Concat-Reshape",
+      [("Shape", ["x"], ["s"], {}), ("Gather", ["s", "i0"], ["d0"], {"axis": 0}),
+       ("Unsqueeze", ["d0", "a0"], ["d0u"], {}), ("Concat", ["d0u", "m1"], ["shape"], {"axis": 0}),
+       ("Reshape", ["x", "shape"], ["r"], {}), ("Relu", ["r"], ["y"], {})],
+      {"x": X((3, 5, 7)), "i0": C(0), "a0": C([0]), "m1": C([-1])}, ["y"])
+graph("Shape-Cast-Add", [("Shape", ["x"], ["s"], {}), ("Cast", ["s"], ["f"], {"to": TensorProto.FLOAT}),
+                         ("Add", ["y_in", "f"], ["y"], {})], {"x": X((3, 5, 7)), "y_in": X((4, 3))}, ["y"])
+graph("Size-as-output", [("Size", ["x"], ["y"], {})], {"x": X((3, 5, 7))}, ["y"])
+graph("Size-Cast-Mul", [("Size", ["x"], ["n"], {}), ("Cast", ["n"], ["f"], {"to": TensorProto.FLOAT}),
+                        ("Mul", ["x", "f"], ["y"], {})], {"x": X((7, 13))}, ["y"])
+graph("Range-f32-as-output", [("Range", ["s", "l", "d"], ["y"], {})],
+      {"x": X((1,)), "s": C(0.5, "f32"), "l": C(7.0, "f32"), "d": C(0.75, "f32")}, ["y"])
+graph("Range-i64-negative-delta", [("Range", ["s", "l", "d"], ["y"], {})],
+      {"x": X((1,)), "s": C(10), "l": C(-3), "d": C(-3)}, ["y"])
+graph("Range-i32-feeding-Add", [("Range", ["s", "l", "d"], ["r"], {}), ("Add", ["x", "r"], ["y"], {})],
+      {"x": X((4, 13), "i32", "int"), "s": C(0, "i32"), "l": C(13, "i32"), "d": C(1, "i32")}, ["y"])
+graph("Range-empty", [("Range", ["s", "l", "d"], ["y"], {})],
+      {"x": X((1,)), "s": C(5), "l": C(2), "d": C(1)}, ["y"])
+
+# TopK has a converter and a numpy reference but no loop lowering rule yet
+_TOPK = "tensor.topk has no loop lowering rule in compiler/lowering/rules.py"
+add("TopK-k3-7x13", "TopK", [X((7, 13)), C([3])], outputs=2, xfail=_TOPK)
+add("TopK-smallest-axis0-7x13", "TopK", [X((7, 13)), C([2])], {"axis": 0, "largest": 0}, outputs=2, xfail=_TOPK)
+add("TopK-values-only-7x13", "TopK", [X((7, 13)), C([4])], outputs=["y0", ""], xfail=_TOPK)
+
+
+# --------------------------------------------------------------------------------------
+# The test
+# --------------------------------------------------------------------------------------
+def tolerance(case: Case) -> tuple[float, float]:
+    key = case.tol
+    if key is None:
+        (op,) = case.op_types if len(case.op_types) == 1 else (None,)
+        key = op
+    if key in LOOSE_TOL:
+        rtol, atol, _ = LOOSE_TOL[key]
+        return rtol, atol
+    return DEFAULT_TOL
+
+
+def check(actual: list, expected: list, tol: tuple[float, float], what: str) -> None:
+    assert len(actual) == len(expected), f"{what}: {len(actual)} outputs, expected {len(expected)}"
+    for i, (got, want) in enumerate(zip(actual, expected)):
+        got, want = np.asarray(got), np.asarray(want)
+        where = f"{what}, output #{i}"
+        assert got.shape == want.shape, f"{where}: shape {got.shape}, expected {want.shape}"
+        assert got.dtype == want.dtype, f"{where}: dtype {got.dtype}, expected {want.dtype}"
+        if np.issubdtype(want.dtype, np.floating):
+            np.testing.assert_allclose(got, want, rtol=tol[0], atol=tol[1], equal_nan=True, err_msg=where)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=where)
+
+
+def run_onnxruntime(model, feeds: dict) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _param(case: Case):
+    marks = [pytest.mark.xfail(reason=case.xfail, strict=True)] if case.xfail else []
+    return pytest.param(case, id=case.id, marks=marks)
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in CASES])
+def test_op(case: Case):
+    model, feeds = case.build()
+    tol = tolerance(case)
+    expected = run_onnxruntime(model, feeds)
+
+    compiled = fusecc.compile(model)
+    actual = compiled.run(feeds)
+    check(actual, expected, tol, "fusecc vs onnxruntime")
+
+    reference = interpret(import_model(model), feeds)
+    check(actual, reference, tol, "fusecc vs the reference interpreter")
+
+    unfused = fusecc.compile(model, fusion=False)
+    check(unfused.run(feeds), expected, tol, "fusecc (fusion=False) vs onnxruntime")
+
+
+def test_case_ids_are_unique():
+    ids = [c.id for c in CASES]
+    assert sorted({i for i in ids if ids.count(i) > 1}) == []
+
+
+def test_every_supported_op_is_covered():
+    covered = set().union(*(c.op_types for c in CASES if not c.xfail))
+    xfailed = set().union(*(c.op_types for c in CASES if c.xfail)) - covered
+    assert sorted(set(supported_ops()) - covered - xfailed) == []
+    assert xfailed == {"TopK"}

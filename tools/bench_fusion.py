@@ -1,0 +1,76 @@
+"""Benchmark: fused vs unfused fusecc vs ONNX Runtime, one thread, interleaved runs, medians.
+
+    python -m fusecc.tools.bench_fusion [--repeat 50]
+
+Prints one table: per model the median latency of each engine and the ratios
+fused/unfused and fused/ORT (below 1 means fusecc fused is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from fusecc.tools import models
+
+
+def _ort_session(model):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def bench(name: str, model, feeds: dict, repeat: int) -> dict:
+    import fusecc
+
+    fused = fusecc.compile(model)
+    unfused = fusecc.compile(model, fusion=False)
+    session = _ort_session(model)
+    engines = {"fused": lambda: fused.run(feeds), "unfused": lambda: unfused.run(feeds),
+               "ort": lambda: session.run(None, feeds)}
+    reference = session.run(None, feeds)[0]
+    for label in ("fused", "unfused"):
+        got = engines[label]()[0]
+        np.testing.assert_allclose(got, reference, rtol=1e-3, atol=1e-5, err_msg=f"{name}: {label} vs ORT")
+    times = {label: [] for label in engines}
+    for _ in range(3):
+        for run in engines.values():
+            run()
+    for _ in range(repeat):
+        for label, run in engines.items():
+            start = time.perf_counter()
+            run()
+            times[label].append(time.perf_counter() - start)
+    medians = {label: statistics.median(values) for label, values in times.items()}
+    return {"name": name, "kernels": (len(fused.kernels), len(unfused.kernels)), **medians}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=50)
+    args = parser.parse_args(argv)
+    rng = np.random.default_rng(0)
+    cases = [
+        ("layernorm-gelu(tanh)-scale-bias-softmax 64x4096", models.layernorm_gelu_softmax(),
+         {"x": rng.standard_normal((64, 4096)).astype(np.float32)}),
+        ("resnet block 1x64x56x56", models.resnet_block(), {"x": rng.standard_normal((1, 64, 56, 56)).astype(np.float32)}),
+    ]
+    rows = [bench(name, model, feeds, args.repeat) for name, model, feeds in cases]
+    header = f"{'model':<50} {'kernels f/u':>11} {'fused ms':>9} {'unfused ms':>10} {'ORT ms':>8} " \
+             f"{'unfused/fused':>13} {'fused/ORT':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['name']:<50} {r['kernels'][0]:>5}/{r['kernels'][1]:<5} {1e3 * r['fused']:>9.3f} "
+              f"{1e3 * r['unfused']:>10.3f} {1e3 * r['ort']:>8.3f} {r['unfused'] / r['fused']:>12.2f}x "
+              f"{r['fused'] / r['ort']:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()

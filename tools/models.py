@@ -1,0 +1,85 @@
+"""Small ONNX models built in code, used by the README quick start, benchmarks and tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _model(nodes, inputs, outputs, initializers, opset=17) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "fusecc_example", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def layernorm_gelu_softmax(rows: int = 64, width: int = 4096, seed: int = 0) -> onnx.ModelProto:
+    """LayerNorm -> GELU (tanh form, written out in primitive ops) -> scale + bias -> Softmax."""
+    rng = np.random.default_rng(seed)
+    init = [numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "ln_scale"),
+            numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "ln_bias"),
+            numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "scale"),
+            numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "bias")]
+    for name, value in (("half", 0.5), ("one", 1.0), ("three", 3.0), ("c", 0.044715), ("k", 0.7978845608)):
+        init.append(numpy_helper.from_array(np.array(value, dtype=np.float32), name))
+    nodes = [
+        helper.make_node("LayerNormalization", ["x", "ln_scale", "ln_bias"], ["ln"], name="layernorm", axis=-1),
+        helper.make_node("Pow", ["ln", "three"], ["cube"], name="gelu_cube"),
+        helper.make_node("Mul", ["cube", "c"], ["cube_c"], name="gelu_mul_c"),
+        helper.make_node("Add", ["ln", "cube_c"], ["inner"], name="gelu_add"),
+        helper.make_node("Mul", ["inner", "k"], ["inner_k"], name="gelu_mul_k"),
+        helper.make_node("Tanh", ["inner_k"], ["t"], name="gelu_tanh"),
+        helper.make_node("Add", ["t", "one"], ["t1"], name="gelu_add_one"),
+        helper.make_node("Mul", ["ln", "t1"], ["xt"], name="gelu_mul_x"),
+        helper.make_node("Mul", ["xt", "half"], ["gelu"], name="gelu_half"),
+        helper.make_node("Mul", ["gelu", "scale"], ["scaled"], name="scale"),
+        helper.make_node("Add", ["scaled", "bias"], ["biased"], name="bias"),
+        helper.make_node("Softmax", ["biased"], ["y"], name="softmax", axis=-1),
+    ]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, width])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, width])], init)
+
+
+def resnet_block(channels: int = 64, size: int = 56, seed: int = 0) -> onnx.ModelProto:
+    """conv-bn-relu-conv-bn-add(identity)-relu, 3x3 convs, random weights and BatchNorm statistics."""
+    rng = np.random.default_rng(seed)
+    init, nodes = [], []
+    prev = "x"
+    for i in (1, 2):
+        fan_in = channels * 9
+        init.append(numpy_helper.from_array(
+            (rng.standard_normal((channels, channels, 3, 3)) * np.sqrt(2 / fan_in)).astype(np.float32), f"w{i}"))
+        for name, value in (("gamma", rng.uniform(0.5, 1.5, channels)), ("beta", rng.standard_normal(channels) * 0.1),
+                            ("mean", rng.standard_normal(channels) * 0.1), ("var", rng.uniform(0.5, 1.5, channels))):
+            init.append(numpy_helper.from_array(value.astype(np.float32), f"{name}{i}"))
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("BatchNormalization", [f"c{i}", f"gamma{i}", f"beta{i}", f"mean{i}",
+                                                             f"var{i}"], [f"b{i}"], name=f"bn{i}"))
+        if i == 1:
+            nodes.append(helper.make_node("Relu", ["b1"], ["r1"], name="relu1"))
+            prev = "r1"
+    nodes.append(helper.make_node("Add", ["b2", "x"], ["sum"], name="residual"))
+    nodes.append(helper.make_node("Relu", ["sum"], ["y"], name="relu2"))
+    shape = [1, channels, size, size]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], init)
+
+
+def mlp(batch: int = 32, sizes=(784, 1024, 1024, 10), seed: int = 0) -> onnx.ModelProto:
+    """MatMul + Add + Relu layers, random weights."""
+    rng = np.random.default_rng(seed)
+    init, nodes, prev = [], [], "x"
+    for i in range(len(sizes) - 1):
+        w = rng.standard_normal((sizes[i], sizes[i + 1])) / np.sqrt(sizes[i])
+        init += [numpy_helper.from_array(w.astype(np.float32), f"w{i}"),
+                 numpy_helper.from_array((rng.standard_normal(sizes[i + 1]) * 0.1).astype(np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"fc{i}"),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"], name=f"bias{i}")]
+        prev = f"a{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"], name=f"relu{i}"))
+            prev = f"r{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["logits"], name="out"))
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, sizes[0]])],
+                  [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, sizes[-1]])], init)
