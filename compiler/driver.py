@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 
 from fusecc.ir.core import Module
-from fusecc.ir.printer import print_module
+from fusecc.ir.printer import loc_names, print_module
 
 from .pipeline import PHASES, phase_pipelines
 
@@ -91,7 +91,7 @@ def model_info(graph: Module) -> dict:
     kernels = []
     for op in main.body.ops:
         if op.name == "kernel.fused":
-            nodes = [m.loc or m.name for m in op.members]
+            nodes = [n for m in op.members for n in (loc_names(m.loc) or [m.name])]
             kernels.append({"name": kernel_name(op, len(kernels)), "pattern": op.attr("pattern"),
                             "nodes": nodes, "extent": 0})
     return {"inputs": [spec(n, a.type) for n, a in zip(input_names, main.args)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fusecc.ir.core import Module
+from fusecc.ir.printer import loc_names
 
 
 def region_summaries(module: Module) -> list[dict]:
@@ -17,7 +18,7 @@ def region_summaries(module: Module) -> list[dict]:
         internal = [r for member in op.members for r in member.results if id(r) not in yielded]
         saved = sum(2 * r.type.nbytes for r in internal if r.type.is_static)
         summaries.append({"kernel": kernel_name(op, len(summaries)), "pattern": op.attr("pattern"),
-                          "nodes": [m.loc or m.name for m in op.members], "saved_bytes": saved})
+                          "nodes": [n for m in op.members for n in (loc_names(m.loc) or [m.name])], "saved_bytes": saved})
     return summaries
 
 

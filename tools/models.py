@@ -83,3 +83,32 @@ def mlp(batch: int = 32, sizes=(784, 1024, 1024, 10), seed: int = 0) -> onnx.Mod
     nodes.append(helper.make_node("Identity", [prev], ["logits"], name="out"))
     return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, sizes[0]])],
                   [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, sizes[-1]])], init)
+
+
+def depthwise_silu_se(channels: int = 32, size: int = 28, reduced: int = 8, seed: int = 0) -> onnx.ModelProto:
+    """Depthwise 3x3 conv -> SiLU (x * sigmoid(x)) -> squeeze-excite (GlobalAveragePool, 1x1 convs, Sigmoid, Mul)."""
+    rng = np.random.default_rng(seed)
+    init = [
+        numpy_helper.from_array((rng.standard_normal((channels, 1, 3, 3)) / 3).astype(np.float32), "dw"),
+        numpy_helper.from_array((rng.standard_normal(channels) * 0.1).astype(np.float32), "dw_b"),
+        numpy_helper.from_array((rng.standard_normal((reduced, channels, 1, 1)) / np.sqrt(channels)).astype(np.float32),
+                                "se1"),
+        numpy_helper.from_array((rng.standard_normal(reduced) * 0.1).astype(np.float32), "se1_b"),
+        numpy_helper.from_array((rng.standard_normal((channels, reduced, 1, 1)) / np.sqrt(reduced)).astype(np.float32),
+                                "se2"),
+        numpy_helper.from_array((rng.standard_normal(channels) * 0.1).astype(np.float32), "se2_b"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "dw", "dw_b"], ["d"], name="depthwise", group=channels, pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["d"], ["d_sig"], name="silu_sigmoid"),
+        helper.make_node("Mul", ["d", "d_sig"], ["s"], name="silu_mul"),
+        helper.make_node("GlobalAveragePool", ["s"], ["pooled"], name="se_pool"),
+        helper.make_node("Conv", ["pooled", "se1", "se1_b"], ["z"], name="se_reduce"),
+        helper.make_node("Relu", ["z"], ["z_relu"], name="se_relu"),
+        helper.make_node("Conv", ["z_relu", "se2", "se2_b"], ["e"], name="se_expand"),
+        helper.make_node("Sigmoid", ["e"], ["gate"], name="se_gate"),
+        helper.make_node("Mul", ["s", "gate"], ["y"], name="se_scale"),
+    ]
+    shape = [1, channels, size, size]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], init)

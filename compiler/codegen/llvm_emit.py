@@ -283,8 +283,8 @@ def _fmin(fe, a, b):
     return fe.builder.call(fe.intrinsic("llvm.minnum", a.type, 2), [a, b], fastmath=("nsz",))
 
 
-#: reassociation lets LLVM vectorize float reductions; NaN and infinity semantics are kept
-FAST = ("reassoc", "nsz", "contract")
+#: reassociation lets LLVM vectorize float reductions and hoist reciprocals; NaN and infinity semantics are kept
+FAST = ("reassoc", "nsz", "contract", "arcp")
 
 _BINARY = {
     "arith.addf": lambda fe, a, b: fe.builder.fadd(a, b, flags=FAST),

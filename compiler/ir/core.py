@@ -112,7 +112,7 @@ class Operation:
             OP_REGISTRY[cls.name] = cls
 
     def __init__(self, operands=(), result_types=(), attributes=None, regions=(),
-                 loc: str | None = None):
+                 loc: str | list[str] | None = None):
         self.operands: list[Value] = []
         for value in operands:
             self._append_operand(value)
@@ -188,7 +188,8 @@ class Operation:
     def describe(self) -> str:
         where = []
         if self.loc:
-            where.append(f'loc("{self.loc}")')
+            from .printer import format_loc
+            where.append(format_loc(self.loc))
         if self.source is not None:
             where.append(str(self.source))
         return f"'{self.name}' op" + (f" at {', '.join(where)}" if where else "")

@@ -140,8 +140,8 @@ class _Builder:
                 args.append(child)
             elif kind == "func_attrs":
                 attrs = self.attr_dict(child.children[0])
-            elif kind == "loc":
-                loc = json.loads(str(child.children[0]))
+            elif kind in ("loc", "fused_loc"):
+                loc = self.loc(child)
             elif kind == "op":
                 ops.append(child)
             else:
@@ -190,8 +190,8 @@ class _Builder:
                 attrs = self.attr_dict(child)
             elif kind == "regions":
                 regions = [self.region(r) for r in child.children]
-            elif kind == "loc":
-                loc = json.loads(str(child.children[0]))
+            elif kind in ("loc", "fused_loc"):
+                loc = self.loc(child)
             else:
                 types.append(self.type(child))
         name = str(name_tok)
@@ -219,6 +219,11 @@ class _Builder:
                 block.append(self.op(child))
         self.scopes.pop()
         return Region([block])
+
+    @staticmethod
+    def loc(node):
+        names = [json.loads(str(c)) for c in node.children]
+        return names if node.data == "fused_loc" else names[0]
 
     # --- attributes and types ---------------------------------------------------
     def attr_dict(self, node) -> dict:

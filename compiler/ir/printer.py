@@ -79,6 +79,20 @@ def _function_values(func: FuncOp) -> list[Value]:
     return values
 
 
+def format_loc(loc: str | list[str]) -> str:
+    """``loc("node")``, or ``loc(fused["a", "b"])`` for an op standing for several source nodes."""
+    if isinstance(loc, list):
+        return "loc(fused[" + ", ".join(json.dumps(name) for name in loc) + "])"
+    return f"loc({json.dumps(loc)})"
+
+
+def loc_names(loc: str | list[str] | None) -> list[str]:
+    """The source node names behind a location."""
+    if loc is None:
+        return []
+    return list(loc) if isinstance(loc, list) else [loc]
+
+
 def format_float(value: float, dtype: DType = DType.F64) -> str:
     if math.isnan(value):
         return "nan"
@@ -167,7 +181,7 @@ class Printer:
         if func.attributes:
             header += " attributes " + self.attrs(func.attributes)
         if func.loc:
-            header += f' loc({json.dumps(func.loc)})'
+            header += " " + format_loc(func.loc)
         lines = [header + " {"]
         lines.extend(self.op(op, 1) for op in func.body.ops)
         lines.append("}")
@@ -186,7 +200,7 @@ class Printer:
         if op.results:
             text += " : " + ", ".join(str(r.type) for r in op.results)
         if op.loc:
-            text += f" loc({json.dumps(op.loc)})"
+            text += " " + format_loc(op.loc)
         return text
 
     def region(self, block: Block, depth: int) -> str:

@@ -15,6 +15,7 @@ few times in cache instead of once per output element.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from typing import Callable
 
 from fusecc.dialects import arith, loop
@@ -238,6 +239,10 @@ class Emitter:
     def load(self, buffer: Value, linear: Value) -> Value:
         return self.emit(loop.LoadOp, [buffer, linear], ScalarType(buffer.type.dtype))
 
+    def at_buffer(self, value: Value, linear: Value) -> Value:
+        """``value`` (a region input, so a buffer) at a linear index."""
+        return self.load(self.buffers[id(value)], linear)
+
     def store(self, value: Value, buffer: Value, linear: Value) -> None:
         op = loop.StoreOp.create([value, buffer, linear], [])
         self.current.insert(op)
@@ -307,9 +312,30 @@ class Emitter:
         self.memo[key] = result
         return result
 
-    def cache_rows(self, value: Value, outer: list[Value], length: int) -> None:
-        """Compute ``value[outer, :]`` once per row into a stack buffer that later reads use."""
-        self.row_cached[id(value)] = (outer, length)
+    def cache_rows(self, value: Value, outer: list[Value], length: int, fill: Callable | None = None) -> None:
+        """Compute ``value[outer, :]`` once per row into a stack buffer that later reads use.
+
+        ``fill(e, row_buffer, outer)`` writes the whole row (compute ops use
+        this to run their reduction outside a vectorizable loop over the
+        row); by default each element is computed by the producer's rule.
+        """
+        self.row_cached[id(value)] = (outer, length, fill)
+
+    @contextmanager
+    def loop_in(self, scope: Scope, lo: Value | int, hi: Value | int):
+        """A loop in ``scope`` that code hoisted into ``scope`` stays in front of; yields (iv, body)."""
+        saved_anchor, saved_current = scope.anchor, self.current
+        iv, body = self.open_loop(self.as_index(lo), self.as_index(hi), scope, nest=True)
+        self.current = body
+        try:
+            yield iv, body
+        finally:
+            scope.anchor, self.current = saved_anchor, saved_current
+
+    def load_mutable(self, buffer: Value, linear: Value) -> Value:
+        """A load from a buffer the kernel writes (never reused across stores)."""
+        return self.emit(loop.LoadOp, [buffer, linear], ScalarType(buffer.type.dtype), scope=self.current,
+                         pure=False)
 
     def _in_cached_row(self, value: Value, index: list[Value]) -> bool:
         entry = self.row_cached.get(id(value))
@@ -321,19 +347,21 @@ class Emitter:
         row = self.row_buffers.get(id(value))
         if row is not None:
             return row
-        outer, length = self.row_cached[id(value)]
+        outer, length, fill = self.row_cached[id(value)]
         row = self.emit(loop.AllocaOp, [], MemRefType((length,), value.type.dtype), scope=self.alloca_scope,
                         pure=False)
         self.row_buffers[id(value)] = row
         saved = self.current
         row_scope = self._deepest(outer) if outer else self.root
-        saved_anchor = row_scope.anchor
-        j, fill_scope = self.open_loop(self.index(0), self.index(length), row_scope, nest=True)
-        self.current = fill_scope
         entry = self.row_cached.pop(id(value))
-        fill_scope.insert(loop.StoreOp.create([self.producer_rule(self, value, outer + [j]), row, j], []))
+        self.current = row_scope
+        if fill is not None:
+            fill(self, row, outer)
+        else:
+            with self.loop_in(row_scope, 0, length) as (j, _):
+                self.store(self.producer_rule(self, value, outer + [j]), row, j)
         self.row_cached[id(value)] = entry
-        self.current, row_scope.anchor = saved, saved_anchor
+        self.current = saved
         return row
 
 

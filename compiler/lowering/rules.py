@@ -426,13 +426,17 @@ def _one_hot(e, op, result_index, idx):
 # ---------------------------------------------------------------------------------------
 # Reductions
 # ---------------------------------------------------------------------------------------
-def _reduce_axes(e, op, idx, axes, keepdims, in_shape, body_value, combine, init, key, finalize=None):
-    """Reduce the input over ``axes``; ``body_value(in_idx)`` gives the reduced term."""
+def _reduce_axes(e, op, idx, axes, keepdims, in_shape, body_value, combine, init, key, dtype=None):
+    """Reduce the input over ``axes``; ``body_value(in_idx)`` gives the reduced term.
+
+    The accumulator has the input's dtype unless ``dtype`` says otherwise (an
+    index reduction, such as the position of a maximum).
+    """
     kept = [i for i in range(len(in_shape)) if i not in axes]
     out_pos = {axis: (axis if keepdims else kept.index(axis)) for axis in kept}
     deps = [idx[out_pos[a]] for a in kept]
     extents = [in_shape[a] for a in axes]
-    dtype = op.results[0].type.dtype if finalize is None else dtype_of(op)
+    dtype = dtype_of(op) if dtype is None else dtype
 
     def body(ks):
         in_idx = [None] * len(in_shape)
@@ -500,7 +504,8 @@ def _arg_reduce(e, op, result_index, idx):
 
     combine = e.imax if op.select_last_index else e.imin
     init = -1 if op.select_last_index else size
-    found = _reduce_axes(e, op, idx, [axis], op.keepdims, x.type.shape, position, combine, init, (id(op), "pos"))
+    found = _reduce_axes(e, op, idx, [axis], op.keepdims, x.type.shape, position, combine, init, (id(op), "pos"),
+                         DType.INDEX)
     return e.cast(e.imin(e.imax(found, e.index(0)), e.index(size - 1)), DType.I64)
 
 
@@ -536,7 +541,7 @@ def _hardmax(e, op, result_index, idx):
     peak = _reduce_axes(e, op, idx, [axis], True, x.type.shape, load, e.max, -math.inf, (id(op), "max"))
     first = _reduce_axes(e, op, idx, [axis], True, x.type.shape,
                          lambda i: e.select(e.cmp("eq", load(i), peak), i[axis], e.index(x.type.shape[axis])),
-                         e.imin, x.type.shape[axis], (id(op), "first"))
+                         e.imin, x.type.shape[axis], (id(op), "first"), DType.INDEX)
     dtype = x.type.dtype
     return e.select(e.cmp("eq", first, idx[axis]), e.const(1.0, dtype), e.const(0.0, dtype))
 
@@ -815,3 +820,106 @@ def _einsum(e, op, result_index, idx):
     if not summed:
         return product([])
     return e.reduce((id(op), "einsum"), idx, [sizes[c] for c in summed], dtype_of(op), 0, e.add, product)
+
+
+# ---------------------------------------------------------------------------------------
+# Row schedules: a compute op's output row at once, the reduction outside a contiguous loop
+# ---------------------------------------------------------------------------------------
+def _init_row(e: Emitter, row: Value, length: int, value: Value) -> None:
+    with e.loop_in(e.current, 0, length) as (j, _):
+        e.store(value, row, j)
+
+
+def _accumulate(e: Emitter, row: Value, j: Value, term: Value) -> None:
+    e.store(e.add(e.load_mutable(row, j), term), row, j)
+
+
+def _conv_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None:
+    """out[n, co, oh, :] for a 2-D conv: for each (ci, kh, kw) tap, one multiply-add over the valid columns.
+
+    The valid column range of each tap is computed (not tested per element),
+    so the inner loop is a plain strided load and FMA the vectorizer handles.
+    """
+    x, w = op.operands[:2]
+    n, co, oh = outer
+    dtype = dtype_of(op)
+    (sh, sw), pads, (dh, dw) = op.window()
+    ph, pw = pads[0], pads[1]
+    _, _, height, width = x.type.shape
+    out_w = op.results[0].type.shape[3]
+    c_in_group = w.type.shape[1]
+    c_out_group = w.type.shape[0] // op.group
+    kh_size, kw_size = op.kernel_shape
+    bias = e.at(op.operands[2], [co]) if len(op.operands) == 3 else e.const(0.0, dtype)
+    _init_row(e, row, out_w, bias)
+    group_base = e.imul(e.idiv(co, e.index(c_out_group)), e.index(c_in_group))
+    scope = e.current
+    with e.loop_in(scope, 0, c_in_group) as (ci, ci_scope):
+        channel = e.iadd(group_base, ci)
+        with e.loop_in(ci_scope, 0, kh_size) as (kh, kh_scope):
+            ih = e.iadd(e.imul(oh, e.index(sh)), e.isub(e.imul(kh, e.index(dh)), e.index(ph)))
+            inside = e.logical("arith.andi", e.cmp("ge", ih, e.index(0)), e.cmp("lt", ih, e.index(height)))
+            ih_safe = e.imin(e.imax(ih, e.index(0)), e.index(height - 1))
+            with e.loop_in(kh_scope, 0, kw_size) as (kw, _):
+                weight = e.at(w, [co, ci, kh, kw])
+                offset = e.isub(e.imul(kw, e.index(dw)), e.index(pw))
+                # first column j with j*sw + offset >= 0, and one past the last with j*sw + offset < width
+                lead = e.imax(e.isub(e.index(0), offset), e.index(0))
+                lo = e.idiv(e.iadd(lead, e.index(sw - 1)), e.index(sw))
+                room = e.isub(e.index(width - 1), offset)
+                hi = e.imin(e.select(e.cmp("lt", room, e.index(0)), e.index(0),
+                                     e.iadd(e.idiv(e.imax(room, e.index(0)), e.index(sw)), e.index(1))),
+                            e.index(out_w))
+                hi = e.select(inside, hi, lo)
+                base = e.linearize([n, channel, ih_safe, e.index(0)], x.type.shape)
+                with e.loop_in(e.current, lo, hi) as (j, _):
+                    column = e.iadd(e.imul(j, e.index(sw)), offset)
+                    source = e.at_buffer(x, e.iadd(base, column))
+                    _accumulate(e, row, j, e.mul(weight, source))
+
+
+def _matmul_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None:
+    """out[..., i, :] = sum_k a[..., i, k] * b[..., k, :]: a scalar times a contiguous row of b per k."""
+    a, b = op.operands[:2]
+    dtype = dtype_of(op)
+    if op.name == "tensor.gemm":
+        k_size = a.type.shape[0] if op.transA else a.type.shape[1]
+        n_size = b.type.shape[1]
+        batch, i = [], outer[0]
+        b_shape = b.type.shape
+    else:
+        k_size, n_size = a.type.shape[-1], b.type.shape[-1]
+        batch = outer[:-1] if a.type.rank > 1 else outer
+        i = outer[-1] if a.type.rank > 1 else None
+        b_shape = b.type.shape
+    _init_row(e, row, n_size, e.const(0.0, dtype))
+    with e.loop_in(e.current, 0, k_size) as (k, _):
+        if op.name == "tensor.gemm":
+            a_val = e.at(a, [k, i] if op.transA else [i, k])
+        elif a.type.rank == 1:
+            a_val = e.at(a, [k])
+        else:
+            a_val = e.at(a, broadcast_index(e, batch, a.type.shape[:-2]) + [i, k])
+        b_base = e.linearize(broadcast_index(e, batch, b_shape[:-2]) + [k, e.index(0)], b_shape)
+        with e.loop_in(e.current, 0, n_size) as (j, _):
+            _accumulate(e, row, j, e.mul(a_val, e.at_buffer(b, e.iadd(b_base, j))))
+    if op.name == "tensor.gemm" and (op.alpha != 1.0 or (len(op.operands) == 3 and op.beta != 0.0)):
+        with e.loop_in(e.current, 0, n_size) as (j, _):
+            acc = e.load_mutable(row, j)
+            if op.alpha != 1.0:
+                acc = e.mul(acc, e.const(op.alpha, dtype))
+            if len(op.operands) == 3 and op.beta != 0.0:
+                c = operand_at(e, op, 2, [i, j])
+                acc = e.add(acc, c if op.beta == 1.0 else e.mul(c, e.const(op.beta, dtype)))
+            e.store(acc, row, j)
+
+
+def row_schedule(op: Operation, buffers: dict) -> Callable | None:
+    """The row schedule for a compute op whose operands (those read by rows) are buffers, or None."""
+    if op.name == "tensor.conv" and op.operands[0].type.rank == 4 and id(op.operands[0]) in buffers:
+        return _conv_row
+    if op.name == "tensor.matmul" and op.operands[1].type.rank >= 2 and id(op.operands[1]) in buffers:
+        return _matmul_row
+    if op.name == "tensor.gemm" and not op.transB and id(op.operands[1]) in buffers:
+        return _matmul_row
+    return None

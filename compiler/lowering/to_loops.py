@@ -13,7 +13,7 @@ from fusecc.passes.fuse import ROW_CACHE_LIMIT, reduced_axes
 from fusecc.passes.manager import Pass
 
 from .emitter import Emitter, Scope
-from .rules import RULES
+from .rules import RULES, row_schedule
 
 INDEX = ScalarType(DType.INDEX)
 
@@ -97,6 +97,11 @@ def lower_region(fused: FusedOp, name: str) -> FuncOp:
     if shape and shape[-1] <= ROW_CACHE_LIMIT:
         for value in _row_reduced_values(fused, shape):
             e.cache_rows(value, outer, shape[-1])
+        for op in fused.members:
+            schedule = row_schedule(op, buffers) if op.kind is OpKind.COMPUTE else None
+            if schedule is not None and tuple(op.results[0].type.shape) == tuple(shape):
+                e.cache_rows(op.results[0], outer, shape[-1],
+                             lambda em, row, out, op=op, schedule=schedule: schedule(em, op, row, out))
     linear = e.linearize(idx, shape)
     for value, buffer in zip(outputs, out_buffers):
         e.store(e.at(value, idx), buffer, linear)

@@ -8,6 +8,7 @@ import numpy as np
 
 from fusecc.dialects.tensor import ConvOp
 from fusecc.ir.core import Module
+from fusecc.ir.printer import loc_names
 
 from .manager import Pass
 from .rewrite import constant_value, make_constant, replace_op, resource_names
@@ -45,10 +46,12 @@ class FoldBatchNorm(Pass):
                 new_weight = (weight.astype(np.float64) * scale.reshape((-1,) + (1,) * (weight.ndim - 1))).astype(dtype)
                 old_bias = np.zeros_like(mean) if bias is None else bias.astype(np.float64)
                 new_bias = ((old_bias - mean) * scale + beta).astype(dtype)
-                base = conv.loc or "conv"
+                base = (loc_names(conv.loc) or ["conv"])[0]
                 w_value = make_constant(new_weight, func.body, conv, f"{base}_w", taken)
                 b_value = make_constant(new_bias, func.body, conv, f"{base}_b", taken)
-                folded = ConvOp.build([conv.operands[0], w_value, b_value], dict(conv.attributes), loc=conv.loc)
+                loc = loc_names(conv.loc) + loc_names(bn.loc)
+                folded = ConvOp.build([conv.operands[0], w_value, b_value], dict(conv.attributes),
+                                      loc=loc if len(loc) > 1 else conv.loc)
                 func.body.insert_before(bn, folded)
                 replace_op(bn, [folded.result])
                 conv.erase()

@@ -8,6 +8,7 @@ import numpy as np
 
 from fusecc.dialects.tensor import TensorOp
 from fusecc.ir.core import Module
+from fusecc.ir.printer import loc_names
 
 from .manager import Pass
 from .rewrite import constant_value, make_constant, replace_op, resource_names
@@ -41,7 +42,7 @@ class FoldConstants(Pass):
                 if any(not r.type.is_static or r.type.num_elements > self.max_elements for r in op.results):
                     continue
                 outputs = op.reference(*arrays)
-                values = [make_constant(np.asarray(out), func.body, op, f"{op.loc or 'folded'}_{i}", taken,
+                values = [make_constant(np.asarray(out), func.body, op, f"{(loc_names(op.loc) or ['folded'])[0]}_{i}", taken,
                                         loc=op.loc)
                           for i, out in enumerate(outputs)]
                 replace_op(op, values)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from fusecc.dialects.base import OpKind
 from fusecc.dialects.tensor import TensorOp, normalize_axis
 from fusecc.ir.core import Module, Operation, Value
+from fusecc.ir.printer import loc_names
 
 from .manager import Pass
 from .outline import wrap_in_region
@@ -19,6 +20,20 @@ ROW_CACHE_LIMIT = 16384
 
 def _elements(value: Value) -> int:
     return math.prod(d or 1 for d in value.type.shape)
+
+
+def _broadcast_reads(out: Value, operand: Value) -> float:
+    """Reads per element of an operand broadcast to ``out``.
+
+    An operand broadcast along the last axis is read with an index that
+    depends on the row only, so the lowering computes it once per row.
+    """
+    factor = _elements(out) / max(_elements(operand), 1)
+    last_out = out.type.shape[-1] if out.type.rank else 1
+    last_in = operand.type.shape[-1] if operand.type.rank else 1
+    if last_in == 1 and (last_out or 1) > 1:
+        factor /= last_out
+    return max(factor, 1.0)
 
 
 def _axis_norm_axes(op: Operation) -> list[int] | None:
@@ -53,18 +68,18 @@ def reads_per_element(consumer: Operation, operand_index: int) -> float:
     out = consumer.results[0]
     kind = consumer.kind
     if kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST):
-        return max(_elements(out) / max(_elements(operand), 1), 1.0)
+        return _broadcast_reads(out, operand)
     if kind is OpKind.INJECTIVE:
         if consumer.name == "tensor.concat":
             return float(len(consumer.operands))
-        return max(_elements(out) / max(_elements(operand), 1), 1.0)
+        return _broadcast_reads(out, operand)
     if kind is OpKind.REDUCTION:
         axes = reduced_axes(consumer) or []
         rank = operand.type.rank
         row = operand.type.shape[-1] if rank else 1
         last_axis_only = axes == [rank - 1]
         if operand_index > 0:  # scale/bias vectors
-            return max(_elements(out) / max(_elements(operand), 1), 1.0)
+            return _broadcast_reads(out, operand)
         if last_axis_only and row is not None and row <= ROW_CACHE_LIMIT:
             return 1.0
         passes = {"tensor.softmax": 3, "tensor.log_softmax": 3, "tensor.layer_normalization": 3,
@@ -133,7 +148,7 @@ class Decision:
     reason: str | None
 
     def describe(self) -> str:
-        names = f"{self.producer.loc or self.producer.name} -> {self.consumer.loc or self.consumer.name}"
+        names = f"{label(self.producer)} -> {label(self.consumer)}"
         return f"fused {names}" if self.reason is None else f"did not fuse {names}: {self.reason}"
 
 
@@ -223,7 +238,7 @@ class Fuse(Pass):
             return "op has several results"
         for user in producer.results[0].users:
             if owner.get(id(user)) is not group:
-                return f"result is also used by {user.loc or user.name} outside the region"
+                return f"result is also used by {label(user)} outside the region"
         if len(group.ops) >= self.max_ops:
             return f"region reached max-ops={self.max_ops}"
         kind = producer.kind
@@ -249,6 +264,11 @@ class Fuse(Pass):
                 return f"compute result would be recomputed {reads:.0f} times per element"
             return None
         return f"{kind.value} op"
+
+
+def label(op: Operation) -> str:
+    """How diagnostics name an op: its source nodes, else its op name."""
+    return "+".join(loc_names(op.loc)) or op.name
 
 
 def _pure_movement(op: Operation) -> bool:

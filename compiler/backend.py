@@ -1,0 +1,82 @@
+"""An ``onnx.backend`` implementation, so ONNX's own test runner and node test cases drive fusecc.
+
+    import fusecc.backend as backend
+    rep = backend.prepare(model)          # compiles lazily, once per set of input shapes
+    outputs = rep.run([x])                # or backend.run_model(model, [x]) / run_node(node, [x])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper
+from onnx.backend.base import Backend, BackendRep, namedtupledict
+
+
+class FuseccRep(BackendRep):
+    """A prepared model: compiled on the first run for the shapes given, then reused."""
+
+    def __init__(self, model: onnx.ModelProto, **options):
+        self.model = model
+        self.options = options
+        initializers = {i.name for i in model.graph.initializer}
+        self.input_names = [i.name for i in model.graph.input if i.name not in initializers]
+        self.output_names = [o.name for o in model.graph.output]
+        self._compiled: dict[tuple, object] = {}
+
+    def _feeds(self, inputs) -> dict[str, np.ndarray]:
+        if isinstance(inputs, dict):
+            return {k: np.asarray(v) for k, v in inputs.items()}
+        if isinstance(inputs, np.ndarray) or np.isscalar(inputs):
+            inputs = [inputs]
+        return {name: np.asarray(value) for name, value in zip(self.input_names, inputs)}
+
+    def run(self, inputs, **kwargs):
+        import fusecc
+
+        feeds = self._feeds(inputs)
+        key = tuple((name, feeds[name].shape) for name in self.input_names if name in feeds)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            shapes = {name: tuple(array.shape) for name, array in feeds.items()}
+            compiled = fusecc.compile(self.model, input_shapes=shapes, **self.options)
+            self._compiled[key] = compiled
+        outputs = compiled.run(feeds)
+        return namedtupledict("Outputs", self.output_names)(*outputs)
+
+
+class FuseccBackend(Backend):
+    @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> FuseccRep:
+        super().prepare(model, device, **kwargs)
+        if not cls.supports_device(device):
+            raise RuntimeError(f"fusecc runs on CPU, not {device}")
+        return FuseccRep(model, **kwargs)
+
+    @classmethod
+    def run_model(cls, model: onnx.ModelProto, inputs, device: str = "CPU", **kwargs):
+        return cls.prepare(model, device, **kwargs).run(inputs)
+
+    @classmethod
+    def run_node(cls, node: onnx.NodeProto, inputs, device: str = "CPU", outputs_info=None, **kwargs):
+        """Wrap one node in a model whose inputs have the given arrays' types, and run it."""
+        arrays = [np.asarray(x) for x in inputs]
+        names = [n for n in node.input if n][:len(arrays)]
+        graph_inputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape)
+                        for name, a in zip(names, arrays)]
+        graph_outputs = [helper.make_tensor_value_info(name, onnx.TensorProto.UNDEFINED, None)
+                         for name in node.output if name]
+        opset = kwargs.pop("opset_version", None) or onnx.defs.onnx_opset_version()
+        model = helper.make_model(helper.make_graph([node], "run_node", graph_inputs, graph_outputs),
+                                  opset_imports=[helper.make_opsetid(node.domain or "", opset)])
+        return cls.prepare(model, device, **kwargs).run(arrays)
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        return device.upper().startswith("CPU")
+
+
+prepare = FuseccBackend.prepare
+run_model = FuseccBackend.run_model
+run_node = FuseccBackend.run_node
+supports_device = FuseccBackend.supports_device

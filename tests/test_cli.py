@@ -1,0 +1,290 @@
+"""The command-line tools ``fusecc`` and ``fusecc-opt``, run as subprocesses."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper, numpy_helper
+
+import fusecc
+from fusecc.frontend.onnx_import import supported_ops
+from fusecc.pipeline import PHASES, phase_pipelines
+
+DUMP_HEADER = re.compile(r"^// -----// IR Dump (Before|After) ([\w-]+) //----- //$", re.M)
+
+
+def run_tool(module, *args, check_ok=True, **kwargs):
+    result = subprocess.run([sys.executable, "-c", f"import sys; from fusecc.cli import {module}; sys.exit({module}())",
+                             *map(str, args)], capture_output=True, text=True, timeout=300, **kwargs)
+    assert "Traceback" not in result.stderr, result.stderr
+    if check_ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def fusecc_cli(*args, **kwargs):
+    return run_tool("main", *args, **kwargs)
+
+
+def fusecc_opt(*args, **kwargs):
+    return run_tool("opt_main", *args, **kwargs)
+
+
+def mlp_block_model():
+    """x @ W + b -> Relu -> Sigmoid: three ONNX nodes that fuse into one kernel; W is a resource (> 16 values)."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["mm"], name="matmul"),
+             helper.make_node("Add", ["mm", "b"], ["biased"], name="add"),
+             helper.make_node("Relu", ["biased"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", TP.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, [2, 16])],
+                              [numpy_helper.from_array(rng.standard_normal((8, 16)).astype(np.float32), "W"),
+                               numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "block.onnx"
+    onnx.save(mlp_block_model(), path)
+    return path
+
+
+def renumbered(ir):
+    """``ir`` with numeric SSA names renumbered in order of appearance (the parser keeps the names it read)."""
+    numbers = {}
+    return re.sub(r"%(\d+)\b", lambda m: "%" + str(numbers.setdefault(m.group(1), len(numbers))), ir)
+
+
+def passes_of(phase, fusion=True):
+    return [p.split("{")[0] for p in re.split(r",(?![^{]*})", phase_pipelines(fusion)[phase])]
+
+
+# --------------------------------------------------------------------------------------
+# --list-ops
+# --------------------------------------------------------------------------------------
+def test_list_ops():
+    result = fusecc_cli("--list-ops")
+    ops = result.stdout.splitlines()
+    assert ops == sorted(set(ops)) == supported_ops()
+    assert {"Add", "BatchNormalization", "Conv", "Gemm", "MatMul", "MaxPool", "Relu", "Softmax"} <= set(ops)
+    assert "NonMaxSuppression" not in ops
+    assert result.stderr.strip() == f"# {len(ops)} ONNX op types"
+
+
+# --------------------------------------------------------------------------------------
+# --emit and --compile-to
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("extra", [[], ["--emit=ir"], ["--compile-to=import"], ["--compile-to=graph"],
+                                   ["--compile-to=fusion"], ["--compile-to=loops"]],
+                         ids=["default", "emit-ir", "import", "graph", "fusion", "loops"])
+def test_printed_ir_reparses_unchanged(model_path, tmp_path, extra):
+    """Whatever the phase, ``fusecc-opt`` reads the printed IR back and prints it identically."""
+    ir = fusecc_cli(model_path, *extra).stdout
+    assert ir.startswith("func @main(")
+    path = tmp_path / "printed.fir"
+    path.write_text(ir)
+    assert fusecc_opt(path).stdout == ir
+
+
+def test_compile_to_stops_after_each_phase(model_path):
+    imported = fusecc_cli(model_path, "--compile-to=import").stdout
+    graph = fusecc_cli(model_path, "--compile-to=graph").stdout
+    fused = fusecc_cli(model_path, "--compile-to=fusion").stdout
+    loops = fusecc_cli(model_path, "--emit=ir").stdout
+    assert "tensor.matmul" in imported and "kernel.fused" not in imported
+    assert "tensor.matmul" in graph and "kernel.fused" not in graph and "memref" not in graph
+    assert "kernel.fused" in fused and "memref" not in fused
+    assert "memref<" in loops and "loop.for" in loops and "kernel.launch" in loops and "tensor." not in loops
+    assert fusecc_cli(model_path, "--compile-to=loops").stdout == loops
+
+
+def test_emit_llvm(model_path):
+    text = fusecc_cli(model_path, "--emit=llvm").stdout
+    assert re.search(r"^define .*@fusecc_main\(", text, re.M)
+    kernels = re.findall(r"^define .*@(fused_\w+)\(", text, re.M)
+    assert kernels == [k.name for k in fusecc.compile(str(model_path)).kernels]
+
+
+def test_emit_asm_has_kernel_symbols(model_path):
+    text = fusecc_cli(model_path, "--emit=asm").stdout
+    labels = re.findall(r"^(fused_\w+):", text, re.M)
+    assert labels and all(f".globl\t{label}" in text or f".globl {label}" in text for label in labels)
+    assert re.search(r"^fusecc_main:", text, re.M)
+
+
+def test_emit_obj_is_elf(model_path, tmp_path):
+    fusecc_cli(model_path, "-o", tmp_path / "model.o")
+    assert (tmp_path / "model.o").read_bytes()[:4] == b"\x7fELF"
+    assert fusecc_cli(model_path, "--emit=obj", check_ok=False).returncode == 1
+
+
+def test_emit_from_unknown_suffix_is_an_error(model_path, tmp_path):
+    result = fusecc_cli(model_path, "-o", tmp_path / "model.bin", check_ok=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("fusecc: error: cannot tell what to emit") and "--emit" in result.stderr
+
+
+def test_fir_input_compiles_to_library(model_path, tmp_path):
+    graph = tmp_path / "graph.fir"
+    fusecc_cli(model_path, "--compile-to=graph", "-o", graph)
+    fusecc_cli(graph, "-o", tmp_path / "from_fir.so")
+    loaded = fusecc.load(str(tmp_path / "from_fir.so"))
+    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(2, 8)
+    expected = fusecc.compile(mlp_block_model()).run({"x": x})[0]
+    np.testing.assert_allclose(loaded.run({"x": x})[0], expected, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# Fusion levels
+# --------------------------------------------------------------------------------------
+def test_o0_gives_one_kernel_per_op():
+    model = mlp_block_model()
+    assert len(fusecc.compile(model, opt_level=0).kernels) == len(model.graph.node) == 3
+    assert len(fusecc.compile(model, fusion=False).kernels) == 3
+    assert len(fusecc.compile(model).kernels) == 1
+    assert len(fusecc.compile(model, opt_level=0, fusion=True).kernels) == 1
+
+
+@pytest.mark.parametrize("flags, launches", [([], 1), (["-O0"], 3), (["--no-fusion"], 3), (["-O1"], 1)])
+def test_cli_fusion_flags(model_path, flags, launches):
+    ir = fusecc_cli(model_path, "--emit=ir", *flags).stdout
+    assert ir.count("kernel.launch(") == launches
+
+
+# --------------------------------------------------------------------------------------
+# Debugging flags
+# --------------------------------------------------------------------------------------
+def test_print_ir_after_pass(model_path, tmp_path):
+    result = fusecc_cli(model_path, "--print-ir-after=fold-constants", "-o", tmp_path / "m.so")
+    headers = DUMP_HEADER.findall(result.stderr)
+    assert headers == [("After", "fold-constants")] * passes_of("graph").count("fold-constants")
+    dump = result.stderr.split("//----- //\n", 1)[1]
+    assert dump.startswith("func @main(") and "tensor.matmul" in dump
+
+
+def test_print_ir_before_and_after_all(model_path):
+    result = fusecc_cli(model_path, "--compile-to=graph", "--print-ir-before=cse", "--print-ir-after-all")
+    headers = DUMP_HEADER.findall(result.stderr)
+    graph = passes_of("graph")
+    assert [name for when, name in headers if when == "After"] == graph
+    assert [name for when, name in headers if when == "Before"] == ["cse"]
+    before_cse = headers.index(("Before", "cse"))
+    assert headers[before_cse + 1] == ("After", "cse")
+
+
+def test_time_passes_reports_every_pass(model_path, tmp_path):
+    result = fusecc_cli(model_path, "--time-passes", "-o", tmp_path / "m.so")
+    assert "Pass execution timing report" in result.stderr
+    timed = re.findall(r"^\s+\d+\.\d+ \(\s*[\d.]+%\)\s+([\w-]+)$", result.stderr, re.M)
+    expected = [p for phase in PHASES[1:4] for p in passes_of(phase)]
+    assert [name for name in timed if name != "Total"] == expected
+
+
+def test_dump_ir_dir_writes_numbered_files(model_path, tmp_path):
+    dump_dir = tmp_path / "dumps"
+    fusecc_cli(model_path, "--dump-ir-dir", dump_dir, "-o", tmp_path / "m.so")
+    files = sorted(os.listdir(dump_dir))
+    assert files and all(re.fullmatch(r"\d{3}_[\w-]+\.fir", f) for f in files)
+    # The last file holds the final loop-level IR in full (weights included) and reparses.
+    last_loops = max((f for f in files if f.endswith("_dce.fir")), key=lambda f: "loop.for" in (dump_dir / f).read_text())
+    text = (dump_dir / last_loops).read_text()
+    assert "__elided__" not in text
+    assert fusecc_opt(dump_dir / last_loops).stdout == text
+
+
+@pytest.mark.xfail(strict=True, reason="each phase runs its own PassManager (driver.run_phases / driver.lower) and "
+                   "PassManager.run numbers dumps from 1 (compiler/passes/manager.py:159), so files of different "
+                   "phases share numbers and do not sort in pipeline order; keep the counter in Instrumentation")
+def test_dump_ir_dir_numbers_follow_the_pipeline(model_path, tmp_path):
+    dump_dir = tmp_path / "dumps"
+    fusecc_cli(model_path, "--dump-ir-dir", dump_dir, "-o", tmp_path / "m.so")
+    files = sorted(os.listdir(dump_dir))
+    expected = [p for phase in PHASES[1:4] for p in passes_of(phase)]
+    assert [f[4:-4] for f in files] == expected
+    assert [int(f[:3]) for f in files] == list(range(1, len(expected) + 1))
+
+
+@pytest.mark.xfail(strict=True, reason="grammar.lark drops the anonymous \"__elided__\" token, so an elided resource "
+                   "entry has one child and compiler/ir/parser.py:120 (`name_tok, blob = entry.children`) raises "
+                   "ValueError; use a named terminal or `name_tok, *rest = entry.children`")
+def test_ir_with_elided_weights_reparses(model_path, tmp_path):
+    """Dumps and reproducers elide weights; fusecc-opt must still read them (e.g. to replay a reproducer)."""
+    text = fusecc_cli(model_path, "--compile-to=graph", "--elide-weights").stdout
+    assert "__elided__" in text
+    path = tmp_path / "elided.fir"
+    path.write_text(text)
+    assert fusecc_opt(path, "-p", "cse").stdout == text
+
+
+# --------------------------------------------------------------------------------------
+# Shapes
+# --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dynamic_model_path(tmp_path_factory):
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="relu")], "dynamic",
+                              [helper.make_tensor_value_info("x", TP.FLOAT, ["N", 4])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, ["N", 4])])
+    path = tmp_path_factory.mktemp("dynamic") / "dynamic.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_input_shape_fixes_dynamic_dims(dynamic_model_path, tmp_path):
+    assert "tensor<?x4xf32>" in fusecc_cli(dynamic_model_path, "--compile-to=import").stdout
+    assert "tensor<3x4xf32>" in fusecc_cli(dynamic_model_path, "--input-shape", "x=3x4", "--compile-to=graph").stdout
+    fusecc_cli(dynamic_model_path, "--input-shape", "x=3x4", "-o", tmp_path / "dyn.so")
+    assert "#define FUSECC_INPUT_0_SHAPE {3, 4}" in (tmp_path / "dyn.h").read_text()
+
+
+def test_dynamic_shape_without_input_shape_is_an_error(dynamic_model_path, tmp_path):
+    result = fusecc_cli(dynamic_model_path, "-o", tmp_path / "dyn.so", check_ok=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("fusecc: error: ") and "'x'" in result.stderr and "?x4" in result.stderr
+
+
+def test_bad_input_shape_argument(dynamic_model_path):
+    result = fusecc_cli(dynamic_model_path, "--input-shape", "x=3xa", check_ok=False)
+    assert result.returncode == 2 and "bad dimensions in 'x=3xa'" in result.stderr
+
+
+# --------------------------------------------------------------------------------------
+# fusecc-opt
+# --------------------------------------------------------------------------------------
+def test_opt_runs_a_pipeline(model_path, tmp_path):
+    graph = tmp_path / "graph.fir"
+    fusecc_cli(model_path, "--compile-to=graph", "-o", graph)
+    fused = fusecc_opt(graph, "-p", "fuse,outline-kernels").stdout
+    assert renumbered(fused) == renumbered(fusecc_cli(model_path, "--compile-to=fusion").stdout)
+    lowered = fusecc_opt(graph, "--pass-pipeline", "outline-kernels,lower-to-loops").stdout
+    assert lowered.count("kernel.launch(") == 3
+
+
+def test_opt_unknown_pass(model_path, tmp_path):
+    graph = tmp_path / "graph.fir"
+    fusecc_cli(model_path, "--compile-to=graph", "-o", graph)
+    result = fusecc_opt(graph, "-p", "fuse,no-such-pass", check_ok=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("fusecc: error: unknown pass 'no-such-pass'") and "fold-constants" in result.stderr
+
+
+def test_opt_split_input_file(tmp_path):
+    relu = ("func @main(%x: tensor<3xf32>) -> (tensor<3xf32>) {\n"
+            "  %0 = tensor.relu(%x) : tensor<3xf32>\n  func.return(%0)\n}\n")
+    path = tmp_path / "split.fir"
+    path.write_text(relu + "// -----\n" + relu.replace("3xf32", "5xf32"))
+    out = fusecc_opt(path, "--split-input-file", "-p", "cse").stdout
+    assert out.split("// -----\n") == [relu, relu.replace("3xf32", "5xf32")]
+
+
+@pytest.mark.xfail(strict=True, reason="compiler/cli.py:166 declares the positional 'input' as required, so "
+                   "argparse rejects '--list-passes' alone; give it nargs='?' and require it only without --list-passes")
+def test_opt_list_passes():
+    result = fusecc_opt("--list-passes")
+    names = [line.split()[0] for line in result.stdout.splitlines()]
+    assert {"fold-constants", "fuse", "lower-to-loops", "cse", "dce"} <= set(names)
