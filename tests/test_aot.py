@@ -19,11 +19,22 @@ from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
 import fusecc
+from fusecc.codegen.target import CodegenError, find_c_compiler
 from fusecc.runtime.model import InputError
 
 ort = pytest.importorskip("onnxruntime")
 
-CC = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+
+
+def _c_compiler():
+    """The compiler fusecc links with (``$CC``, else cc/gcc/clang), as an argv prefix; None if there is none."""
+    try:
+        return find_c_compiler()
+    except CodegenError:
+        return None
+
+
+CC = _c_compiler()
 CXX = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
 pytestmark = pytest.mark.skipif(CC is None, reason="no C compiler")
 
@@ -119,7 +130,7 @@ def build_and_run_c(library, model, tmp_path):
     source = tmp_path / "prog.c"
     source.write_text(c_program(len(model.graph.input), len(model.graph.output), header))
     program = tmp_path / "prog"
-    compile_cmd = [CC, "-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I", directory, str(source),
+    compile_cmd = [*CC, "-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I", directory, str(source),
                    "-o", str(program), "-L", directory, f"-l:{os.path.basename(library)}",
                    f"-Wl,-rpath,{directory}", "-lm"]
     built = subprocess.run(compile_cmd, capture_output=True, text=True)
@@ -288,7 +299,7 @@ def test_header_name_macro_for_any_onnx_name(name, tmp_path):
     source = tmp_path / "names.c"
     source.write_text('#include <stdio.h>\n#include "names.h"\n'
                       "int main(void) { fputs(FUSECC_INPUT_0_NAME, stdout); return 0; }\n")
-    built = subprocess.run([CC, "-std=c11", "-Wall", "-Werror", "-I", str(tmp_path), str(source), "-o",
+    built = subprocess.run([*CC, "-std=c11", "-Wall", "-Werror", "-I", str(tmp_path), str(source), "-o",
                             str(tmp_path / "names")], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr
     ran = subprocess.run([str(tmp_path / "names")], capture_output=True, check=True)

@@ -191,9 +191,10 @@ def test_fir_verification_error(tmp_path):
     assert "tensor.add" in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="verifier.py:_verify_op runs FuncOp.verify_ (core.py:291, the return-type "
-                   "check) before the ops of its body, so the error blames func.return and the signature instead of "
-                   "the tensor.add that is wrong; verify the body first (as MLIR's verifyRegions does)")
+@pytest.mark.xfail(strict=True, reason="compiler/ir/verifier.py:_verify_op runs FuncOp.verify_ "
+                   "(compiler/ir/core.py:292, the return-type check) before the ops of its body, so the error blames "
+                   "func.return and the signature instead of the tensor.add that is wrong; verify the body first "
+                   "(as MLIR's verifyRegions does)")
 def test_fir_declared_type_disagrees_with_shape_rule(tmp_path):
     """The op whose declared type contradicts its shape rule is reported, not the return that uses it."""
     path = tmp_path / "type.fir"

@@ -111,3 +111,17 @@ def test_fusion_decisions_are_explained(tmp_path):
                             capture_output=True, text=True, check=True, env=env)
     assert "[fuse] fused conv2+bn2 -> residual" in result.stderr
     assert "did not fuse relu1 -> conv2" in result.stderr
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 7, 15, 16, 17, 33, 64, 100, 104, 105, 129, 257])
+def test_row_kernels_across_trip_counts(width):
+    """Softmax and max/min reductions at many row lengths (vectorizer remainders, row caches)."""
+    from onnx import TensorProto, helper
+    nodes = [helper.make_node("Softmax", ["x"], ["s"], axis=-1, name="softmax"),
+             helper.make_node("ReduceMax", ["x"], ["mx"], axes=[-1], name="max"),
+             helper.make_node("ReduceMin", ["s"], ["mn"], axes=[-1], name="min")]
+    graph = helper.make_graph(nodes, "rows", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, width])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("s", "mx", "mn")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(width).standard_normal((3, width)).astype(np.float32)
+    _check(model, {"x": x}, atol=1e-6)

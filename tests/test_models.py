@@ -124,7 +124,8 @@ def cnn_model(seed=0):
         nodes += [
             helper.make_node("Conv", [x, f"conv{i}.w", f"conv{i}.b"], [f"conv{i}"], name=f"conv{i}",
                              kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-            helper.make_node("BatchNormalization", [f"conv{i}"] + [f"bn{i}.{p}" for p in ("scale", "bias", "mean", "var")],
+            helper.make_node("BatchNormalization",
+                             [f"conv{i}"] + [f"bn{i}.{p}" for p in ("scale", "bias", "mean", "var")],
                              [f"bn{i}"], name=f"bn{i}", epsilon=1e-3),
             helper.make_node("Relu", [f"bn{i}"], [f"relu{i}"], name=f"relu{i}"),
             helper.make_node("MaxPool", [f"relu{i}"], [f"pool{i}"], name=f"pool{i}", kernel_shape=[2, 2],

@@ -276,11 +276,16 @@ def _umin(fe, a, b):
 
 
 def _fmax(fe, a, b):
-    return fe.builder.call(fe.intrinsic("llvm.maxnum", a.type, 2), [a, b], fastmath=("nsz",))
+    """NaN-propagating maximum, as numpy and ONNX define Max.
+
+    (``llvm.maxnum`` reductions also trip an assertion in LLVM 22's loop
+    vectorizer for some trip counts; ``llvm.maximum`` does not.)
+    """
+    return fe.builder.call(fe.intrinsic("llvm.maximum", a.type, 2), [a, b])
 
 
 def _fmin(fe, a, b):
-    return fe.builder.call(fe.intrinsic("llvm.minnum", a.type, 2), [a, b], fastmath=("nsz",))
+    return fe.builder.call(fe.intrinsic("llvm.minimum", a.type, 2), [a, b])
 
 
 #: reassociation lets LLVM vectorize float reductions and hoist reciprocals; NaN and infinity semantics are kept

@@ -63,6 +63,8 @@ class Emitter:
         self.producer_rule = producer_rule
         self.buffers = buffers
         self.alloca_scope = root
+        #: the loop nest's row: its index values (all but the last dimension) and the row length
+        self.row: tuple[list[Value], int] | None = None
         #: values computed once per row into a stack buffer: id -> (row index values, row length)
         self.row_cached: dict[int, tuple[list[Value], int]] = {}
         self.row_buffers: dict[int, Value] = {}
@@ -336,6 +338,11 @@ class Emitter:
         """A load from a buffer the kernel writes (never reused across stores)."""
         return self.emit(loop.LoadOp, [buffer, linear], ScalarType(buffer.type.dtype), scope=self.current,
                          pure=False)
+
+    def in_row(self, index: list[Value]) -> bool:
+        """Whether ``index`` walks the nest's current row along its last axis."""
+        return self.row is not None and len(index) == len(self.row[0]) + 1 and \
+            all(a is b for a, b in zip(index, self.row[0]))
 
     def _in_cached_row(self, value: Value, index: list[Value]) -> bool:
         entry = self.row_cached.get(id(value))

@@ -14,7 +14,11 @@ I32 = ScalarType(DType.I32)
 
 # Cephes single-precision coefficients (about 1 ulp for exp, a few ulp for tanh).
 _EXP_POLY = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1]
-_TANH_POLY = [-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1, -3.33332819422e-1]
+# tanh(x) = x P(x^2) / Q(x^2) on [-7.9053, 7.9053] (the rational form used by Eigen and MLAS)
+_TANH_P = [-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+           1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03]
+_TANH_Q = [1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03]
+_TANH_CLAMP = 7.90531110763549805
 _ERF_SMALL = [7.853861353153693e-5, -8.010193625184903e-4, 5.188327685732524e-3, -2.685381193529856e-2,
               1.128358514861418e-1, -3.761262582423300e-1, 1.128379165726710e+0]
 # Abramowitz & Stegun 7.1.26 for |x| >= 1 (absolute error below 1.5e-7 there).
@@ -70,13 +74,10 @@ class _Builder:
         return self.mul(p, scale)
 
     def tanh(self, x: Value) -> Value:
-        ax = self.op("math.absf", [x])
-        z = self.mul(x, x)
-        small = self.add(x, self.mul(self.mul(x, z), self.horner(z, _TANH_POLY)))
-        e = self.exp(self.mul(self.op("arith.minf", [ax, self.c(9.0)]), self.c(2.0)))
-        large = self.sub(self.c(1.0), self.div(self.c(2.0), self.add(e, self.c(1.0))))
-        large = self.select(self.less(x, self.c(0.0)), self.sub(self.c(0.0), large), large)
-        return self.select(self.less(ax, self.c(0.625)), small, large)
+        clamped = self.op("arith.minf", [self.op("arith.maxf", [x, self.c(-_TANH_CLAMP)]), self.c(_TANH_CLAMP)])
+        z = self.mul(clamped, clamped)
+        ratio = self.div(self.mul(clamped, self.horner(z, _TANH_P)), self.horner(z, _TANH_Q))
+        return self.select(self.less(self.op("math.absf", [x]), self.c(0.0004)), x, ratio)
 
     def erf(self, x: Value) -> Value:
         ax = self.op("math.absf", [x])
@@ -93,7 +94,8 @@ class ExpandMath(Pass):
     """Replaces f32 ``math.exp``, ``math.tanh`` and ``math.erf`` in kernels by polynomial arithmetic.
 
     Calls into libm keep LLVM from vectorizing a loop; the expansions (Cephes
-    range reduction and polynomials, Abramowitz-Stegun for the erf tail) are
+    range reduction and polynomials for exp and small erf, a rational
+    approximation for tanh, Abramowitz-Stegun for the erf tail) are
     straight-line arithmetic, accurate to a few ulp (erf: 1.5e-7 absolute),
     so loops of sigmoid, GELU or softmax vectorize. f64 and other functions
     are left to libm.

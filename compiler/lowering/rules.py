@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from fusecc.dialects import loop
 from fusecc.dialects.tensor import normalize_axis
 from fusecc.ir.core import Operation, Value
-from fusecc.ir.types import DType
+from fusecc.ir.types import DType, MemRefType
 
 from .emitter import Emitter, float_limit
 
@@ -68,6 +69,16 @@ def _abs(e, x):
     if not x.type.dtype.is_signed:
         return x
     return e.select(e.cmp("lt", x, _c(e, x, 0)), e.sub(_c(e, x, 0), x), x)
+
+
+def _sign(e, x):
+    """-1, 0 or 1; a NaN stays NaN (as in numpy and ONNX Runtime)."""
+    dtype = x.type.dtype
+    zero, one = _c(e, x, 0), _c(e, x, 1)
+    if not (dtype.is_signed or dtype.is_float):
+        return e.select(e.cmp("gt", x, zero), one, zero)
+    sign = e.select(e.cmp("gt", x, zero), one, e.select(e.cmp("lt", x, zero), _c(e, x, -1), zero))
+    return e.select(e.cmp("ne", x, x), x, sign) if dtype.is_float else sign
 
 
 def _clip(e, x, lo, hi):
@@ -125,10 +136,7 @@ UNARY: dict[str, Callable] = {
     "tensor.relu": lambda e, op, x: e.max(x, _c(e, x, 0)),
     "tensor.sigmoid": lambda e, op, x: _sigmoid(e, x),
     "tensor.reciprocal": lambda e, op, x: e.div(_c(e, x, 1.0), x),
-    "tensor.sign": lambda e, op, x: e.select(e.cmp("gt", x, _c(e, x, 0)), _c(e, x, 1),
-                                             e.select(e.cmp("lt", x, _c(e, x, 0)), _c(e, x, -1), _c(e, x, 0)))
-    if x.type.dtype.is_signed or x.type.dtype.is_float else
-    e.select(e.cmp("gt", x, _c(e, x, 0)), _c(e, x, 1), _c(e, x, 0)),
+    "tensor.sign": lambda e, op, x: _sign(e, x),
     "tensor.softplus": lambda e, op, x: _softplus(e, x),
     "tensor.softsign": lambda e, op, x: e.div(x, e.add(_c(e, x, 1.0), e.fn("absf", x))),
     "tensor.mish": lambda e, op, x: e.mul(x, e.fn("tanh", _softplus(e, x))),
@@ -522,8 +530,33 @@ def _row_stats(e, op, idx, axes, tag):
 @rule("tensor.softmax")
 def _softmax(e, op, result_index, idx):
     axis = normalize_axis(op, op.axis, len(idx))
+    if axis == len(idx) - 1 and e.in_row(idx):
+        exps, total = _softmax_row(e, op, idx)
+        return e.div(e.load_mutable(exps, idx[-1]), total)
     peak, total = _row_stats(e, op, idx, [axis], "softmax")
     return e.div(e.fn("exp", e.sub(e.at(op.operands[0], idx), peak)), total)
+
+
+def _softmax_row(e, op, idx) -> tuple[Value, Value]:
+    """exp(x - max) of the whole row, stored while it is summed, and the sum: the output pass only divides."""
+    key = ("softmax_row", id(op), tuple(id(i) for i in idx[:-1]))
+    cached = e.memo.get(key)
+    if cached is not None and e.scope_of[id(cached[1])].encloses(e.current):
+        return cached
+    x = op.operands[0]
+    outer, length = e.row
+    peak = _reduce_axes(e, op, idx, [len(idx) - 1], True, x.type.shape, lambda i: e.at(x, i), e.max,
+                        -math.inf, (id(op), "softmax", "max"))
+    exps = e.emit(loop.AllocaOp, [], MemRefType((length,), x.type.dtype), scope=e.alloca_scope, pure=False)
+
+    def term(ks):
+        value = e.fn("exp", e.sub(e.at(x, outer + [ks[0]]), peak))
+        e.store(value, exps, ks[0])
+        return value
+
+    total = e.reduce((id(op), "softmax", "sum"), outer, [length], x.type.dtype, 0.0, e.add, term)
+    e.memo[key] = (exps, total)
+    return exps, total
 
 
 @rule("tensor.log_softmax")

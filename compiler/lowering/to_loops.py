@@ -95,6 +95,7 @@ def lower_region(fused: FusedOp, name: str) -> FuncOp:
     else:
         idx = []
     if shape and shape[-1] <= ROW_CACHE_LIMIT:
+        e.row = (outer, shape[-1])
         for value in _row_reduced_values(fused, shape):
             e.cache_rows(value, outer, shape[-1])
         for op in fused.members:
