@@ -125,3 +125,33 @@ def test_row_kernels_across_trip_counts(width):
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     x = np.random.default_rng(width).standard_normal((3, width)).astype(np.float32)
     _check(model, {"x": x}, atol=1e-6)
+
+
+def test_qkv_projections_fuse_horizontally():
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(5)
+    init, nodes, outputs = [], [], []
+    for name in ("q", "k", "v"):
+        init.append(numpy_helper.from_array((rng.standard_normal((64, 32)) / 8).astype(np.float32), f"w_{name}"))
+        init.append(numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), f"b_{name}"))
+        nodes += [helper.make_node("MatMul", ["x", f"w_{name}"], [f"m_{name}"], name=f"proj_{name}"),
+                  helper.make_node("Add", [f"m_{name}", f"b_{name}"], [name], name=f"bias_{name}")]
+        outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, [10, 32]))
+    graph = helper.make_graph(nodes, "qkv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [10, 64])],
+                              outputs, init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((10, 64)).astype(np.float32)
+    fused, _ = _check(model, {"x": x}, atol=1e-5)
+    assert len(fused.kernels) == 1 and fused.kernels[0].pattern == "horizontal"
+
+
+def test_squeezenet_fire_expands_fuse_horizontally():
+    path = os.path.join(LIGHT, "light_squeezenet.onnx")
+    model = onnx.load(path)
+    x = np.random.default_rng(6).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    compiled = fusecc.compile(path)
+    assert any(k.pattern == "horizontal" for k in compiled.kernels)
+    name = compiled.inputs[0].name
+    expected = _ort(model, {name: x})[0]
+    got = compiled.run({name: x})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)

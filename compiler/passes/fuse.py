@@ -132,8 +132,12 @@ class Group:
     def has_compute(self) -> bool:
         return any(op.kind is OpKind.COMPUTE for op in self.ops)
 
+    horizontal: bool = False
+
     @property
     def pattern(self) -> str:
+        if self.horizontal:
+            return "horizontal"
         kinds = {op.kind for op in self.ops}
         for kind in (OpKind.COMPUTE, OpKind.REDUCTION, OpKind.INJECTIVE, OpKind.BROADCAST):
             if kind in kinds:
@@ -177,6 +181,13 @@ class Fuse(Pass):
       become its epilogue;
     * opaque and multi-result ops never fuse.
 
+    Then, with ``horizontal``, sibling regions merge into one kernel when
+    their results have one shape, they read a common input (loaded once per
+    element for both), neither depends on the other, nothing outside uses
+    the first before the second ends, and the merged region stays within
+    ``max-ops``: the Q/K/V projections of attention, or parallel branches
+    of the same shape.
+
     ``explain`` prints every decision, including why an op did not fuse.
     Constants and reshapes never root a region (they are weights and views).
     """
@@ -184,6 +195,7 @@ class Fuse(Pass):
     name = "fuse"
     max_ops: int = 32
     max_recompute: int = 4
+    horizontal: bool = True
     explain: bool = False
     decisions: list[Decision] = field(default_factory=list, repr=False)
 
@@ -207,9 +219,62 @@ class Fuse(Pass):
             owner[id(op)] = group
             self._grow(group, owner)
             groups.append(group)
+        groups.reverse()
+        if self.horizontal:
+            groups = self._merge_siblings(groups, owner, position)
         for group in groups:
             if len(group.ops) > 1:
                 wrap_in_region(sorted(group.ops, key=lambda o: position[id(o)]), group.pattern)
+
+    def _merge_siblings(self, groups: list[Group], owner: dict[int, Group], position: dict) -> list[Group]:
+        """Merge independent same-shape groups that read a common input (in program order)."""
+        depends: dict[int, set[int]] = {}
+        for group in groups:
+            needs = set()
+            for op in group.ops:
+                for operand in op.operands:
+                    producer = owner.get(id(getattr(operand, "op", None)))
+                    if producer is not None and producer is not group:
+                        needs.add(id(producer))
+                        needs |= depends.get(id(producer), set())
+            depends[id(group)] = needs
+        merged: list[Group] = []
+        for group in groups:
+            partner = next((g for g in merged if self._siblings(g, group, depends, position)), None)
+            if partner is None:
+                merged.append(group)
+                continue
+            self.decisions.append(Decision(group.root, partner.root, None))
+            partner.ops.extend(group.ops)
+            partner.horizontal = True
+            for op in group.ops:
+                owner[id(op)] = partner
+            depends[id(partner)] |= depends[id(group)]
+            for needs in depends.values():
+                if id(group) in needs:
+                    needs.add(id(partner))
+        return merged
+
+    def _siblings(self, a: Group, b: Group, depends: dict, position: dict) -> bool:
+        if a.shape != b.shape or len(a.ops) + len(b.ops) > self.max_ops:
+            return False
+        if id(a) in depends[id(b)] or id(b) in depends[id(a)]:
+            return False
+        if any(op.kind is OpKind.REDUCTION for op in a.ops + b.ops):
+            return False
+        a_inputs = {id(v) for op in a.ops for v in op.operands if getattr(v, "op", None) not in a.ops}
+        shared = any(id(v) in a_inputs for op in b.ops for v in op.operands
+                     if getattr(getattr(v, "op", None), "name", "") != "tensor.constant")
+        if not shared:
+            return False
+        end = max(position[id(op)] for op in a.ops + b.ops)
+        members = {id(op) for op in a.ops + b.ops}
+        for op in a.ops + b.ops:
+            for result in op.results:
+                for user in result.users:
+                    if id(user) not in members and position.get(id(user), end + 1) < end:
+                        return False
+        return True
 
     def _grow(self, group: Group, owner: dict[int, Group]) -> None:
         worklist = [group.root]
