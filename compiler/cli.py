@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 _EMIT_BY_SUFFIX = {".so": "so", ".o": "obj", ".ll": "llvm", ".s": "asm", ".fir": "ir"}
@@ -56,7 +57,8 @@ def _known_errors():
 
 
 def _fail(message: str) -> int:
-    sys.stderr.write(f"fusecc: error: {message}\n")
+    located = re.match(r"\S+:\d+:\d+: error: ", message) is not None
+    sys.stderr.write(("" if located else "fusecc: error: ") + message + "\n")
     return 1
 
 
@@ -163,7 +165,7 @@ def _write(path: str | None, text: str) -> None:
 def opt_main(argv: list[str] | None = None) -> int:
     """``fusecc-opt in.fir --pass-pipeline=...``: parse, run passes, print."""
     parser = argparse.ArgumentParser(prog="fusecc-opt", description="Run fusecc passes on a .fir file.")
-    parser.add_argument("input", help="a .fir file, or - for standard input")
+    parser.add_argument("input", nargs="?", help="a .fir file, or - for standard input")
     parser.add_argument("-p", "--pass-pipeline", default="", help="comma-separated passes, e.g. 'fuse,dce'")
     parser.add_argument("-o", "--output", help="write the result here instead of stdout")
     parser.add_argument("--split-input-file", action="store_true",
@@ -184,6 +186,8 @@ def opt_main(argv: list[str] | None = None) -> int:
                 doc = (PASS_REGISTRY[name].__doc__ or "").strip().splitlines()
                 print(f"{name:<20} {doc[0] if doc else ''}")
             return 0
+        if args.input is None:
+            parser.error("an input file is required (or --list-passes)")
         text = sys.stdin.read() if args.input == "-" else open(args.input).read()
         chunks = _split(text) if args.split_input_file else [(0, text)]
         outputs = []

@@ -85,7 +85,7 @@ def model_info(graph: Module) -> dict:
 
     def spec(name, t):
         if not t.is_static:
-            raise ValueError(f"'{name}' has dynamic shape {t}; pass input_shapes to specialise the model")
+            raise ValueError(f"'{name}' has dynamic shape {t}; fix it with input_shapes={...} (API) or --input-shape NAME=DIMS (CLI)")
         return {"name": name, "shape": list(t.shape), "dtype": str(t.dtype.numpy)}
 
     kernels = []

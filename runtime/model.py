@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -140,12 +143,27 @@ def from_jit(entry_address: int, weights: bytes, workspace_size: int, info: dict
                          [KernelInfo.from_json(d) for d in info["kernels"]], invoke, saver, (keepalive, blob))
 
 
+def _private_copy(path: str) -> str:
+    """A copy of the library under a fresh name: the dynamic loader returns an already-loaded
+    library for a path it has seen, which would keep serving an older build of the same file."""
+    handle, copy = tempfile.mkstemp(prefix="fusecc_model_", suffix=".so")
+    os.close(handle)
+    shutil.copyfile(path, copy)
+    return copy
+
+
 def load(path: str) -> CompiledModel:
     """Load a shared library written by ``fusecc ... -o lib.so`` or ``CompiledModel.save``."""
+    path = os.path.abspath(str(path))
+    if not os.path.isfile(path):
+        raise OSError(f"cannot load compiled model '{path}': no such file")
+    copy = _private_copy(path)
     try:
-        library = ctypes.CDLL(str(path))
+        library = ctypes.CDLL(copy)
     except OSError as exc:
         raise OSError(f"cannot load compiled model '{path}': {exc}") from None
+    finally:
+        os.unlink(copy)
     try:
         info_fn = library.fusecc_model_info
         run_fn = library.fusecc_run

@@ -248,8 +248,6 @@ def test_load_saved_library_matches_jit(model_and_expected, tmp_path):
         np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/model.py:146 passes the path to ctypes.CDLL as given; dlopen searches "
-                   "the library path for a name without '/', not the working directory (use os.path.abspath)")
 def test_load_relative_path(model_and_expected, tmp_path, monkeypatch):
     """``fusecc.load("model.so")`` means the file in the working directory, as for any other file."""
     model, feeds, expected = model_and_expected
@@ -266,8 +264,6 @@ def _unary_model(op_type):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
-@pytest.mark.xfail(strict=True, reason="runtime/model.py:146: dlopen returns the handle it already has for the same "
-                   "path, so the library loaded first keeps running; dlopen a private copy (or check st_ino)")
 def test_load_rebuilt_library_at_same_path(tmp_path):
     """Rebuilding a library in place and loading it again gives the new model, not the one loaded before."""
     x = np.array([-1, 2, -3, 4], dtype=np.float32)
@@ -285,9 +281,7 @@ def test_load_rebuilt_library_at_same_path(tmp_path):
     "input:0",
     "caf\u00e9",
     'quote"back\\slash',
-    pytest.param("x*/y", marks=pytest.mark.xfail(
-        strict=True, reason="compiler/codegen/aot.py:103 writes the name inside a /* */ comment unescaped, "
-                            "so '*/' ends the comment; break it up there (e.g. write '* /')")),
+    "x*/y",
 ], ids=["colon", "non-ascii", "quote-backslash", "comment-end"])
 def test_header_name_macro_for_any_onnx_name(name, tmp_path):
     """``FUSECC_INPUT_0_NAME`` is a C string equal to the ONNX name, whatever characters it holds."""

@@ -205,9 +205,6 @@ def test_dump_ir_dir_writes_numbered_files(model_path, tmp_path):
     assert any("loop.for" in (dump_dir / f).read_text() for f in files)
 
 
-@pytest.mark.xfail(strict=True, reason="each phase runs its own PassManager (driver.run_phases / driver.lower) and "
-                   "PassManager.run numbers dumps from 1 (compiler/passes/manager.py:157), so files of different "
-                   "phases share numbers and do not sort in pipeline order; keep the counter in Instrumentation")
 def test_dump_ir_dir_numbers_follow_the_pipeline(model_path, tmp_path):
     dump_dir = tmp_path / "dumps"
     fusecc_cli(model_path, "--dump-ir-dir", dump_dir, "-o", tmp_path / "m.so")
@@ -217,9 +214,6 @@ def test_dump_ir_dir_numbers_follow_the_pipeline(model_path, tmp_path):
     assert [int(f[:3]) for f in files] == list(range(1, len(expected) + 1))
 
 
-@pytest.mark.xfail(strict=True, reason="grammar.lark drops the anonymous \"__elided__\" token, so an elided resource "
-                   "entry has one child and compiler/ir/parser.py:120 (`name_tok, blob = entry.children`) raises "
-                   "ValueError; use a named terminal or `name_tok, *rest = entry.children`")
 def test_ir_with_elided_weights_reparses(model_path, tmp_path):
     """Dumps and reproducers elide weights; fusecc-opt must still read them (e.g. to replay a reproducer)."""
     text = fusecc_cli(model_path, "--compile-to=graph", "--elide-weights").stdout
@@ -289,8 +283,6 @@ def test_opt_split_input_file(tmp_path):
     assert out.split("// -----\n") == [relu, relu.replace("3xf32", "5xf32")]
 
 
-@pytest.mark.xfail(strict=True, reason="compiler/cli.py:166 declares the positional 'input' as required, so "
-                   "argparse rejects '--list-passes' alone; give it nargs='?', required only without --list-passes")
 def test_opt_list_passes():
     result = fusecc_opt("--list-passes")
     names = [line.split()[0] for line in result.stdout.splitlines()]

@@ -100,7 +100,8 @@ def c_header(info: dict, library_name: str) -> str:
             for d in spec["shape"]:
                 count *= d
             shape = "x".join(str(d) for d in spec["shape"]) or "scalar"
-            lines += [f"/* {kind.lower()} {i}: \"{spec['name']}\" {spec['dtype']}[{shape}] */",
+            comment_name = spec["name"].replace("*/", "* /")
+            lines += [f"/* {kind.lower()} {i}: \"{comment_name}\" {spec['dtype']}[{shape}] */",
                       f"#define FUSECC_{kind}_{i}_NAME {json.dumps(spec['name'])}",
                       f"#define FUSECC_{kind}_{i}_RANK {len(spec['shape'])}",
                       f"#define FUSECC_{kind}_{i}_SHAPE {{{', '.join(str(d) for d in spec['shape']) or '1'}}}",

@@ -213,7 +213,7 @@ class NodeContext:
             example = ", ".join(f"'{name}': (...)" for name, _ in dynamic)
             message += ("; graph inputs with unknown dimensions: "
                         + ", ".join(f"{name} ({t})" for name, t in dynamic)
-                        + f"; pass input_shapes={{{example}}} to import_model")
+                        + f"; pass input_shapes={{{example}}} (API) or --input-shape NAME=DIMS (CLI)")
         return self.error(message)
 
 

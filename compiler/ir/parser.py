@@ -118,7 +118,7 @@ class _Builder:
             if entry is None:
                 continue
             name_tok, blob = entry.children
-            if blob is None:
+            if blob.type == "ELIDED":
                 self.resources[str(name_tok)] = None
                 continue
             hex_text = json.loads(str(blob))

@@ -26,7 +26,8 @@ def _verify_block(block: Block, visible: set[int]) -> None:
 
 
 def _verify_op(op: Operation, visible: set[int]) -> None:
-    op.verify()
+    """Nested ops first, so an error is reported where it starts (an op, not the return that sees it)."""
     for region in op.regions:
         for block in region.blocks:
             _verify_block(block, visible)
+    op.verify()

@@ -20,7 +20,7 @@ INDEX = ScalarType(DType.INDEX)
 
 def memref(t: TensorType) -> MemRefType:
     if not t.is_static:
-        raise IRError(f"cannot lower {t}: dynamic dimensions must be specialised first (pass input_shapes)")
+        raise IRError(f"cannot lower {t}: dynamic dimensions must be fixed first: input_shapes={...} (API) or --input-shape NAME=DIMS (CLI)")
     return MemRefType(t.shape, t.dtype)
 
 

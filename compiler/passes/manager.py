@@ -116,6 +116,8 @@ class Instrumentation:
     dump_dir: str | None = None
     elide_resources: bool = True
     stream: TextIO = field(default_factory=lambda: sys.stderr)
+    #: passes run so far under this instrumentation (numbers dump files across pipelines)
+    passes_run: int = 0
 
 
 class PassManager:
@@ -153,8 +155,9 @@ class PassManager:
                 self._print(f"After {p.name}", module)
             elif inst.print_after_change and before != print_module(module, elide_resources=True):
                 self._print(f"After {p.name}", module)
+            inst.passes_run += 1
             if inst.dump_dir:
-                path = os.path.join(inst.dump_dir, f"{number + 1:03d}_{p.name}.fir")
+                path = os.path.join(inst.dump_dir, f"{inst.passes_run:03d}_{p.name}.fir")
                 with open(path, "w") as handle:
                     handle.write(print_module(module, elide_resources=False))
         if inst.time_passes:
