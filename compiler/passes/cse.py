@@ -10,13 +10,17 @@ from fusecc.ir.core import Block, Module
 from .dce import SIDE_EFFECTS
 from .manager import Pass
 
+#: ops whose results depend on more than their operands and attributes
+NOT_CSE = {"kernel.alloc", "loop.alloca", "loop.load"}
+
 
 @dataclass
 class CommonSubexpressionElimination(Pass):
     """Merges ops that compute the same thing: same name, operands, attributes and result types.
 
     Works block by block (an op in a nested region may reuse one from an
-    enclosing block). Ops with regions, side effects or allocations are kept.
+    enclosing block). Ops with regions, side effects, allocations and loads
+    (memory may change between two loads) are kept.
     """
 
     name = "cse"
@@ -31,7 +35,7 @@ class CommonSubexpressionElimination(Pass):
             for region in op.regions:
                 for nested in region.blocks:
                     self._block(nested, seen)
-            if op.regions or op.name in SIDE_EFFECTS or op.name.endswith(("alloc", "alloca")):
+            if op.regions or op.name in SIDE_EFFECTS or op.name in NOT_CSE:
                 continue
             key = (op.name, tuple(id(v) for v in op.operands),
                    tuple((k, attr_key(v)) for k, v in op.attributes.items()),
