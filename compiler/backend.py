@@ -3,13 +3,22 @@
     import fusecc.backend as backend
     rep = backend.prepare(model)          # compiles lazily, once per set of input shapes
     outputs = rep.run([x])                # or backend.run_model(model, [x]) / run_node(node, [x])
+
+fusecc compiles shape-determining inputs (a Reshape's shape, reduction axes,
+Slice bounds, TopK's k, ...) into the code, so it needs them as constants. When
+a model takes one of those as a graph input (ONNX's node tests do), the
+importer raises ``NeedsConstantInput`` naming it; the backend then *freezes*
+exactly those inputs to the values fed (they become initializers of a copy of
+the model) and compiles again. Compiled models are cached by the shapes and
+dtypes of the other inputs and the values of the frozen ones. No other input is
+ever frozen: everything else is computed by the compiled code.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 from onnx.backend.base import Backend, BackendRep, namedtupledict
 
 
@@ -22,6 +31,8 @@ class FuseccRep(BackendRep):
         initializers = {i.name for i in model.graph.initializer}
         self.input_names = [i.name for i in model.graph.input if i.name not in initializers]
         self.output_names = [o.name for o in model.graph.output]
+        #: graph inputs the importer needs as constants, learned from ``NeedsConstantInput``
+        self.frozen: list[str] = []
         self._compiled: dict[tuple, object] = {}
 
     def _feeds(self, inputs) -> dict[str, np.ndarray]:
@@ -31,17 +42,52 @@ class FuseccRep(BackendRep):
             inputs = [inputs]
         return {name: np.asarray(value) for name, value in zip(self.input_names, inputs)}
 
-    def run(self, inputs, **kwargs):
-        import fusecc
+    def _key(self, feeds: dict[str, np.ndarray]) -> tuple:
+        key = []
+        for name in self.input_names:
+            if name not in feeds:
+                continue
+            array = feeds[name]
+            value = array.tobytes() if name in self.frozen else None
+            key.append((name, array.shape, array.dtype.str, value))
+        return tuple(key)
 
-        feeds = self._feeds(inputs)
-        key = tuple((name, feeds[name].shape) for name in self.input_names if name in feeds)
-        compiled = self._compiled.get(key)
-        if compiled is None:
-            shapes = {name: tuple(array.shape) for name, array in feeds.items()}
-            compiled = fusecc.compile(self.model, input_shapes=shapes, **self.options)
+    def _frozen_model(self, feeds: dict[str, np.ndarray]) -> onnx.ModelProto:
+        """A copy of the model whose frozen inputs are initializers holding the fed values."""
+        if not self.frozen:
+            return self.model
+        model = onnx.ModelProto()
+        model.CopyFrom(self.model)
+        for name in self.frozen:
+            if name not in feeds:
+                raise ValueError(f"input '{name}' must be fed: fusecc needs its value to compile the model")
+            model.graph.initializer.append(numpy_helper.from_array(feeds[name], name))
+        return model
+
+    def _compile(self, feeds: dict[str, np.ndarray]):
+        import fusecc
+        from fusecc.frontend.onnx_import import NeedsConstantInput
+
+        while True:
+            key = self._key(feeds)
+            compiled = self._compiled.get(key)
+            if compiled is not None:
+                return compiled
+            shapes = {name: tuple(array.shape) for name, array in feeds.items() if name not in self.frozen}
+            try:
+                compiled = fusecc.compile(self._frozen_model(feeds), input_shapes=shapes, **self.options)
+            except NeedsConstantInput as error:
+                if error.input_name in self.frozen or error.input_name not in self.input_names:
+                    raise
+                self.frozen.append(error.input_name)
+                continue
             self._compiled[key] = compiled
-        outputs = compiled.run(feeds)
+            return compiled
+
+    def run(self, inputs, **kwargs):
+        feeds = self._feeds(inputs)
+        compiled = self._compile(feeds)
+        outputs = compiled.run({name: array for name, array in feeds.items() if name not in self.frozen})
         return namedtupledict("Outputs", self.output_names)(*outputs)
 
 

@@ -32,7 +32,11 @@ from fusecc.ir import DenseAttr, DType, FuncOp, Module, OpResult, ReturnOp, Tens
 
 from .onnx_ops import CONVERTERS, dense
 
-MIN_OPSET, MAX_OPSET = 7, 23
+#: the oldest default-domain opset accepted
+MIN_OPSET = 7
+#: every converter has been checked against the versions of its op up to this opset: a node whose
+#: op has a newer version (a newer onnx package) is rejected rather than given the old semantics
+REVIEWED_OPSET = 28
 #: constants with more elements than this are stored as resources, not printed inline
 INLINE_ELEMENTS = 16
 
@@ -46,6 +50,18 @@ ONNX_DTYPES = {
 
 class FrontendError(Exception):
     """An ONNX model (or a node of it) that fusecc cannot import."""
+
+
+class NeedsConstantInput(FrontendError):
+    """An input that fusecc needs as a constant (axes, pads, shape, ...) is a graph input.
+
+    ``input_name`` names the graph input. A caller that knows the value it will
+    feed (``fusecc.backend``) can make it an initializer and import again.
+    """
+
+    def __init__(self, message: str, input_name: str):
+        super().__init__(message)
+        self.input_name = input_name
 
 
 def supported_ops() -> list[str]:
@@ -121,14 +137,19 @@ class _Pending:
 class NodeContext:
     """What a converter sees of one ONNX node; see ``onnx_ops``."""
 
-    def __init__(self, importer: "_Importer", node: onnx.NodeProto, index: int):
+    def __init__(self, importer: "_Importer", node: onnx.NodeProto, index: int, opset: int, version: int,
+                 label: str, loc: str | None = None):
         self.importer = importer
         self.node = node
         self.index = index
         self.op_type = node.op_type
-        self.opset = importer.opset
-        self.loc = node.name or f"{node.op_type}#{index}"
-        self.label = node.name or f"<unnamed #{index}>"
+        #: the default-domain opset of the model (or of the function body the node belongs to)
+        self.opset = opset
+        #: the version of the op's definition in that opset (``since_version`` of its schema): what
+        #: converters compare against, since ops change semantics only at these versions
+        self.version = version
+        self.loc = loc or node.name or f"{node.op_type}#{index}"
+        self.label = label
         self.attrs = {a.name: importer.attribute(self, a) for a in node.attribute}
 
     def error(self, message: str) -> FrontendError:
@@ -172,6 +193,11 @@ class NodeContext:
         name = self.node.input[index]
         array = self.importer.constant_of(name)
         if array is None:
+            if name in self.importer.graph_inputs:
+                raise NeedsConstantInput(
+                    f"ONNX node '{self.label}' ({self.op_type}, opset {self.opset}): input #{index} "
+                    f"('{name}', the {what}) must be a constant, but it is a graph input; make it an "
+                    "initializer", name)
             raise self.error(f"input #{index} ('{name}', the {what}) must be a constant: an initializer, "
                              "a Constant, or computable from them at import time")
         return array
@@ -196,6 +222,9 @@ class NodeContext:
 
     def constant(self, array: np.ndarray) -> Value:
         return self.importer.add_constant(dense(array), self.output_hint(), self.loc)
+
+    def expand_function(self) -> list[Value | None]:
+        return self.importer.expand_function(self)
 
     def onnx_dtype(self, code, what: str) -> DType:
         if code is None:
@@ -231,15 +260,18 @@ class _Importer:
         self.pending: dict[str, _Pending] = {}
         self.const_hints: dict[int, str] = {}
         self.used: set[str] = set()
+        self.graph_inputs: set[str] = set()
         self.func: FuncOp | None = None
 
     # --- the graph ----------------------------------------------------------------------
     def run(self) -> Module:
         if self.opset is None:
             raise FrontendError("the ONNX model does not import the default opset (domain '' or 'ai.onnx')")
-        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+        newest = onnx.defs.onnx_opset_version()
+        if not MIN_OPSET <= self.opset <= newest:
             raise FrontendError(f"the ONNX model uses opset {self.opset}; fusecc supports opsets "
-                                f"{MIN_OPSET} to {MAX_OPSET} of the default domain")
+                                f"{MIN_OPSET} to {newest} of the default domain (the newest the installed "
+                                f"onnx {onnx.__version__} knows)")
         graph = self.graph
         for tensor in graph.initializer:
             array = self.tensor_array(tensor, lambda m, n=tensor.name: FrontendError(f"ONNX initializer '{n}': {m}"))
@@ -255,6 +287,7 @@ class _Importer:
         self.func = FuncOp("main", arg_types, [], [sanitize_name(vi.name) for vi in inputs], attributes)
         for vi, arg in zip(inputs, self.func.args):
             self.values[vi.name] = arg
+        self.graph_inputs = {vi.name for vi in inputs}
         self.used = {name for node in graph.node for name in node.input if name}
         self.used.update(vi.name for vi in graph.output)
 
@@ -333,15 +366,18 @@ class _Importer:
                     stack.pop()
         return order
 
-    def convert(self, node: onnx.NodeProto, index: int) -> None:
+    def convert(self, node: onnx.NodeProto, index: int, opset: int | None = None, label: str | None = None,
+                loc: str | None = None) -> None:
+        """Convert one node; ``opset``, ``label`` and ``loc`` are given for the nodes of a function body."""
         domain = "" if node.domain in ("", "ai.onnx") else node.domain
+        opset = self.opset if opset is None else opset
+        label = label or node.name or f"<unnamed #{index}>"
         fn = CONVERTERS.get(node.op_type) if domain == "" else None
         if fn is None:
-            label = node.name or f"<unnamed #{index}>"
             raise FrontendError(f"unsupported ONNX op '{node.op_type}' (domain '{domain}', opset "
-                                f"{self.opsets.get(domain, '?')}) at node '{label}'; "
+                                f"{self.opsets.get(domain, '?') if domain else opset}) at node '{label}'; "
                                 "run 'fusecc --list-ops' for the supported ops")
-        ctx = NodeContext(self, node, index)
+        ctx = NodeContext(self, node, index, opset, self.op_version(node, opset, label), label, loc)
         for name in node.input:
             if name and name not in self.values and name not in self.pending:
                 raise ctx.error(f"input '{name}' is not produced by any node, graph input or initializer")
@@ -360,6 +396,90 @@ class _Importer:
                     raise ctx.error(f"output #{i} ('{name}') is used, but fusecc does not produce it")
                 continue
             self.values[name] = value
+
+    def expand_function(self, ctx: "NodeContext") -> list[Value | None]:
+        """Convert a node by converting the nodes of its ONNX function body (see ``onnx_ops.FUNCTION_OPS``).
+
+        The body is the one ONNX defines for the node's op version (built for the
+        node's attributes and input types when it depends on them); its nodes are
+        imported with the function's own opset.
+        """
+        node = ctx.node
+        schema = onnx.defs.get_schema(node.op_type, ctx.opset, "")
+        expanded = onnx.NodeProto()
+        expanded.CopyFrom(node)
+        given = {a.name for a in node.attribute}
+        for name, attribute in schema.attributes.items():
+            if name not in given and attribute.default_value.name:
+                expanded.attribute.append(attribute.default_value)
+        versions = [v for v in schema.function_opset_versions if v <= ctx.opset]
+        context_versions = [v for v in schema.context_dependent_function_opset_versions if v <= ctx.opset]
+        function = onnx.FunctionProto()
+        if versions:
+            function.ParseFromString(schema.get_function_with_opset_version(max(versions)))
+        elif context_versions:
+            types = [self.type_proto(name).SerializeToString() if name else onnx.TypeProto().SerializeToString()
+                     for name in node.input]
+            try:
+                data = schema.get_context_dependent_function_with_opset_version(
+                    max(context_versions), expanded.SerializeToString(), types)
+            except Exception as error:
+                raise ctx.error(f"ONNX cannot build its function body: {error}") from None
+            function.ParseFromString(data)
+        else:
+            raise ctx.error(f"{node.op_type}-{ctx.version} has no ONNX function body")
+        body_opset = next((o.version for o in function.opset_import if o.domain in ("", "ai.onnx")), ctx.opset)
+        prefix = f"{sanitize_name(node.name or node.op_type)}#{ctx.index}/"
+        rename = {formal: (node.input[i] if i < len(node.input) else "") for i, formal in enumerate(function.input)}
+        rename.update({formal: node.output[i] for i, formal in enumerate(function.output)
+                       if i < len(node.output) and node.output[i]})
+        attributes = {a.name: a for a in expanded.attribute}
+
+        def actual(name: str) -> str:
+            return rename.get(name, prefix + name if name else "")
+
+        body = []
+        for inner in function.node:
+            copy = onnx.NodeProto()
+            copy.CopyFrom(inner)
+            del copy.input[:], copy.output[:], copy.attribute[:]
+            copy.input.extend(actual(n) for n in inner.input)
+            copy.output.extend(actual(n) for n in inner.output)
+            for attribute in inner.attribute:
+                if attribute.HasField("ref_attr_name"):
+                    if attribute.ref_attr_name not in attributes:
+                        continue
+                    resolved = onnx.AttributeProto()
+                    resolved.CopyFrom(attributes[attribute.ref_attr_name])
+                    resolved.name = attribute.name
+                    copy.attribute.append(resolved)
+                elif attribute.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS):
+                    raise ctx.error(f"its function body has a subgraph (in {inner.op_type}); not supported")
+                else:
+                    copy.attribute.append(attribute)
+            body.append(copy)
+        self.used.update(name for inner in body for name in inner.input if name)
+        for position, inner in enumerate(body):
+            step = inner.name or f"{inner.op_type}#{position}"
+            self.convert(inner, position, body_opset, f"{ctx.label}/{step}", f"{ctx.loc}/{step}")
+        return [self.values.get(name) if name else None for name in node.output]
+
+    def type_proto(self, name: str) -> onnx.TypeProto:
+        t = self.type_of(name)
+        code = next(code for code, dtype in ONNX_DTYPES.items() if dtype is t.dtype)
+        return onnx.helper.make_tensor_type_proto(code, [d if d is not None else "?" for d in t.shape])
+
+    def op_version(self, node: onnx.NodeProto, opset: int, label: str) -> int:
+        """The ``since_version`` of the node's op in ``opset``; rejects versions not reviewed."""
+        where = f"ONNX node '{label}' ({node.op_type}, opset {opset})"
+        try:
+            version = onnx.defs.get_schema(node.op_type, opset, "").since_version
+        except onnx.defs.SchemaError:
+            raise FrontendError(f"{where}: opset {opset} has no op '{node.op_type}'") from None
+        if version > REVIEWED_OPSET:
+            raise FrontendError(f"{where}: {node.op_type}-{version} is newer than the versions fusecc "
+                                f"implements (checked up to opset {REVIEWED_OPSET})")
+        return version
 
     # --- values and constants -------------------------------------------------------------
     def value(self, name: str) -> Value:

@@ -171,7 +171,7 @@ def identity(ctx):
 def dropout(ctx):
     if ctx.output_used(1):
         raise ctx.error("its mask output (output #1) is used; only inference Dropout (output #0) is supported")
-    if ctx.opset >= 12 and ctx.has_input(2):
+    if ctx.version >= 12 and ctx.has_input(2):
         if scalar(ctx, ctx.const(2, "training_mode"), "training_mode"):
             raise ctx.error("training_mode=1 is not supported; fusecc imports models for inference")
     return [ctx.input(0)]
@@ -241,7 +241,7 @@ def flatten(ctx):
 @converter("Squeeze")
 def squeeze(ctx):
     x = ctx.input_type(0)
-    axes = ctx.attr("axes") if ctx.opset < 13 else ctx.const(1, "axes")
+    axes = ctx.attr("axes") if ctx.version < 13 else ctx.const(1, "axes")
     if axes is None or len(axes) == 0:
         if None in x.shape:
             raise ctx.need_static(0, "Squeeze without axes")
@@ -260,7 +260,7 @@ def squeeze(ctx):
 @converter("Unsqueeze")
 def unsqueeze(ctx):
     x = ctx.input_type(0)
-    axes = ctx.attr("axes") if ctx.opset < 13 else ctx.const(1, "axes", required=True)
+    axes = ctx.attr("axes") if ctx.version < 13 else ctx.const(1, "axes", required=True)
     if axes is None:
         raise ctx.error("missing attribute 'axes'")
     axes = normalize_axes(ctx, ints(axes), x.rank + len(axes))
@@ -284,7 +284,7 @@ def transpose(ctx):
 @converter("Slice")
 def slice_(ctx):
     rank = ctx.input_type(0).rank
-    if ctx.opset < 10:
+    if ctx.version < 10:
         starts, ends, axes = ctx.attr("starts"), ctx.attr("ends"), ctx.attr("axes")
         if starts is None or ends is None:
             raise ctx.error("missing attribute 'starts' or 'ends'")
@@ -306,7 +306,7 @@ def slice_(ctx):
 def split(ctx):
     x = ctx.input_type(0)
     axis = normalize_axes(ctx, [ctx.attr("axis", 0)], x.rank)[0]
-    sizes = ctx.attr("split") if ctx.opset < 13 else ctx.const(1, "split")
+    sizes = ctx.attr("split") if ctx.version < 13 else ctx.const(1, "split")
     outputs = ctx.num_outputs
     if sizes is not None and len(sizes):
         sizes = ints(sizes)
@@ -314,7 +314,7 @@ def split(ctx):
         dim = x.shape[axis]
         if dim is None:
             raise ctx.need_static(0, f"Split along axis {axis} without explicit sizes")
-        parts = ctx.attr("num_outputs") if ctx.opset >= 18 else None
+        parts = ctx.attr("num_outputs") if ctx.version >= 18 else None
         if parts is not None:
             if parts != outputs:
                 raise ctx.error(f"num_outputs={parts} but the node has {outputs} outputs")
@@ -334,7 +334,7 @@ def split(ctx):
 @converter("Pad")
 def pad(ctx):
     x = ctx.input_type(0)
-    if ctx.opset < 11:
+    if ctx.version < 11:
         pads, value = ctx.attr("pads"), ctx.attr("value", 0.0)
         if pads is None:
             raise ctx.error("missing attribute 'pads'")
@@ -342,7 +342,7 @@ def pad(ctx):
         pads = ints(ctx.const(1, "pads", required=True))
         given = ctx.const(2, "constant_value")
         value = 0 if given is None or given.size == 0 else scalar(ctx, given, "constant_value")
-        axes = ctx.const(3, "axes") if ctx.opset >= 18 else None
+        axes = ctx.const(3, "axes") if ctx.version >= 18 else None
         if axes is not None:
             axes = normalize_axes(ctx, ints(axes), x.rank)
             if len(pads) != 2 * len(axes):
@@ -389,9 +389,9 @@ def cumsum(ctx):
 
 @converter("TopK")
 def topk(ctx):
-    k = ctx.attr("k") if ctx.opset < 10 else scalar(ctx, ctx.const(1, "K", required=True), "K")
+    k = ctx.attr("k") if ctx.version < 10 else scalar(ctx, ctx.const(1, "K", required=True), "K")
     attrs = {"k": int(k), "axis": ctx.attr("axis", -1)}
-    if ctx.opset >= 11:
+    if ctx.version >= 11:
         attrs.update(largest=ctx.attr("largest", 1), sorted=ctx.attr("sorted", 1))
     return ctx.build(T.TopKOp, [ctx.input(0)], attrs)
 
@@ -452,7 +452,7 @@ def pow_(ctx):
 
 @converter("Clip")
 def clip(ctx):
-    if ctx.opset < 11:
+    if ctx.version < 11:
         low, high = ctx.attr("min"), ctx.attr("max")
     else:
         low, high = ctx.const(1, "min"), ctx.const(2, "max")
@@ -482,7 +482,7 @@ REDUCTIONS = {
 def reduce(ctx):
     cls, axes_input_since = REDUCTIONS[ctx.op_type]
     rank = ctx.input_type(0).rank
-    if ctx.opset >= axes_input_since:
+    if ctx.version >= axes_input_since:
         axes = ctx.const(1, "axes")
         noop = ctx.attr("noop_with_empty_axes", 0)
     else:
@@ -511,7 +511,7 @@ def softmax(ctx):
     """Before opset 13 the input is coerced to 2-D [prod(:axis), prod(axis:)] around the op."""
     cls = SOFTMAX_FAMILY[ctx.op_type]
     x = ctx.input_type(0)
-    if ctx.opset >= 13:
+    if ctx.version >= 13:
         return ctx.build(cls, [ctx.input(0)], {"axis": ctx.attr("axis", -1)})
     axis = ctx.attr("axis", 1)
     if not -x.rank <= axis <= x.rank:
@@ -530,7 +530,7 @@ def softmax(ctx):
 def batch_norm(ctx):
     if ctx.attr("training_mode", 0):
         raise ctx.error("training_mode=1 is not supported; fusecc imports models for inference")
-    if ctx.opset < 9 and ctx.attr("spatial", 1) == 0:
+    if ctx.version < 9 and ctx.attr("spatial", 1) == 0:
         raise ctx.error("spatial=0 (per-activation statistics) is not supported")
     for index in range(1, ctx.num_outputs):
         if ctx.output_used(index):
@@ -682,3 +682,17 @@ def _register_generic() -> None:
 
 
 _register_generic()
+
+
+# --------------------------------------------------------------------------------------
+# Ops imported through their ONNX function body
+# --------------------------------------------------------------------------------------
+#: ops that ONNX defines by a function body of other ops, which fusecc imports node by node
+FUNCTION_OPS = ("Attention", "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "CenterCropPad",
+                "GroupNormalization", "MeanVarianceNormalization", "Swish", "RotaryEmbedding", "SwiGLU",
+                "AffineGrid", "LinearAttention", "CausalConvWithState")
+
+
+@converter(*FUNCTION_OPS)
+def function_op(ctx):
+    return ctx.expand_function()

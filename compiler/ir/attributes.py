@@ -38,9 +38,11 @@ class DenseAttr:
         return self.data
 
     def __eq__(self, other) -> bool:
-        return (isinstance(other, DenseAttr) and self.type == other.type
-                and self.data is not None and other.data is not None
-                and self.data.tobytes() == other.data.tobytes())
+        if not isinstance(other, DenseAttr) or self.type != other.type:
+            return False
+        if self.data is None or other.data is None:
+            return self.data is None and other.data is None and self.resource == other.resource
+        return self.data.tobytes() == other.data.tobytes()
 
     def __hash__(self) -> int:
         return hash((self.type, None if self.data is None else self.data.tobytes()[:256]))
@@ -52,7 +54,9 @@ class DenseAttr:
 def attr_key(value) -> object:
     """A hashable key for an attribute value (used by CSE)."""
     if isinstance(value, DenseAttr):
-        return ("dense", value.type, None if value.data is None else value.data.tobytes())
+        if value.data is None:
+            return ("elided", value.type, value.resource)
+        return ("dense", value.type, value.data.tobytes())
     if isinstance(value, (list, tuple)):
         return tuple(attr_key(v) for v in value)
     if isinstance(value, float):

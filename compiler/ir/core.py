@@ -315,7 +315,7 @@ class Module:
         for func in self.funcs:
             if func.sym_name == sym_name:
                 return func
-        raise KeyError(f"no function @{sym_name}")
+        raise IRError(f"the module has no function @{sym_name}")
 
     @property
     def main(self) -> FuncOp:

@@ -87,6 +87,7 @@ class _Builder:
         self.scopes: list[dict[str, Value]] = []
         self.resources: dict[str, np.ndarray | None] = {}
         self.dense_uses: list[tuple[DenseAttr, object]] = []
+        self.resource_attrs: dict[str, DenseAttr] = {}
 
     def error(self, node, message: str) -> ParseError:
         meta = getattr(node, "meta", None)
@@ -257,7 +258,14 @@ class _Builder:
         if kind == "dense":
             return self.dense(node)
         if kind == "dense_resource":
-            attr = DenseAttr(None, self.type(node.children[1]), str(node.children[0]))
+            name, ttype = str(node.children[0]), self.type(node.children[1])
+            shared = self.resource_attrs.get(name)
+            if shared is not None:
+                if shared.type != ttype:
+                    raise self.error(node, f"resource '{name}' is used as {shared.type} and as {ttype}")
+                return shared
+            attr = DenseAttr(None, ttype, name)
+            self.resource_attrs[name] = attr
             self.dense_uses.append((attr, node))
             return attr
         raise self.error(node, f"unsupported attribute form '{kind}'")
@@ -276,6 +284,8 @@ class _Builder:
             flat = flat * count
         if len(flat) != count:
             raise self.error(value_node, f"dense literal has {len(flat)} values but {ttype} needs {count}")
+        if not ttype.dtype.is_float and any(isinstance(v, float) for v in flat):
+            raise self.error(value_node, f"dense values of {ttype.dtype} must be integers")
         try:
             data = np.array(flat, dtype=ttype.dtype.numpy).reshape(ttype.shape)
         except (OverflowError, ValueError) as exc:

@@ -38,7 +38,7 @@ class CommonSubexpressionElimination(Pass):
             if op.regions or op.name in SIDE_EFFECTS or op.name in NOT_CSE:
                 continue
             key = (op.name, tuple(id(v) for v in op.operands),
-                   tuple((k, attr_key(v)) for k, v in op.attributes.items()),
+                   tuple(sorted((k, attr_key(v)) for k, v in op.attributes.items())),
                    tuple(str(r.type) for r in op.results))
             existing = seen.get(key)
             if existing is None:

@@ -11,6 +11,7 @@ from fusecc.ir.core import Module
 from fusecc.ir.printer import loc_names
 
 from .manager import Pass
+from .shape_inference import refine
 from .rewrite import constant_value, make_constant, replace_op, resource_names
 
 
@@ -35,7 +36,7 @@ class FoldConstants(Pass):
                 if not isinstance(op, TensorOp) or op.name == "tensor.constant":
                     continue
                 for result, inferred in zip(op.results, op.infer_types()):
-                    result.type = inferred
+                    result.type = refine(result.type, inferred)
                 arrays = self._inputs(op)
                 if arrays is None:
                     continue

@@ -117,10 +117,13 @@ class Group:
     root: Operation
     ops: list[Operation] = field(default_factory=list)
     reads: dict[int, float] = field(default_factory=dict)
+    #: whether an op's last axis is the region's last axis (index passed through unchanged)
+    aligned: dict[int, bool] = field(default_factory=dict)
 
     def __post_init__(self):
         self.ops.append(self.root)
         self.reads[id(self.root)] = 1.0
+        self.aligned[id(self.root)] = True
 
     @property
     def shape(self):
@@ -213,7 +216,7 @@ class Fuse(Pass):
         owner: dict[int, Group] = {}
         groups = []
         for op in reversed(ops):
-            if id(op) in owner or op.name == "tensor.reshape" or op.kind is OpKind.OPAQUE:
+            if id(op) in owner or op.name == "tensor.reshape" or op.kind is OpKind.OPAQUE or len(op.results) != 1:
                 continue
             group = Group(op)
             owner[id(op)] = group
@@ -287,16 +290,24 @@ class Fuse(Pass):
                 if id(producer) in owner:
                     continue
                 reads = group.reads[id(consumer)] * reads_per_element(consumer, index)
-                reason = self.can_fuse(producer, group, owner, reads)
+                aligned = group.aligned[id(consumer)] and _keeps_last_axis(consumer, index)
+                reason = self.can_fuse(producer, group, owner, reads, aligned)
                 self.decisions.append(Decision(producer, consumer, reason))
                 if reason is None:
                     group.ops.append(producer)
                     group.reads[id(producer)] = reads
+                    group.aligned[id(producer)] = aligned
                     owner[id(producer)] = group
                     worklist.append(producer)
 
-    def can_fuse(self, producer: Operation, group: Group, owner: dict[int, Group], reads: float) -> str | None:
-        """``None`` if ``producer`` may join ``group``, else the reason it may not."""
+    def can_fuse(self, producer: Operation, group: Group, owner: dict[int, Group], reads: float,
+                 aligned: bool = True) -> str | None:
+        """``None`` if ``producer`` may join ``group``, else the reason it may not.
+
+        ``reads`` is how often the region would compute each of the
+        producer's elements; ``aligned`` whether the producer's last axis is
+        the region's (so per-row work hoists out of the inner loop).
+        """
         if producer.kind is OpKind.OPAQUE:
             return "opaque op"
         if len(producer.results) != 1:
@@ -312,12 +323,15 @@ class Fuse(Pass):
         if kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST, OpKind.INJECTIVE):
             if reads > self.max_recompute:
                 return f"each element would be recomputed {reads:.0f} times (max-recompute={self.max_recompute})"
+            epilogue_of = _free_epilogue_host(producer)
+            if reads > 1.0 and epilogue_of is not None:
+                return f"it is read once as the epilogue of {label(epilogue_of)}, {reads:.0f} times here"
             return None
         if kind is OpKind.REDUCTION:
             axes = reduced_axes(producer)
             rank = len(group.shape)
             value = producer.results[0]
-            if value.type.rank != rank or axes != [rank - 1]:
+            if value.type.rank != rank or axes != [rank - 1] or not aligned:
                 return "reduction is not over the region's last axis, so it would be recomputed per element"
             if reads > self.max_recompute:
                 return f"each element would be recomputed {reads:.0f} times (max-recompute={self.max_recompute})"
@@ -329,6 +343,28 @@ class Fuse(Pass):
                 return f"compute result would be recomputed {reads:.0f} times per element"
             return None
         return f"{kind.value} op"
+
+
+def _keeps_last_axis(consumer: Operation, index: int) -> bool:
+    """Whether reading operand ``index`` of ``consumer`` uses the consumer's last output index as its own."""
+    operand, out = consumer.operands[index], consumer.results[0]
+    if operand.type.rank != out.type.rank:
+        return False
+    if consumer.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST):
+        return True
+    if consumer.kind is OpKind.REDUCTION and index == 0:
+        return reduced_axes(consumer) == [out.type.rank - 1]
+    return False
+
+
+def _free_epilogue_host(op: Operation) -> Operation | None:
+    """The compute op that ``op`` would be a free epilogue of: its same-shape operand, used only by ``op``."""
+    for operand in op.operands:
+        producer = getattr(operand, "op", None)
+        if isinstance(producer, TensorOp) and producer.kind is OpKind.COMPUTE and len(operand.uses) == 1 \
+                and operand.type.shape == op.results[0].type.shape:
+            return producer
+    return None
 
 
 def label(op: Operation) -> str:

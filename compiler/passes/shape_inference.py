@@ -6,8 +6,17 @@ from dataclasses import dataclass
 
 from fusecc.dialects.tensor import TensorOp
 from fusecc.ir.core import Module
+from fusecc.ir.types import TensorType
 
 from .manager import Pass
+
+
+def refine(known: TensorType, inferred: TensorType) -> TensorType:
+    """``inferred``, keeping the static dimensions ``known`` already has where ``inferred`` has ``?``."""
+    if not isinstance(known, TensorType) or known.rank != inferred.rank:
+        return inferred
+    shape = tuple(i if i is not None else k for k, i in zip(known.shape, inferred.shape))
+    return TensorType(shape, inferred.dtype)
 
 
 @dataclass
@@ -27,6 +36,6 @@ class ShapeInference(Pass):
             for op in func.walk():
                 if isinstance(op, TensorOp):
                     for result, inferred in zip(op.results, op.infer_types()):
-                        result.type = inferred
+                        result.type = refine(result.type, inferred)
             if func.body.ops and func.body.ops[-1].name == "func.return":
                 func.result_types = [v.type for v in func.return_op.operands]
