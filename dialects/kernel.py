@@ -88,15 +88,18 @@ class WeightOp(KernelOp):
 
 
 class ViewOp(KernelOp):
-    """The same bytes as its operand under another shape (a reshape without a copy)."""
+    """Bytes of its operand from ``offset`` on, under another shape: a reshape, or a slice of a
+    concatenation's buffer that a producer writes in place. No copy."""
 
     name = "kernel.view"
     num_operands = 1
+    offset = attr(int, 0)
 
     def verify_(self) -> None:
+        super().verify_()
         src, dst = self.operands[0].type, self.result.type
-        if src.nbytes != dst.nbytes or src.dtype != dst.dtype:
-            raise self.error(f"cannot view {src} as {dst}")
+        if src.dtype != dst.dtype or self.offset < 0 or self.offset + dst.nbytes > src.nbytes:
+            raise self.error(f"cannot view {src} as {dst} at byte offset {self.offset}")
 
 
 class CopyOp(KernelOp):

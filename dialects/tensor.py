@@ -926,6 +926,94 @@ class GatherOp(TensorOp):
         return [R.gather(data, indices, axis=self.axis)]
 
 
+class GatherElementsOp(TensorOp):
+    """out[i] = data[i with i[axis] replaced by indices[i]] (indices may be negative)."""
+
+    name = "tensor.gather_elements"
+    kind = OpKind.INJECTIVE
+    arity = (2, 2)
+    onnx = ("GatherElements",)
+    axis = attr(int, 0)
+
+    def infer_types(self):
+        data, indices = self.in_types
+        if indices.dtype not in (DType.I32, DType.I64):
+            raise self.error(f"indices must be i32 or i64, got {indices.dtype}")
+        if data.rank != indices.rank:
+            raise self.error(f"data {data} and indices {indices} must have the same rank")
+        normalize_axis(self, self.axis, data.rank)
+        return [TensorType(indices.shape, data.dtype)]
+
+    def reference(self, data, indices):
+        return [R.gather_elements(data, indices, axis=self.axis)]
+
+
+class GatherNDOp(TensorOp):
+    """out[b, i, rest] = data[b, indices[b, i, :], rest] with ``batch_dims`` leading batch axes."""
+
+    name = "tensor.gather_nd"
+    kind = OpKind.INJECTIVE
+    arity = (2, 2)
+    onnx = ("GatherND",)
+    batch_dims = attr(int, 0)
+
+    def infer_types(self):
+        data, indices = self.in_types
+        if indices.dtype is not DType.I64:
+            raise self.error(f"indices must be i64, got {indices.dtype}")
+        b, k = self.batch_dims, indices.shape[-1] if indices.rank else None
+        if k is None or indices.rank < 1 or b + k > data.rank or b >= indices.rank:
+            raise self.error(f"indices {indices} do not index data {data} with batch_dims={b}")
+        return [TensorType(indices.shape[:-1] + data.shape[b + k:], data.dtype)]
+
+    def reference(self, data, indices):
+        return [R.gather_nd(data, indices, batch_dims=self.batch_dims)]
+
+
+class ScatterOp(TensorOp):
+    """Scatter ops: a copy of ``data`` with ``updates`` written (or combined) at indexed positions."""
+
+    kind = OpKind.OPAQUE
+    arity = (3, 3)
+    reduction = attr(("none", "add", "mul", "max", "min"), "none")
+
+    def infer_types(self):
+        data, indices, updates = self.in_types
+        if indices.dtype not in (DType.I32, DType.I64):
+            raise self.error(f"indices must be i32 or i64, got {indices.dtype}")
+        if updates.dtype != data.dtype:
+            raise self.error(f"updates ({updates.dtype}) and data ({data.dtype}) differ in dtype")
+        self.check_shapes(data, indices, updates)
+        return [data]
+
+
+class ScatterElementsOp(ScatterOp):
+    name = "tensor.scatter_elements"
+    onnx = ("ScatterElements",)
+    axis = attr(int, 0)
+
+    def check_shapes(self, data, indices, updates):
+        if not (data.rank == indices.rank and indices.shape == updates.shape):
+            raise self.error(f"indices {indices} and updates {updates} must match, with the rank of {data}")
+        normalize_axis(self, self.axis, data.rank)
+
+    def reference(self, data, indices, updates):
+        return [R.scatter_elements(data, indices, updates, axis=self.axis, reduction=self.reduction)]
+
+
+class ScatterNDOp(ScatterOp):
+    name = "tensor.scatter_nd"
+    onnx = ("ScatterND",)
+
+    def check_shapes(self, data, indices, updates):
+        k = indices.shape[-1] if indices.rank else None
+        if k is None or k > data.rank or updates.shape != indices.shape[:-1] + data.shape[k:]:
+            raise self.error(f"updates {updates} do not match indices {indices} into {data}")
+
+    def reference(self, data, indices, updates):
+        return [R.scatter_nd(data, indices, updates, reduction=self.reduction)]
+
+
 class PadOp(TensorOp):
     name = "tensor.pad"
     kind = OpKind.INJECTIVE

@@ -354,7 +354,9 @@ def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels:
         elif op.name == "kernel.alloc":
             fe.set(op, b.gep(workspace, [ir.Constant(I64, op.attr("offset"))], inbounds=True, source_etype=I8))
         elif op.name == "kernel.view":
-            fe.set(op, fe[op.operands[0]])
+            offset = op.attr("offset", 0)
+            base = fe[op.operands[0]]
+            fe.set(op, b.gep(base, [ir.Constant(I64, offset)], inbounds=True, source_etype=I8) if offset else base)
         elif op.name == "kernel.launch":
             args = fe.alloca(PTR, len(op.operands))
             for position, value in enumerate(op.operands):

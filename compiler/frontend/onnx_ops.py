@@ -387,6 +387,12 @@ def cumsum(ctx):
                                                   "reverse": ctx.attr("reverse", 0)})
 
 
+@converter("Scatter")
+def scatter(ctx):
+    """Scatter (opsets 9 and 10) is ScatterElements without a reduction."""
+    return ctx.build(T.ScatterElementsOp, ctx.inputs(), {"axis": ctx.attr("axis", 0)})
+
+
 @converter("TopK")
 def topk(ctx):
     k = ctx.attr("k") if ctx.version < 10 else scalar(ctx, ctx.const(1, "K", required=True), "K")
@@ -671,7 +677,8 @@ def gemm(ctx):
 # --------------------------------------------------------------------------------------
 #: tensor ops (beyond the unary and binary elementwise ones) whose ONNX form maps field by field
 GENERIC = ("MatMul", "Where", "Concat", "Gather", "ArgMax", "ArgMin", "LRN", "InstanceNormalization",
-           "RMSNormalization", "Einsum", "DepthToSpace", "SpaceToDepth")
+           "RMSNormalization", "Einsum", "DepthToSpace", "SpaceToDepth", "GatherElements", "GatherND",
+           "ScatterElements", "ScatterND")
 
 
 def _register_generic() -> None:

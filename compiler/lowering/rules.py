@@ -18,7 +18,7 @@ from fusecc.dialects.tensor import normalize_axis
 from fusecc.ir.core import Operation, Value
 from fusecc.ir.types import DType, MemRefType
 
-from .emitter import Emitter, float_limit
+from .emitter import Emitter, float_limit as _signed_limit
 
 Rule = Callable[[Emitter, Operation, int, list[Value]], Value]
 RULES: dict[str, Rule] = {}
@@ -41,6 +41,15 @@ def broadcast_index(e: Emitter, idx: list[Value], in_shape: tuple) -> list[Value
 def operand_at(e: Emitter, op: Operation, number: int, idx: list[Value]) -> Value:
     value = op.operands[number]
     return e.at(value, broadcast_index(e, idx, value.type.shape))
+
+
+def float_limit(dtype: DType, sign: int) -> float | int:
+    """The lowest (sign < 0) or highest value of ``dtype``: infinities for floats, the range for integers."""
+    if dtype.is_float or dtype.is_signed:
+        return _signed_limit(dtype, sign)
+    if dtype is DType.I1:
+        return 0 if sign < 0 else 1
+    return 0 if sign < 0 else 2 ** dtype.bits - 1
 
 
 def dtype_of(op: Operation) -> DType:
@@ -429,6 +438,32 @@ def _one_hot(e, op, result_index, idx):
     wrapped = e.select(e.cmp("lt", raw, e.index(0)), e.iadd(raw, depth), raw)
     off, on = e.at(values, [e.index(0)]), e.at(values, [e.index(1)])
     return e.select(e.cmp("eq", wrapped, idx[axis]), on, off)
+
+
+def _wrap_index(e, raw: Value, size: int) -> Value:
+    """An index read from a tensor as an in-bounds position: negative counts from the end, then clamped."""
+    raw = e.cast(raw, DType.INDEX)
+    wrapped = e.select(e.cmp("lt", raw, e.index(0)), e.iadd(raw, e.index(size)), raw)
+    return e.imin(e.imax(wrapped, e.index(0)), e.index(size - 1))
+
+
+@rule("tensor.gather_elements")
+def _gather_elements(e, op, result_index, idx):
+    data, indices = op.operands
+    axis = normalize_axis(op, op.axis, data.type.rank)
+    in_idx = list(idx)
+    in_idx[axis] = _wrap_index(e, e.at(indices, idx), data.type.shape[axis])
+    return e.at(data, in_idx)
+
+
+@rule("tensor.gather_nd")
+def _gather_nd(e, op, result_index, idx):
+    data, indices = op.operands
+    b, q = op.batch_dims, indices.type.rank
+    k = indices.type.shape[-1]
+    positions = idx[:q - 1]
+    picked = [_wrap_index(e, e.at(indices, positions + [e.index(t)]), data.type.shape[b + t]) for t in range(k)]
+    return e.at(data, idx[:b] + picked + idx[q - 1:])
 
 
 # ---------------------------------------------------------------------------------------
@@ -956,3 +991,138 @@ def row_schedule(op: Operation, buffers: dict) -> Callable | None:
     if op.name == "tensor.gemm" and not op.transB and id(op.operands[1]) in buffers:
         return _matmul_row
     return None
+
+
+# ---------------------------------------------------------------------------------------
+# Opaque ops: each is alone in its kernel, so its operands are buffers
+# ---------------------------------------------------------------------------------------
+def _scatter(e, op, idx, extents, target_matches, update_at):
+    """out[idx] for a scatter: ``data[idx]`` combined with every update whose target is ``idx``.
+
+    Each output element scans the update positions (``extents``):
+    ``target_matches(ks)`` says whether update ``ks`` targets ``idx`` and
+    ``update_at(ks)`` reads it. Without a reduction the last matching update wins.
+    """
+    data = op.operands[0]
+    dtype = data.type.dtype
+    current = e.at(data, idx)
+    key = (id(op), "scatter")
+    if op.reduction == "none":
+        def last(ks):
+            return e.select(target_matches(ks), e.linearize(ks, tuple(extents)), e.index(-1))
+
+        found = e.reduce(key, idx, extents, DType.INDEX, -1, e.imax, last)
+        ks = e.delinearize(e.imax(found, e.index(0)), tuple(extents))
+        return e.select(e.cmp("ge", found, e.index(0)), update_at(ks), current)
+    combine, neutral = {"add": (e.add, 0), "mul": (e.mul, 1), "max": (e.max, float_limit(dtype, -1)),
+                        "min": (e.min, float_limit(dtype, 1))}[op.reduction]
+    return e.reduce(key, idx, extents, dtype, current, combine,
+                    lambda ks: e.select(target_matches(ks), update_at(ks), e.const(neutral, dtype)))
+
+
+def _all(e, conditions: list[Value]) -> Value:
+    result = e.const(1, DType.I1)
+    for condition in conditions:
+        result = e.logical("arith.andi", result, condition)
+    return result
+
+
+@rule("tensor.scatter_elements")
+def _scatter_elements(e, op, result_index, idx):
+    data, indices, updates = op.operands
+    axis = normalize_axis(op, op.axis, data.type.rank)
+    shape = indices.type.shape
+    # updates that can land on idx share its position on every other axis
+    inside = _all(e, [e.cmp("lt", i, e.index(d)) for a, (i, d) in enumerate(zip(idx, shape)) if a != axis])
+    clamped = [e.imin(i, e.index(d - 1)) for i, d in zip(idx, shape)]
+
+    def position(ks):
+        at = list(clamped)
+        at[axis] = ks[0]
+        return at
+
+    def matches(ks):
+        target = _wrap_index(e, e.at(indices, position(ks)), data.type.shape[axis])
+        return e.logical("arith.andi", inside, e.cmp("eq", target, idx[axis]))
+
+    return _scatter(e, op, idx, [shape[axis]], matches, lambda ks: e.at(updates, position(ks)))
+
+
+@rule("tensor.scatter_nd")
+def _scatter_nd(e, op, result_index, idx):
+    data, indices, updates = op.operands
+    k = indices.type.shape[-1]
+    extents = list(indices.type.shape[:-1])
+
+    def matches(ks):
+        return _all(e, [e.cmp("eq", _wrap_index(e, e.at(indices, list(ks) + [e.index(t)]), data.type.shape[t]),
+                              idx[t]) for t in range(k)])
+
+    return _scatter(e, op, idx, extents, matches, lambda ks: e.at(updates, list(ks) + idx[k:]))
+
+
+def _innermost_scope(e: Emitter, values: list[Value]):
+    """The deepest loop scope among ``values`` (where code depending on all of them can go)."""
+    best = e.root
+    for value in values:
+        scope = e.scope_of.get(id(value), e.root)
+        if scope.depth > best.depth:
+            best = scope
+    return best
+
+
+@rule("tensor.topk")
+def _topk(e, op, result_index, idx):
+    """The k best along ``axis``, selected in k passes into stack buffers once per output line.
+
+    Pass p takes the best element that ranks after the one pass p-1 took (ranking
+    by value, then by lower index): a max reduction finds its value, a min
+    reduction its first position. NaNs are never selected.
+    """
+    axis = normalize_axis(op, op.axis, op.operands[0].type.rank)
+    others = idx[:axis] + idx[axis + 1:]
+    key = ("topk", id(op), tuple(id(i) for i in others))
+    buffers = e.memo.get(key)
+    if buffers is None:
+        buffers = _topk_line(e, op, idx, axis)
+        e.memo[key] = buffers
+    return e.load_mutable(buffers[result_index], idx[axis])
+
+
+def _topk_line(e, op, idx, axis):
+    x = op.operands[0]
+    dtype = x.type.dtype
+    n, k = x.type.shape[axis], op.k
+    worse = "lt" if op.largest else "gt"
+    combine = e.max if op.largest else e.min
+    worst = float_limit(dtype, -1 if op.largest else 1)
+    values = e.emit(loop.AllocaOp, [], MemRefType((max(k, 1),), dtype), scope=e.alloca_scope, pure=False)
+    positions = e.emit(loop.AllocaOp, [], MemRefType((max(k, 1),), DType.I64), scope=e.alloca_scope, pure=False)
+    scope = _innermost_scope(e, idx[:axis] + idx[axis + 1:])
+    with e.loop_in(scope, 0, k) as (p, _):
+        first = e.cmp("eq", p, e.index(0))
+        before = e.imax(e.isub(p, e.index(1)), e.index(0))
+        last_value = e.load_mutable(values, before)
+        last_position = e.cast(e.load_mutable(positions, before), DType.INDEX)
+
+        def at(i):
+            in_idx = list(idx)
+            in_idx[axis] = i
+            return e.at(x, in_idx)
+
+        def eligible(i):
+            value = at(i)
+            later = e.logical("arith.ori", e.cmp(worse, value, last_value), e.logical(
+                "arith.andi", e.cmp("eq", value, last_value), e.cmp("gt", i, last_position)))
+            ok = e.logical("arith.ori", first, later)
+            return e.logical("arith.andi", ok, e.cmp("eq", value, value)) if dtype.is_float else ok
+
+        deps = [p] + idx[:axis] + idx[axis + 1:]
+        best = e.reduce((id(op), "topk", "value"), deps, [n], dtype, worst, combine,
+                        lambda ks: e.select(eligible(ks[0]), at(ks[0]), e.const(worst, dtype)))
+        where = e.reduce((id(op), "topk", "position"), deps, [n], DType.INDEX, n, e.imin,
+                         lambda ks: e.select(e.logical("arith.andi", eligible(ks[0]), e.cmp("eq", at(ks[0]), best)),
+                                             ks[0], e.index(n)))
+        e.store(best, values, p)
+        e.store(e.cast(e.imin(where, e.index(n - 1)), DType.I64), positions, p)
+    return values, positions

@@ -117,7 +117,9 @@ class LowerToLoops(Pass):
     The graph function ``@main`` is rewritten to work on buffers: its tensor
     arguments become memrefs and one memref argument per result is appended
     (named after the outputs); constants become ``kernel.weight``, reshapes
-    outside regions become ``kernel.view`` (no copy), each region becomes a
+    outside regions become ``kernel.view`` (no copy), a concat left outside
+    regions becomes one buffer whose slices its producers write in place
+    (views at byte offsets), each region becomes a
     ``kernel.alloc`` of its results plus a ``kernel.launch`` of its kernel.
     Results produced by a region are written straight into the output
     buffers; anything else returned is copied there.
@@ -137,10 +139,30 @@ class LowerToLoops(Pass):
         out_args = main.args[len(old.args):]
         direct = {}
         for position, value in enumerate(returned):
-            if isinstance(getattr(value, "op", None), FusedOp) and id(value) not in direct:
+            producer = getattr(value, "op", None)
+            if (isinstance(producer, FusedOp) or getattr(producer, "name", "") == "tensor.concat") \
+                    and id(value) not in direct:
                 direct[id(value)] = out_args[position]
         kernels = []
         body = main.body
+        slices = {}  # producer result -> (concat op, byte offset): written in place
+        for op in old.body.ops:
+            if op.name == "tensor.concat":
+                offset = 0
+                for value in op.operands:
+                    slices[id(value)] = (op, offset)
+                    offset += value.type.nbytes
+        concat_buffers = {}
+
+        def concat_buffer(concat) -> Value:
+            buffer = concat_buffers.get(id(concat))
+            if buffer is None:
+                buffer = direct.get(id(concat.results[0]))
+                if buffer is None:
+                    buffer = body.append(AllocOp.create([], [memref(concat.results[0].type)], loc=concat.loc)).result
+                concat_buffers[id(concat)] = buffer
+            return buffer
+
         for op in old.body.ops:
             if op.name == "tensor.constant":
                 weight = WeightOp.create([], [memref(op.result.type)], {"value": op.value}, loc=op.loc)
@@ -150,6 +172,8 @@ class LowerToLoops(Pass):
                 view = ViewOp.create([buffers[id(op.operands[0])]], [memref(op.result.type)], loc=op.loc)
                 body.append(view)
                 buffers[id(op.result)] = view.result
+            elif op.name == "tensor.concat":
+                buffers[id(op.result)] = concat_buffer(op)
             elif isinstance(op, FusedOp):
                 name = kernel_name(op, len(kernels))
                 kernel = lower_region(op, name)
@@ -157,7 +181,11 @@ class LowerToLoops(Pass):
                 outs = []
                 for result in op.results:
                     target = direct.get(id(result))
-                    if target is None:
+                    if id(result) in slices:
+                        concat, offset = slices[id(result)]
+                        target = body.append(ViewOp.create([concat_buffer(concat)], [memref(result.type)],
+                                                           {"offset": offset}, loc=op.loc)).result
+                    elif target is None:
                         target = body.append(AllocOp.create([], [memref(result.type)], loc=op.loc)).result
                     buffers[id(result)] = target
                     outs.append(target)

@@ -15,6 +15,29 @@ from .rewrite import constant_value
 NO_KERNEL = {"tensor.constant", "tensor.reshape"}
 
 
+def concat_in_place(op: Operation) -> bool:
+    """Whether a concat can be a view: its producers write straight into slices of its buffer.
+
+    Needs each operand to be a contiguous slice of the result (all dimensions
+    before the axis are 1), computed by a kernel, and used only here, once.
+    """
+    if op.name != "tensor.concat" or not op.results[0].type.is_static:
+        return False
+    shape = op.results[0].type.shape
+    axis = op.axis % len(shape)
+    if any(d != 1 for d in shape[:axis]):
+        return False
+    seen = set()
+    for value in op.operands:
+        producer = getattr(value, "op", None)
+        if producer is None or id(value) in seen or len(value.uses) != 1:
+            return False
+        if not isinstance(producer, (TensorOp, FusedOp)) or producer.name in NO_KERNEL | {"tensor.concat"}:
+            return False
+        seen.add(id(value))
+    return True
+
+
 def is_splat_constant(value) -> bool:
     data = constant_value(value)
     return data is not None and data.size >= 1 and bool((data.reshape(-1) == data.reshape(-1)[0]).all()) \
@@ -67,8 +90,9 @@ class OutlineKernels(Pass):
     """Wraps each tensor op outside a fused region into a ``kernel.fused`` of its own.
 
     This is the unfused schedule (one kernel per op) and the fallback for ops
-    that fusion left alone. Constants (weights) and reshapes (views) stay
-    outside: they need no kernel.
+    that fusion left alone. Constants (weights), reshapes (views) and concats
+    whose inputs can be written in place (``concat_in_place``) stay outside:
+    they need no kernel.
     """
 
     name = "outline-kernels"
@@ -76,5 +100,5 @@ class OutlineKernels(Pass):
     def run(self, module: Module) -> None:
         for func in module.funcs:
             for op in list(func.body.ops):
-                if isinstance(op, TensorOp) and op.name not in NO_KERNEL:
+                if isinstance(op, TensorOp) and op.name not in NO_KERNEL and not concat_in_place(op):
                     wrap_in_region([op], op.kind.value)
