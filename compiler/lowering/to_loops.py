@@ -184,7 +184,7 @@ class LowerToLoops(Pass):
                     if id(result) in slices:
                         concat, offset = slices[id(result)]
                         target = body.append(ViewOp.create([concat_buffer(concat)], [memref(result.type)],
-                                                           {"offset": offset}, loc=op.loc)).result
+                                                           {"offset": offset} if offset else {}, loc=op.loc)).result
                     elif target is None:
                         target = body.append(AllocOp.create([], [memref(result.type)], loc=op.loc)).result
                     buffers[id(result)] = target
