@@ -107,7 +107,10 @@ def lower(module: Module, options: Options, log=sys.stderr) -> tuple[Module, dic
     loops_phase = Options(**{**options.__dict__, "compile_to": "loops"})
     import fusecc.lowering  # noqa: F401
     from fusecc.passes import PassManager, parse_pipeline
-    PassManager(parse_pipeline(phase_pipelines(loops_phase.fuse)["loops"]), options.instrumentation).run(module)
+    from fusecc.codegen.target import preferred_vector_width
+    loops = phase_pipelines(loops_phase.fuse)["loops"].replace(
+        "lower-to-loops", f"lower-to-loops{{vector-width={preferred_vector_width()}}}", 1)
+    PassManager(parse_pipeline(loops), options.instrumentation).run(module)
     extents = {op.attr("callee"): op.attr("extent") for op in module.main.body.ops if op.name == "kernel.launch"}
     for kernel in info["kernels"]:
         kernel["extent"] = extents.get(kernel["name"], 0)

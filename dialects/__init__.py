@@ -1,3 +1,3 @@
 """Dialects: op declarations of the tensor (graph), kernel (fused region), loop, arith and math levels."""
 
-from . import arith, kernel, loop, math, tensor  # noqa: F401  (importing registers the ops)
+from . import arith, kernel, loop, math, tensor, vector  # noqa: F401  (importing registers the ops)

@@ -58,6 +58,7 @@ class YieldOp(KernelOp):
     """Ends a fused region, giving its results."""
 
     name = "kernel.yield"
+    side_effects = True
     num_results = 0
 
 
@@ -106,6 +107,7 @@ class CopyOp(KernelOp):
     """Copies a buffer into another of the same size (used when an output aliases an input)."""
 
     name = "kernel.copy"
+    side_effects = True
     num_operands = 2
     num_results = 0
 
@@ -114,6 +116,7 @@ class LaunchOp(KernelOp):
     """Runs kernel ``callee`` over outer iterations [0, extent) on its buffer operands."""
 
     name = "kernel.launch"
+    side_effects = True
     num_results = 0
     callee = attr(str)
     extent = attr(int)

@@ -27,6 +27,7 @@ class ForOp(LoopOp):
     """for (i = lo; i < hi; i += step) body(i); ``parallel`` marks the loop a runtime may split."""
 
     name = "loop.for"
+    side_effects = True
     num_operands = 2
     num_results = 0
     num_regions = 1
@@ -65,6 +66,7 @@ class StoreOp(LoopOp):
     """Writes a scalar to element ``index`` of a buffer."""
 
     name = "loop.store"
+    side_effects = True
     num_operands = 3
     num_results = 0
 

@@ -364,6 +364,31 @@ BitwiseOrOp = _binary("bitwise_or", "BitwiseOr", lambda s, a, b: a | b)
 BitwiseXorOp = _binary("bitwise_xor", "BitwiseXor", lambda s, a, b: a ^ b)
 
 
+class BitShiftOp(BinaryOp):
+    """Integer shifts (arithmetic right shifts for signed types). Shifting by a negative amount or
+    by the bit width or more gives what sign extension alone gives: -1 (right shift of a negative
+    value) or 0."""
+
+    name = "tensor.bitshift"
+    onnx = ("BitShift",)
+    direction = attr(("LEFT", "RIGHT"))
+
+    def verify_(self):
+        super().verify_()
+        dtype = self.in_types[0].dtype
+        if dtype.is_float or dtype is DType.I1:
+            raise self.error(f"expects integer operands, got {dtype}")
+
+    def fn(self, a, b):
+        bits = np.dtype(a.dtype).itemsize * 8
+        outside = (b >= bits) | (b < 0)
+        amount = np.where(outside, 0, b)
+        if self.direction == "LEFT":
+            return np.where(outside, 0, np.left_shift(a, amount))
+        fill = np.where(a < 0, -1, 0) if a.dtype.kind == "i" else 0
+        return np.where(outside, fill, np.right_shift(a, amount))
+
+
 class WhereOp(TensorOp):
     """out = cond ? x : y with three-way broadcasting."""
 
@@ -765,6 +790,38 @@ class MaxPoolOp(WindowOp):
         return [out[0] if isinstance(out, tuple) else out]
 
 
+class MaxPoolIndicesOp(MaxPoolOp):
+    """The Indices output of MaxPool: the flat position in the input of each window's (first) maximum."""
+
+    name = "tensor.max_pool_indices"
+    onnx = ()
+    storage_order = attr(int, 0)
+
+    def infer_types(self):
+        return [TensorType(super().infer_types()[0].shape, DType.I64)]
+
+    def reference(self, x):
+        strides, pads, dilations = self.window()
+        return [R.max_pool(x, kernel_shape=self.kernel_shape, strides=strides, pads=pads, dilations=dilations,
+                           ceil_mode=self.ceil_mode, storage_order=self.storage_order, return_indices=True)[1]]
+
+
+class LpPoolOp(WindowOp):
+    name = "tensor.lp_pool"
+    onnx = ("LpPool", "GlobalLpPool")
+    ceil_mode = attr(int, 0)
+    p = attr(int, 2)
+
+    def infer_types(self):
+        x = self.in_types[0]
+        return [TensorType(x.shape[:2] + self.spatial_out(x.shape[2:], self.ceil_mode), x.dtype)]
+
+    def reference(self, x):
+        strides, pads, dilations = self.window()
+        return [R.lp_pool(x, kernel_shape=self.kernel_shape, strides=strides, pads=pads, dilations=dilations,
+                          ceil_mode=self.ceil_mode, p=self.p)]
+
+
 class AveragePoolOp(WindowOp):
     name = "tensor.average_pool"
     onnx = ("AveragePool",)
@@ -1064,6 +1121,61 @@ class TileOp(TensorOp):
         return [np.tile(x, self.repeats)]
 
 
+class ResizeOp(TensorOp):
+    """ONNX Resize with its output ``sizes`` and per-axis ``scales`` resolved for every axis.
+
+    ``roi`` (every axis's start, then every axis's end) is only read by
+    coordinate_transformation_mode ``tf_crop_and_resize``. An axis whose size
+    and scale are unchanged (and whose roi is the whole axis) is passed through.
+    """
+
+    name = "tensor.resize"
+    kind = OpKind.COMPUTE
+    onnx = ("Resize", "Upsample")
+    sizes = attr([int])
+    scales = attr([float])
+    roi = attr([float], [])
+    mode = attr(("nearest", "linear", "cubic"), "nearest")
+    coordinate_transformation_mode = attr(("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel",
+                                           "align_corners", "asymmetric", "tf_crop_and_resize"), "half_pixel")
+    nearest_mode = attr(("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"), "round_prefer_floor")
+    cubic_coeff_a = attr(float, -0.75)
+    exclude_outside = attr(int, 0)
+    extrapolation_value = attr(float, 0.0)
+    antialias = attr(int, 0)
+
+    def verify_(self):
+        super().verify_()
+        rank = self.in_types[0].rank
+        if len(self.scales) != rank or (self.roi and len(self.roi) != 2 * rank):
+            raise self.error(f"needs {rank} scales and 0 or {2 * rank} roi values, got {self.scales}, {self.roi}")
+        if any(s <= 0 for s in self.scales):
+            raise self.error(f"scales {self.scales} must be positive")
+        if self.mode == "nearest" and self.antialias:
+            raise self.error("antialias applies to linear and cubic modes only")
+
+    def infer_types(self):
+        x = self.in_types[0]
+        if len(self.sizes) != x.rank or any(d <= 0 for d in self.sizes):
+            raise self.error(f"sizes {self.sizes} must give {x.rank} positive dimensions")
+        return [TensorType(tuple(self.sizes), x.dtype)]
+
+    def is_identity(self, axis: int) -> bool:
+        """Whether the axis is passed through unchanged (as the reference skips it)."""
+        rank = self.in_types[0].rank
+        size = self.in_types[0].shape[axis]
+        whole = (not self.roi or self.coordinate_transformation_mode != "tf_crop_and_resize"
+                 or (math.isclose(self.roi[axis], 0) and math.isclose(self.roi[rank + axis], 1)))
+        return self.sizes[axis] == size and math.isclose(self.scales[axis], 1.0) and whole
+
+    def reference(self, x):
+        return [R.resize_static(x, self.sizes, self.scales, self.roi or None, mode=self.mode,
+                                coordinate_transformation_mode=self.coordinate_transformation_mode,
+                                nearest_mode=self.nearest_mode, cubic_coeff_a=self.cubic_coeff_a,
+                                exclude_outside=self.exclude_outside, extrapolation_value=self.extrapolation_value,
+                                antialias=self.antialias)]
+
+
 class DepthToSpaceOp(TensorOp):
     name = "tensor.depth_to_space"
     kind = OpKind.INJECTIVE
@@ -1122,6 +1234,48 @@ class CumSumOp(TensorOp):
 
     def reference(self, x):
         return [R.cumsum(x, np.array(self.axis, dtype=np.int64), exclusive=self.exclusive, reverse=self.reverse)]
+
+
+class CumProdOp(TensorOp):
+    """Running products along ``axis``; like ``tensor.cumsum``, a reduction over that axis per element."""
+
+    name = "tensor.cumprod"
+    kind = OpKind.REDUCTION
+    onnx = ("CumProd",)
+    axis = attr(int)
+    exclusive = attr(int, 0)
+    reverse = attr(int, 0)
+
+    def reduced_axes(self) -> list[int]:
+        return [normalize_axis(self, self.axis, self.in_types[0].rank)]
+
+    def infer_types(self):
+        return [self.in_types[0]]
+
+    def reference(self, x):
+        return [R.cumprod(x, np.array(self.axis, dtype=np.int64), exclusive=self.exclusive, reverse=self.reverse)]
+
+
+class ReverseSequenceOp(TensorOp):
+    """Reverses the first ``sequence_lens[b]`` steps along ``time_axis`` of each batch entry."""
+
+    name = "tensor.reverse_sequence"
+    kind = OpKind.INJECTIVE
+    arity = (2, 2)
+    onnx = ("ReverseSequence",)
+    batch_axis = attr(int, 1)
+    time_axis = attr(int, 0)
+
+    def infer_types(self):
+        x, lens = self.in_types
+        if sorted((self.batch_axis, self.time_axis)) != [0, 1] or x.rank < 2:
+            raise self.error(f"batch_axis and time_axis must be 0 and 1 of a rank >= 2 input, got {x}")
+        if lens.rank != 1 or lens.dtype is not DType.I64:
+            raise self.error(f"sequence_lens must be a vector of i64, got {lens}")
+        return [x]
+
+    def reference(self, x, lens):
+        return [R.reverse_sequence(x, lens, batch_axis=self.batch_axis, time_axis=self.time_axis)]
 
 
 class OneHotOp(TensorOp):

@@ -53,6 +53,7 @@ __all__ = [
     "conv_transpose",
     "max_pool",
     "average_pool",
+    "lp_pool",
     "global_average_pool",
     "global_max_pool",
     "lrn",
@@ -75,8 +76,11 @@ __all__ = [
     "scatter_nd",
     "pad",
     "resize",
+    "resize_static",
     "topk",
     "cumsum",
+    "cumprod",
+    "reverse_sequence",
     "depth_to_space",
     "space_to_depth",
     "one_hot",
@@ -467,6 +471,16 @@ def average_pool(
         cnt = ((pos >= lo) & (pos < hi)).sum(axis=1).astype(xa.dtype)
         count = count[..., None] * cnt if count.ndim else cnt
     return (total / count).astype(dtype, copy=False)
+
+
+def lp_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=None, p=2, pads=None, strides=None):
+    """ONNX LpPool: ``(sum |x|^p) ** (1/p)`` over the taps of each window inside the input."""
+    x = np.asarray(x)
+    nd, ks, strides, dilations, pads, out = _pool_geometry(x, auto_pad, ceil_mode, dilations, kernel_shape, pads, strides)
+    xa = _as_acc(x)
+    win = _window_view(np.abs(xa) ** p, pads[:nd], out, ks, strides, dilations, 0)
+    total = win.sum(axis=tuple(range(2 + nd, 2 + 2 * nd)))
+    return (total ** (1.0 / p)).astype(x.dtype, copy=False)
 
 
 def global_average_pool(x):
@@ -888,6 +902,35 @@ def cumsum(x, axis, *, exclusive=0, reverse=0):
     return np.ascontiguousarray(y).astype(x.dtype, copy=False)
 
 
+def cumprod(x, axis, *, exclusive=0, reverse=0):
+    """ONNX CumProd: running products along ``axis`` (exclusive: starting from 1)."""
+    x = np.asarray(x)
+    ax = _norm_axis(_scalar_int(axis), x.ndim)
+    acc = np.float64 if _is_float(x.dtype) else x.dtype
+    xa = np.flip(x, ax) if reverse else x
+    y = np.cumprod(xa, axis=ax, dtype=acc)
+    if exclusive and y.shape[ax] > 0:
+        one_shape = y.shape[:ax] + (1,) + y.shape[ax + 1 :]
+        head = (_py_slice(None),) * ax + (_py_slice(0, -1),)
+        y = np.concatenate([np.ones(one_shape, dtype=y.dtype), y[head]], axis=ax)
+    if reverse:
+        y = np.flip(y, ax)
+    return np.ascontiguousarray(y).astype(x.dtype, copy=False)
+
+
+def reverse_sequence(x, sequence_lens, *, batch_axis=1, time_axis=0):
+    """ONNX ReverseSequence: the first ``sequence_lens[b]`` steps of each batch entry reversed."""
+    x = np.asarray(x)
+    y = x.copy()
+    lens = np.asarray(sequence_lens).astype(np.int64)
+    for b, length in enumerate(lens):
+        index = [_py_slice(None)] * x.ndim
+        index[batch_axis] = b
+        index[time_axis] = _py_slice(0, int(length))
+        y[tuple(index)] = np.flip(x[tuple(index)], axis=time_axis - (time_axis > batch_axis))
+    return y
+
+
 def range_(start, limit, delta, *, stash_type=1):
     """ONNX Range: ``max(ceil((limit - start) / delta), 0)`` elements ``start + i*delta``.
     Floats are computed in float64, ints in int64, then cast to the input dtype."""
@@ -1035,12 +1078,32 @@ def resize(
     else:
         raise ValueError("Resize needs 'scales' or 'sizes'")
 
+    full_sizes, full_scales = list(x.shape), [1.0] * r
+    full_roi = [0.0] * r + [1.0] * r
+    for j, a in enumerate(ax):
+        full_sizes[a], full_scales[a] = out_sizes[j], scl[j]
+        if roi_v is not None:
+            full_roi[a], full_roi[r + a] = roi_v[j], roi_v[na + j]
+    return resize_static(x, full_sizes, full_scales, full_roi if roi_v is not None else None, mode=mode,
+                         coordinate_transformation_mode=ctm, nearest_mode=nearest_mode, cubic_coeff_a=cubic_coeff_a,
+                         exclude_outside=exclude_outside, extrapolation_value=extrapolation_value, antialias=antialias)
+
+
+def resize_static(x, sizes, scales, roi=None, *, mode="nearest", coordinate_transformation_mode="half_pixel",
+                  nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
+                  extrapolation_value=0.0, antialias=0):
+    """Resize with the output ``sizes`` and per-axis ``scales`` resolved for every axis (what
+    ``resize`` computes from its inputs); ``roi`` holds every axis's start, then every axis's end."""
+    x = np.asarray(x)
+    dtype = x.dtype
+    r = x.ndim
+    mode, ctm, nearest_mode = _str(mode), _str(coordinate_transformation_mode), _str(nearest_mode)
     if mode == "nearest" and antialias:
         raise ValueError("antialias is not supported with mode='nearest'")
     y = x if mode == "nearest" else x.astype(np.float64)
-    for j, a in enumerate(ax):
-        in_len, out_len, scale = x.shape[a], out_sizes[j], scl[j]
-        roi_pair = (roi_v[j], roi_v[na + j]) if roi_v is not None else (0.0, 1.0)
+    for a in range(r):
+        in_len, out_len, scale = x.shape[a], int(sizes[a]), float(scales[a])
+        roi_pair = (float(roi[a]), float(roi[r + a])) if roi is not None else (0.0, 1.0)
         if out_len == in_len and math.isclose(scale, 1.0) and (
             ctm != "tf_crop_and_resize" or (math.isclose(roi_pair[0], 0) and math.isclose(roi_pair[1], 1))
         ):

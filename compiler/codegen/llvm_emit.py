@@ -17,7 +17,7 @@ import numpy as np
 from llvmlite import ir
 
 from fusecc.ir.core import FuncOp, IRError, Module, Operation, Value
-from fusecc.ir.types import DType, MemRefType, ScalarType
+from fusecc.ir.types import DType, MemRefType, ScalarType, VectorType
 
 ENTRY = "fusecc_main"
 ALIGN = 64
@@ -41,6 +41,12 @@ _LIBM = {"erf": "erf", "log1p": "log1p", "expm1": "expm1", "asinh": "asinh", "ac
 
 def scalar_type(dtype: DType) -> ir.Type:
     return _SCALAR[dtype]
+
+
+def value_type(t) -> ir.Type:
+    if isinstance(t, VectorType):
+        return ir.VectorType(_SCALAR[t.dtype], t.shape[0])
+    return _SCALAR[t.dtype]
 
 
 def memory_type(dtype: DType) -> ir.Type:
@@ -186,7 +192,10 @@ def _store(fe, op):
 
 def _alloca(fe, op):
     t = op.result.type
-    fe.set(op, fe.alloca(memory_type(t.dtype), t.num_elements))
+    slot = fe.alloca(memory_type(t.dtype), t.num_elements)
+    slot.align = 64 if t.num_elements > 1 else None
+    slot.type = PTR  # an opaque pointer, like every other buffer (vectors are stored through it too)
+    fe.set(op, slot)
 
 
 def _constant(fe, op):
@@ -308,7 +317,63 @@ _BINARY = {
     "arith.shrsi": lambda fe, a, b: fe.builder.ashr(a, b), "arith.shrui": lambda fe, a, b: fe.builder.lshr(a, b),
 }
 
+def _lane_mask(vector_type: ir.VectorType, lanes: int) -> ir.Constant:
+    return ir.Constant(ir.VectorType(I1, vector_type.count), [i < lanes for i in range(vector_type.count)])
+
+
+def _masked(fe, name: str, vector_type: ir.VectorType, return_type, arg_types) -> ir.Function:
+    full = f"llvm.masked.{name}.v{vector_type.count}{vector_type.element.intrinsic_name}.p0"
+    return fe.module.globals.get(full) or ir.Function(fe.module, ir.FunctionType(return_type, arg_types), name=full)
+
+
+def _vector_load(fe, op):
+    ptr = _element_ptr(fe, op.operands[0], op.operands[1])
+    vector_type = value_type(op.result.type)
+    align = op.result.type.dtype.itemsize
+    lanes = op.attr("lanes", 0)
+    if lanes and lanes < vector_type.count:
+        fn = _masked(fe, "load", vector_type, vector_type, [PTR, I32, ir.VectorType(I1, vector_type.count),
+                                                             vector_type])
+        fe.set(op, fe.builder.call(fn, [ptr, ir.Constant(I32, align), _lane_mask(vector_type, lanes),
+                                        ir.Constant(vector_type, None)]))
+    else:
+        fe.set(op, fe.builder.load(ptr, typ=vector_type, align=align))
+
+
+def _vector_store(fe, op):
+    value, buffer, index = op.operands
+    ptr = _element_ptr(fe, buffer, index)
+    align = buffer.type.dtype.itemsize
+    vector_type = value_type(value.type)
+    lanes = op.attr("lanes", 0)
+    if lanes and lanes < vector_type.count:
+        fn = _masked(fe, "store", vector_type, ir.VoidType(), [vector_type, PTR, I32,
+                                                               ir.VectorType(I1, vector_type.count)])
+        fe.builder.call(fn, [fe[value], ptr, ir.Constant(I32, align), _lane_mask(vector_type, lanes)])
+    else:
+        fe.builder.store(fe[value], ptr, align=align)
+
+
+def _vector_broadcast(fe, op):
+    vector_type = value_type(op.result.type)
+    lanes = vector_type.count
+    single = fe.builder.insert_element(ir.Constant(vector_type, ir.Undefined), fe[op.operands[0]],
+                                       ir.Constant(I32, 0))
+    fe.set(op, fe.builder.shuffle_vector(single, ir.Constant(vector_type, ir.Undefined),
+                                         ir.Constant(ir.VectorType(I32, lanes), [0] * lanes)))
+
+
+def _vector_fma(fe, op):
+    vector_type = value_type(op.result.type)
+    name = f"llvm.fma.v{vector_type.count}{vector_type.element.intrinsic_name}"
+    fn = fe.module.globals.get(name) or ir.Function(fe.module, ir.FunctionType(vector_type, [vector_type] * 3),
+                                                    name=name)
+    fe.set(op, fe.builder.call(fn, [fe[v] for v in op.operands]))
+
+
 _HANDLERS = {
+    "vector.load": _vector_load, "vector.store": _vector_store, "vector.broadcast": _vector_broadcast,
+    "vector.fma": _vector_fma,
     "loop.for": _for, "loop.load": _load, "loop.store": _store, "loop.alloca": _alloca,
     "arith.constant": _constant, "arith.cmpf": _cmp, "arith.cmpi": _cmp, "arith.select": _select,
     "arith.cast": _cast, "func.return": lambda fe, op: None,

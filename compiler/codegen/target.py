@@ -602,3 +602,13 @@ def incbin_ir_declarations(symbol: str, align: int = 64) -> str:
         raise ValueError(f"invalid symbol name {symbol!r}")
     return (f"@{symbol} = external hidden global [0 x i8], align {align}\n"
             f"@{symbol}_end = external hidden global [0 x i8]\n")
+
+
+def preferred_vector_width(dtype_bytes: int = 4) -> int:
+    """Lanes of the widest SIMD register the target has, for elements of ``dtype_bytes``."""
+    features = host_cpu_features()
+    if "+avx512f" in features:
+        return 64 // dtype_bytes
+    if "+avx" in features or not features:
+        return 32 // dtype_bytes
+    return 16 // dtype_bytes

@@ -30,9 +30,10 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 from fusecc.dialects import tensor as T
 from fusecc.ir import DenseAttr, DType, FuncOp, Module, OpResult, ReturnOp, TensorType, Value, VerifyError
 
-from .onnx_ops import CONVERTERS, dense
+from .onnx_ops import CONVERTERS, UNSUPPORTED, dense
 
-#: the oldest default-domain opset accepted
+#: the oldest default-domain opset whose op definitions fusecc implements; a model with an older
+#: opset is accepted when each of its ops is still defined as in this one
 MIN_OPSET = 7
 #: every converter has been checked against the versions of its op up to this opset: a node whose
 #: op has a newer version (a newer onnx package) is rejected rather than given the old semantics
@@ -268,10 +269,10 @@ class _Importer:
         if self.opset is None:
             raise FrontendError("the ONNX model does not import the default opset (domain '' or 'ai.onnx')")
         newest = onnx.defs.onnx_opset_version()
-        if not MIN_OPSET <= self.opset <= newest:
-            raise FrontendError(f"the ONNX model uses opset {self.opset}; fusecc supports opsets "
-                                f"{MIN_OPSET} to {newest} of the default domain (the newest the installed "
-                                f"onnx {onnx.__version__} knows)")
+        if not 1 <= self.opset <= newest:
+            raise FrontendError(f"the ONNX model uses opset {self.opset}; fusecc supports opsets up to "
+                                f"{newest} of the default domain (the newest the installed onnx "
+                                f"{onnx.__version__} knows)")
         graph = self.graph
         for tensor in graph.initializer:
             array = self.tensor_array(tensor, lambda m, n=tensor.name: FrontendError(f"ONNX initializer '{n}': {m}"))
@@ -374,9 +375,10 @@ class _Importer:
         label = label or node.name or f"<unnamed #{index}>"
         fn = CONVERTERS.get(node.op_type) if domain == "" else None
         if fn is None:
+            why = UNSUPPORTED.get(node.op_type) if domain == "" else None
             raise FrontendError(f"unsupported ONNX op '{node.op_type}' (domain '{domain}', opset "
-                                f"{self.opsets.get(domain, '?') if domain else opset}) at node '{label}'; "
-                                "run 'fusecc --list-ops' for the supported ops")
+                                f"{self.opsets.get(domain, '?') if domain else opset}) at node '{label}'"
+                                + (f": {why}" if why else "; run 'fusecc --list-ops' for the supported ops"))
         ctx = NodeContext(self, node, index, opset, self.op_version(node, opset, label), label, loc)
         for name in node.input:
             if name and name not in self.values and name not in self.pending:
@@ -479,6 +481,14 @@ class _Importer:
         if version > REVIEWED_OPSET:
             raise FrontendError(f"{where}: {node.op_type}-{version} is newer than the versions fusecc "
                                 f"implements (checked up to opset {REVIEWED_OPSET})")
+        if opset < MIN_OPSET:
+            try:
+                current = onnx.defs.get_schema(node.op_type, MIN_OPSET, "").since_version
+            except onnx.defs.SchemaError:
+                current = None
+            if current != version:
+                raise FrontendError(f"{where}: {node.op_type}-{version} predates opset {MIN_OPSET}, the oldest "
+                                    "fusecc supports (it differs from the op's definition there)")
         return version
 
     # --- values and constants -------------------------------------------------------------

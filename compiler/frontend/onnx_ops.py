@@ -55,6 +55,10 @@ def ints(array) -> list[int]:
     return [int(v) for v in np.asarray(array).reshape(-1)]
 
 
+def floats(array) -> list[float]:
+    return [float(v) for v in np.asarray(array).reshape(-1)]
+
+
 def scalar(ctx: "NodeContext", array, what: str):
     """The single element of a constant input as a Python number."""
     array = np.asarray(array)
@@ -169,12 +173,25 @@ def identity(ctx):
 
 @converter("Dropout")
 def dropout(ctx):
-    if ctx.output_used(1):
-        raise ctx.error("its mask output (output #1) is used; only inference Dropout (output #0) is supported")
+    """Inference Dropout passes its input through, with a mask of all ones.
+
+    Training mode drops elements at random, which fusecc does not do; it is only
+    accepted with ratio 0, where it drops nothing.
+    """
     if ctx.version >= 12 and ctx.has_input(2):
         if scalar(ctx, ctx.const(2, "training_mode"), "training_mode"):
-            raise ctx.error("training_mode=1 is not supported; fusecc imports models for inference")
-    return [ctx.input(0)]
+            ratio = ctx.const(1, "ratio")
+            if ratio is None or scalar(ctx, ratio, "ratio") != 0:
+                raise ctx.error("training_mode=1 drops elements at random, which fusecc does not do "
+                                "(only ratio=0 is accepted in training mode)")
+    x = ctx.input(0)
+    if not ctx.output_used(1):
+        return [x]
+    if not x.type.is_static:
+        raise ctx.need_static(0, "Dropout's mask output")
+    mask_dtype = np.bool_ if ctx.version >= 10 else x.type.dtype.numpy
+    one = np.ones(1, dtype=mask_dtype)
+    return [x] + ctx.build(T.ConstantOfShapeOp, [], {"shape": list(x.type.shape), "value": dense(one)})
 
 
 @converter("Cast")
@@ -366,6 +383,78 @@ def tile(ctx):
     return ctx.build(T.TileOp, [ctx.input(0)], {"repeats": ints(ctx.const(1, "repeats", required=True))})
 
 
+@converter("Resize")
+def resize(ctx):
+    """Resolves scales or sizes (with ``axes`` and keep_aspect_ratio_policy) to every axis's size and scale."""
+    x = ctx.input_type(0)
+    if None in x.shape:
+        raise ctx.need_static(0, "Resize")
+    if ctx.version < 11:
+        return _resize(ctx, floats(ctx.const(1, "scales", required=True)), {"mode": ctx.attr("mode", "nearest")})
+    rank = x.rank
+    axes = normalize_axes(ctx, ctx.attr("axes") or list(range(rank)), rank)
+    attrs = {name: ctx.attr(name) for name in ("mode", "coordinate_transformation_mode", "nearest_mode",
+                                               "cubic_coeff_a", "exclude_outside", "extrapolation_value",
+                                               "antialias") if ctx.attr(name) is not None}
+    scales, sizes = ctx.const(2, "scales"), ctx.const(3, "sizes")
+    scales = None if scales is None or scales.size == 0 else floats(scales)
+    sizes = None if sizes is None or sizes.size == 0 else ints(sizes)
+    if (scales is None) == (sizes is None):
+        raise ctx.error("exactly one of 'scales' and 'sizes' must be given")
+    given = scales or sizes
+    if len(given) != len(axes):
+        raise ctx.error(f"{'scales' if scales else 'sizes'} {given} must have one entry per axis of {axes}")
+    full_scales, full_sizes = [1.0] * rank, list(x.shape)
+    in_shape = [x.shape[a] for a in axes]
+    if scales is not None:
+        picked = scales
+        out = [int(math.floor(s * d)) for s, d in zip(scales, in_shape)]
+    else:
+        factors = [o / d for o, d in zip(sizes, in_shape)]
+        policy = ctx.attr("keep_aspect_ratio_policy", "stretch")
+        if policy == "stretch":
+            picked, out = factors, sizes
+        elif policy in ("not_larger", "not_smaller"):
+            common = min(factors) if policy == "not_larger" else max(factors)
+            picked, out = [common] * len(axes), [int(common * d + 0.5) for d in in_shape]
+        else:
+            raise ctx.error(f"unknown keep_aspect_ratio_policy '{policy}'")
+    for j, a in enumerate(axes):
+        full_scales[a], full_sizes[a] = picked[j], out[j]
+    if attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize":
+        roi = ctx.const(1, "roi", required=True)
+        roi = floats(roi)
+        if len(roi) != 2 * len(axes):
+            raise ctx.error(f"roi {roi} must have two entries per axis of {axes}")
+        attrs["roi"] = [0.0] * rank + [1.0] * rank
+        for j, a in enumerate(axes):
+            attrs["roi"][a], attrs["roi"][rank + a] = roi[j], roi[len(axes) + j]
+    return ctx.build(T.ResizeOp, [ctx.input(0)], {**attrs, "scales": full_scales, "sizes": full_sizes})
+
+
+@converter("Upsample")
+def upsample(ctx):
+    scales = ctx.attr("scales") if ctx.version < 9 else floats(ctx.const(1, "scales", required=True))
+    if scales is None:
+        raise ctx.error("missing attribute 'scales'")
+    if None in ctx.input_type(0).shape:
+        raise ctx.need_static(0, "Upsample")
+    return _resize(ctx, list(scales), {"mode": ctx.attr("mode", "nearest")})
+
+
+def _resize(ctx, scales, attrs):
+    """Resize-10 and Upsample: output floor(size * scale), asymmetric coordinates, nearest rounds down."""
+    x = ctx.input_type(0)
+    if len(scales) != x.rank:
+        raise ctx.error(f"scales {scales} must have {x.rank} entries")
+    if attrs["mode"] not in ("nearest", "linear"):
+        raise ctx.error(f"unknown mode '{attrs['mode']}'")
+    sizes = [int(math.floor(s * d)) for s, d in zip(scales, x.shape)]
+    return ctx.build(T.ResizeOp, [ctx.input(0)], {**attrs, "scales": [float(s) for s in scales], "sizes": sizes,
+                                                   "coordinate_transformation_mode": "asymmetric",
+                                                   "nearest_mode": "floor"})
+
+
 @converter("OneHot")
 def one_hot(ctx):
     depth = scalar(ctx, ctx.const(1, "depth", required=True), "depth")
@@ -380,11 +469,12 @@ def trilu(ctx):
     return ctx.build(T.TriluOp, [ctx.input(0)], {"upper": ctx.attr("upper", 1), "k": k})
 
 
-@converter("CumSum")
-def cumsum(ctx):
+@converter("CumSum", "CumProd")
+def cumulative(ctx):
+    cls = T.CumSumOp if ctx.op_type == "CumSum" else T.CumProdOp
     axis = int(scalar(ctx, ctx.const(1, "axis", required=True), "axis"))
-    return ctx.build(T.CumSumOp, [ctx.input(0)], {"axis": axis, "exclusive": ctx.attr("exclusive", 0),
-                                                  "reverse": ctx.attr("reverse", 0)})
+    return ctx.build(cls, [ctx.input(0)], {"axis": axis, "exclusive": ctx.attr("exclusive", 0),
+                                           "reverse": ctx.attr("reverse", 0)})
 
 
 @converter("Scatter")
@@ -442,17 +532,16 @@ def mean(ctx):
 
 @converter("Pow")
 def pow_(ctx):
-    """Since opset 12 the exponent may have another dtype; it is cast to the base's.
+    """Since opset 12 the exponent may have another dtype.
 
-    That cast is exact for integer exponents of a float base; a float exponent of an
-    integer base is only accepted when it is a constant holding whole numbers.
+    An integer exponent of a float base is cast to the base's type (exactly); a float
+    exponent of an integer base is computed in float64 and truncated back to the
+    base's type, as numpy's ``power(...).astype`` does.
     """
     base, exponent = ctx.input_type(0), ctx.input_type(1)
     if not base.dtype.is_float and exponent.dtype.is_float:
-        values = ctx.const(1, "exponent") if ctx.is_constant(1) else None
-        if values is None or not np.all(np.mod(values, 1) == 0):
-            raise ctx.error(f"a {exponent.dtype} exponent of an integer ({base.dtype}) base is only supported "
-                            "when it is a constant holding whole numbers")
+        values = [_cast(ctx, ctx.input(i), DType.F64) for i in (0, 1)]
+        return [_cast(ctx, ctx.build(T.PowOp, values)[0], base.dtype)]
     return ctx.build(T.PowOp, [ctx.input(0), _cast(ctx, ctx.input(1), base.dtype)])
 
 
@@ -547,11 +636,107 @@ def batch_norm(ctx):
 
 @converter("LayerNormalization")
 def layer_norm(ctx):
-    for index in (1, 2):
-        if ctx.output_used(index):
-            raise ctx.error(f"output #{index} (Mean or InvStdDev) is used; only output #0 is supported")
-    return ctx.build(T.LayerNormOp, ctx.inputs(),
-                     {"axis": ctx.attr("axis", -1), "epsilon": ctx.attr("epsilon", 1e-5)})
+    """One ``tensor.layer_normalization``; when the Mean or InvStdDev output is used, the ops it stands for.
+
+    The statistics are computed in float32 (``stash_type`` 1, the default) or in the
+    input's type (``stash_type`` 0 or a float64 input), as ONNX's function body does.
+    """
+    axis, epsilon = ctx.attr("axis", -1), ctx.attr("epsilon", 1e-5)
+    if not (ctx.output_used(1) or ctx.output_used(2)):
+        return ctx.build(T.LayerNormOp, ctx.inputs(), {"axis": axis, "epsilon": epsilon})
+    x = ctx.input(0)
+    rank = x.type.rank
+    axes = list(range(normalize_axes(ctx, [axis], rank)[0], rank))
+    stash = DType.F32 if ctx.attr("stash_type", 1) == 1 and x.type.dtype is not DType.F64 else x.type.dtype
+    wide = _cast(ctx, x, stash)
+    mean = ctx.build(T.ReduceMeanOp, [wide], {"axes": axes, "keepdims": 1})[0]
+    centered = ctx.build(T.SubOp, [wide, mean])[0]
+    variance = ctx.build(T.ReduceMeanOp, [ctx.build(T.MulOp, [centered, centered])[0]], {"axes": axes,
+                                                                                        "keepdims": 1})[0]
+    shifted = ctx.build(T.AddOp, [variance, ctx.constant(np.array(epsilon, dtype=stash.numpy))])[0]
+    inv_std = ctx.build(T.ReciprocalOp, [ctx.build(T.SqrtOp, [shifted])[0]])[0]
+    normed = _cast(ctx, ctx.build(T.MulOp, [centered, inv_std])[0], x.type.dtype)
+    y = ctx.build(T.MulOp, [normed, ctx.input(1)])[0]
+    if ctx.has_input(2):
+        y = ctx.build(T.AddOp, [y, ctx.input(2)])[0]
+    return [y, mean, inv_std]
+
+
+@converter("LpNormalization")
+def lp_normalization(ctx):
+    """x / ||x||_p along ``axis`` (p 1 or 2); where the norm is 0 the result is 0."""
+    p, axis = ctx.attr("p", 2), ctx.attr("axis", -1)
+    if p not in (1, 2):
+        raise ctx.error(f"p={p}; only 1 and 2 are defined")
+    x = ctx.input(0)
+    axes = normalize_axes(ctx, [axis], x.type.rank)
+    cls = T.ReduceL1Op if p == 1 else T.ReduceL2Op
+    norm = ctx.build(cls, [x], {"axes": axes, "keepdims": 1})[0]
+    zero = ctx.constant(np.array(0, dtype=x.type.dtype.numpy))
+    quotient = ctx.build(T.DivOp, [x, norm])[0]
+    return ctx.build(T.WhereOp, [ctx.build(T.EqualOp, [norm, zero])[0], zero, quotient])
+
+
+@converter("EyeLike")
+def eye_like(ctx):
+    """Ones on diagonal ``k`` of a matrix shaped like the input: a constant, whatever the input holds."""
+    x = ctx.input_type(0)
+    if x.rank != 2 or None in x.shape:
+        raise ctx.need_static(0, "EyeLike") if x.rank == 2 else ctx.error(f"expects a 2-D input, got {x}")
+    code = ctx.attr("dtype")
+    dtype = x.dtype if code is None else ctx.onnx_dtype(code, "attribute 'dtype'")
+    return [ctx.constant(np.eye(x.shape[0], x.shape[1], ctx.attr("k", 0), dtype=dtype.numpy))]
+
+
+WINDOWS = {
+    "HannWindow": lambda n, size: np.sin(n * np.pi / size) ** 2,
+    "HammingWindow": lambda n, size: 25.0 / 46.0 - np.cos(n * np.pi * 2 / size) * (1 - 25.0 / 46.0),
+    "BlackmanWindow": lambda n, size: 0.42 - 0.5 * np.cos(n * np.pi * 2 / size) + 0.08 * np.cos(n * np.pi * 4 / size),
+}
+
+
+@converter(*WINDOWS)
+def window(ctx):
+    """A window function of ``size`` points: a constant of that size."""
+    size = int(scalar(ctx, ctx.const(0, "size", required=True), "size"))
+    if size < 0:
+        raise ctx.error(f"size {size} must not be negative")
+    dtype = ctx.onnx_dtype(ctx.attr("output_datatype", 1), "attribute 'output_datatype'")
+    period = size if ctx.attr("periodic", 1) else size - 1
+    values = WINDOWS[ctx.op_type](np.arange(size, dtype=np.float64), period) if size else np.zeros(0)
+    return [ctx.constant(values.astype(dtype.numpy))]
+
+
+@converter("Compress")
+def compress(ctx):
+    """A Gather of the positions ``condition`` selects; ``condition`` sets the output shape, so it must be known."""
+    condition = ctx.const(1, "condition", required=True).reshape(-1).astype(bool)
+    x = ctx.input(0)
+    axis = ctx.attr("axis")
+    if axis is None:
+        if not x.type.is_static:
+            raise ctx.need_static(0, "Compress without axis")
+        x, axis = reshape(ctx, x, [x.type.num_elements]), 0
+    axis = normalize_axes(ctx, [axis], x.type.rank)[0]
+    size = x.type.shape[axis]
+    if size is not None and condition.size > size:
+        raise ctx.error(f"condition has {condition.size} entries, more than axis {axis} ({size})")
+    positions = np.nonzero(condition)[0].astype(np.int64)
+    return ctx.build(T.GatherOp, [x, ctx.constant(positions)], {"axis": axis})
+
+
+@converter("MatMulInteger")
+def matmul_integer(ctx):
+    """(A - a_zero_point) @ (B - b_zero_point) in int32; A's zero point is per row, B's per column."""
+    a, b = (_cast(ctx, ctx.input(i), DType.I32) for i in (0, 1))
+    if ctx.has_input(2):
+        zero = _cast(ctx, ctx.input(2), DType.I32)
+        if zero.type.rank == 1 and zero.type.shape != (1,):
+            zero = reshape(ctx, zero, list(zero.type.shape) + [1])
+        a = ctx.build(T.SubOp, [a, zero])[0]
+    if ctx.has_input(3):
+        b = ctx.build(T.SubOp, [b, _cast(ctx, ctx.input(3), DType.I32)])[0]
+    return ctx.build(T.MatMulOp, [a, b])
 
 
 # --------------------------------------------------------------------------------------
@@ -648,10 +833,8 @@ def conv_transpose(ctx):
     return ctx.build(T.ConvTransposeOp, ctx.inputs(), attrs)
 
 
-@converter("MaxPool", "AveragePool")
+@converter("MaxPool", "AveragePool", "LpPool")
 def pool(ctx):
-    if ctx.op_type == "MaxPool" and ctx.output_used(1):
-        raise ctx.error("its Indices output (output #1) is used; only output #0 is supported")
     kernel = ctx.attr("kernel_shape")
     if kernel is None:
         raise ctx.error("missing attribute 'kernel_shape'")
@@ -662,7 +845,32 @@ def pool(ctx):
     if ctx.op_type == "AveragePool":
         attrs["count_include_pad"] = ctx.attr("count_include_pad", 0)
         return ctx.build(T.AveragePoolOp, [ctx.input(0)], attrs)
-    return ctx.build(T.MaxPoolOp, [ctx.input(0)], attrs)
+    if ctx.op_type == "LpPool":
+        return ctx.build(T.LpPoolOp, [ctx.input(0)], {**attrs, "p": _lp_order(ctx)})
+    values = ctx.build(T.MaxPoolOp, [ctx.input(0)], attrs)
+    if not ctx.output_used(1):
+        return values
+    order = ctx.attr("storage_order", 0)
+    return values + ctx.build(T.MaxPoolIndicesOp, [ctx.input(0)], {**attrs, "storage_order": order})
+
+
+@converter("GlobalLpPool")
+def global_lp_pool(ctx):
+    x = ctx.input_type(0)
+    if x.rank < 3 or None in x.shape[2:]:
+        raise ctx.need_static(0, "GlobalLpPool")
+    return ctx.build(T.LpPoolOp, [ctx.input(0)], {"kernel_shape": list(x.shape[2:]), "p": _lp_order(ctx)})
+
+
+def _lp_order(ctx) -> int:
+    p = ctx.attr("p", 2)
+    if isinstance(p, float):  # LpPool-1 declared p as a float
+        if p != int(p):
+            raise ctx.error(f"p={p} must be a whole number")
+        p = int(p)
+    if p < 1:
+        raise ctx.error(f"p={p} must be at least 1")
+    return p
 
 
 @converter("Gemm")
@@ -678,7 +886,7 @@ def gemm(ctx):
 #: tensor ops (beyond the unary and binary elementwise ones) whose ONNX form maps field by field
 GENERIC = ("MatMul", "Where", "Concat", "Gather", "ArgMax", "ArgMin", "LRN", "InstanceNormalization",
            "RMSNormalization", "Einsum", "DepthToSpace", "SpaceToDepth", "GatherElements", "GatherND",
-           "ScatterElements", "ScatterND")
+           "ScatterElements", "ScatterND", "ReverseSequence")
 
 
 def _register_generic() -> None:
@@ -694,12 +902,28 @@ _register_generic()
 # --------------------------------------------------------------------------------------
 # Ops imported through their ONNX function body
 # --------------------------------------------------------------------------------------
-#: ops that ONNX defines by a function body of other ops, which fusecc imports node by node
-FUNCTION_OPS = ("Attention", "NegativeLogLikelihoodLoss", "SoftmaxCrossEntropyLoss", "CenterCropPad",
-                "GroupNormalization", "MeanVarianceNormalization", "Swish", "RotaryEmbedding", "SwiGLU",
-                "AffineGrid", "LinearAttention", "CausalConvWithState")
+#: ops that ONNX defines by a function body of other ops, which fusecc imports node by node -> the inputs
+#: that decide shapes in the body (they must be constants, like a Reshape's shape)
+FUNCTION_OPS = {"Attention": {}, "NegativeLogLikelihoodLoss": {}, "SoftmaxCrossEntropyLoss": {},
+                "CenterCropPad": {1: "shape"}, "GroupNormalization": {}, "MeanVarianceNormalization": {},
+                "Swish": {}, "RotaryEmbedding": {}, "SwiGLU": {}, "CausalConvWithState": {}}
 
 
 @converter(*FUNCTION_OPS)
 def function_op(ctx):
+    for index, what in FUNCTION_OPS[ctx.op_type].items():
+        ctx.const(index, what, required=True)
     return ctx.expand_function()
+
+
+#: ONNX ops fusecc does not convert, and why (named in the error)
+UNSUPPORTED = {
+    **dict.fromkeys(("NonZero", "Unique", "NonMaxSuppression", "StringSplit"),
+                    "its output shape depends on the input values, and fusecc compiles static shapes"),
+    **dict.fromkeys(("If", "Loop", "Scan"), "control flow (subgraphs) is not supported"),
+    **dict.fromkeys(("RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Bernoulli",
+                     "Multinomial"), "fusecc does not generate random numbers"),
+    **dict.fromkeys(("SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert",
+                     "SequenceLength", "SequenceMap", "SplitToSequence", "ConcatFromSequence", "Optional",
+                     "OptionalGetElement", "OptionalHasElement"), "only tensor values are supported"),
+}

@@ -105,6 +105,8 @@ class Operation:
     num_operands: ClassVar[int | None] = None
     num_results: ClassVar[int | None] = 1
     num_regions: ClassVar[int] = 0
+    #: whether the op does more than compute its results (writes memory, calls, terminates)
+    side_effects: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -303,6 +305,7 @@ class ReturnOp(Operation):
 
     name = "func.return"
     num_results = 0
+    side_effects = True
 
 
 class Module:

@@ -68,6 +68,8 @@ class Emitter:
         #: values computed once per row into a stack buffer: id -> (row index values, row length)
         self.row_cached: dict[int, tuple[list[Value], int]] = {}
         self.row_buffers: dict[int, Value] = {}
+        #: values whose rows a block schedule computed: id -> (row index values, row in block, length, buffer)
+        self.block_cached: dict[int, tuple[list[Value], Value, int, Value]] = {}
 
     # --- placement --------------------------------------------------------------
     def _deepest(self, values) -> Scope:
@@ -245,13 +247,17 @@ class Emitter:
         """``value`` (a region input, so a buffer) at a linear index."""
         return self.load(self.buffers[id(value)], linear)
 
+    def insert(self, op: Operation) -> Operation:
+        """Place an op with no results (a store) in the current scope."""
+        return self.current.insert(op)
+
     def store(self, value: Value, buffer: Value, linear: Value) -> None:
         op = loop.StoreOp.create([value, buffer, linear], [])
         self.current.insert(op)
 
     # --- loops ---------------------------------------------------------------------------
     def open_loop(self, lo: Value, hi: Value, scope: Scope, parallel: bool = False,
-                  nest: bool = False) -> tuple[Value, Scope]:
+                  nest: bool = False, step: int = 1) -> tuple[Value, Scope]:
         """Create ``loop.for`` at ``scope``; return its induction variable and body scope.
 
         With ``nest`` the loop becomes ``scope``'s anchor: code placed in
@@ -259,6 +265,8 @@ class Emitter:
         """
         body = Block([INDEX])
         attributes = {"parallel": True} if parallel else {}
+        if step != 1:
+            attributes["step"] = step
         for_op = loop.ForOp.create([lo, hi], [], attributes, [Region([body])])
         scope.insert(for_op)
         if nest:
@@ -309,6 +317,9 @@ class Emitter:
             result = self.load(buffer, self.linearize(index, buffer.type.shape))
         elif self._in_cached_row(value, index):
             result = self.load(self._row_buffer(value), index[-1])
+        elif self._in_block(value, index):
+            _, in_block, length, block = self.block_cached[id(value)]
+            result = self.load(block, self.iadd(self.imul(in_block, self.index(length)), index[-1]))
         else:
             result = self.producer_rule(self, value, index)
         self.memo[key] = result
@@ -324,10 +335,10 @@ class Emitter:
         self.row_cached[id(value)] = (outer, length, fill)
 
     @contextmanager
-    def loop_in(self, scope: Scope, lo: Value | int, hi: Value | int):
+    def loop_in(self, scope: Scope, lo: Value | int, hi: Value | int, step: int = 1):
         """A loop in ``scope`` that code hoisted into ``scope`` stays in front of; yields (iv, body)."""
         saved_anchor, saved_current = scope.anchor, self.current
-        iv, body = self.open_loop(self.as_index(lo), self.as_index(hi), scope, nest=True)
+        iv, body = self.open_loop(self.as_index(lo), self.as_index(hi), scope, nest=True, step=step)
         self.current = body
         try:
             yield iv, body
@@ -343,6 +354,14 @@ class Emitter:
         """Whether ``index`` walks the nest's current row along its last axis."""
         return self.row is not None and len(index) == len(self.row[0]) + 1 and \
             all(a is b for a, b in zip(index, self.row[0]))
+
+    def cache_block(self, value: Value, outer: list[Value], in_block: Value, length: int, block: Value) -> None:
+        """Reads of ``value`` in the nest's current row come from the block buffer a schedule filled."""
+        self.block_cached[id(value)] = (outer, in_block, length, block)
+
+    def _in_block(self, value: Value, index: list[Value]) -> bool:
+        entry = self.block_cached.get(id(value))
+        return entry is not None and len(index) == len(entry[0]) + 1 and all(a is b for a, b in zip(index, entry[0]))
 
     def _in_cached_row(self, value: Value, index: list[Value]) -> bool:
         entry = self.row_cached.get(id(value))

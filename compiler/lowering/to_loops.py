@@ -8,12 +8,14 @@ from dataclasses import dataclass
 from fusecc.dialects.base import OpKind
 from fusecc.dialects.kernel import AllocOp, CopyOp, FusedOp, LaunchOp, ViewOp, WeightOp
 from fusecc.ir.core import FuncOp, IRError, Module, ReturnOp, Value
+from fusecc.dialects.loop import AllocaOp
 from fusecc.ir.types import DType, MemRefType, ScalarType, TensorType
 from fusecc.passes.fuse import ROW_CACHE_LIMIT, reduced_axes
 from fusecc.passes.manager import Pass
 
 from .emitter import Emitter, Scope
 from .rules import RULES, row_schedule
+from .schedules import block_plan
 
 INDEX = ScalarType(DType.INDEX)
 
@@ -60,12 +62,14 @@ def _row_reduced_values(fused: FusedOp, shape: tuple) -> list[Value]:
     return values
 
 
-def lower_region(fused: FusedOp, name: str) -> FuncOp:
+def lower_region(fused: FusedOp, name: str, vector_width: int = 16) -> FuncOp:
     """Build the kernel function computing ``fused``'s results in one loop nest.
 
-    The nest walks rows (all dimensions but the last, flattened: the parallel
-    loop over [begin, end)) and then the last dimension; every result is
-    stored at the same index, so all results must share one shape.
+    The nest walks rows (all dimensions but the last, flattened) and then the
+    last dimension; every result is stored at the same index, so all results
+    must share one shape. The outermost, parallel loop over [begin, end)
+    walks blocks of rows: one row each, or as many as the block schedule of
+    the region's compute op fills at once with its micro-kernel.
     """
     outputs = fused.body.ops[-1].operands
     shapes = {tuple(v.type.shape) for v in outputs}
@@ -76,7 +80,7 @@ def lower_region(fused: FusedOp, name: str) -> FuncOp:
     out_types = [memref(v.type) for v in outputs]
     rows = math.prod(shape[:-1]) if shape else 1
     names = [f"in{i}" for i in range(len(in_types))] + [f"out{i}" for i in range(len(out_types))] + ["begin", "end"]
-    func = FuncOp(name, in_types + out_types + [INDEX, INDEX], [], names, {"extent": rows})
+    func = FuncOp(name, in_types + out_types + [INDEX, INDEX], [], names)
     args = func.args
     buffers = {id(arg): buf for arg, buf in zip(fused.body.args, args)}
     out_buffers = args[len(in_types):len(in_types) + len(out_types)]
@@ -85,9 +89,23 @@ def lower_region(fused: FusedOp, name: str) -> FuncOp:
     e = Emitter(root, _producer, buffers)
     for arg in args:
         e.scope_of[id(arg)] = root
-    row, row_scope = e.open_loop(begin, end, root, parallel=True, nest=True)
-    e.current = row_scope
+    plan = block_plan(fused.members, shape, buffers) if vector_width > 1 else None
+    block_rows = plan.rows if plan is not None else 1
+    func.attributes["extent"] = rows // block_rows
+    block, block_scope = e.open_loop(begin, end, root, parallel=True, nest=True)
+    e.current = block_scope
+    if plan is not None:
+        block_buffer = e.emit(AllocaOp, [], MemRefType((block_rows * shape[-1],), plan.op.results[0].type.dtype),
+                              scope=e.alloca_scope, pure=False)
+        plan.fill(e, block_buffer, block, vector_width)
+        in_block, row_scope = e.open_loop(e.index(0), e.index(block_rows), block_scope, nest=True)
+        row = e.iadd(e.imul(block, e.index(block_rows)), in_block)
+        e.current = row_scope
+    else:
+        row, row_scope = block, block_scope
     outer = e.delinearize(row, shape[:-1]) if shape else []
+    if plan is not None:
+        e.cache_block(plan.op.results[0], outer, in_block, shape[-1], block_buffer)
     if shape:
         col, inner_scope = e.open_loop(e.index(0), e.index(shape[-1]), row_scope, nest=True)
         e.current = inner_scope
@@ -99,7 +117,8 @@ def lower_region(fused: FusedOp, name: str) -> FuncOp:
         for value in _row_reduced_values(fused, shape):
             e.cache_rows(value, outer, shape[-1])
         for op in fused.members:
-            schedule = row_schedule(op, buffers) if op.kind is OpKind.COMPUTE else None
+            schedule = row_schedule(op, buffers) if op.kind is OpKind.COMPUTE and op is not getattr(plan, "op", None) \
+                else None
             if schedule is not None and tuple(op.results[0].type.shape) == tuple(shape):
                 e.cache_rows(op.results[0], outer, shape[-1],
                              lambda em, row, out, op=op, schedule=schedule: schedule(em, op, row, out))
@@ -122,10 +141,12 @@ class LowerToLoops(Pass):
     (views at byte offsets), each region becomes a
     ``kernel.alloc`` of its results plus a ``kernel.launch`` of its kernel.
     Results produced by a region are written straight into the output
-    buffers; anything else returned is copied there.
+    buffers; anything else returned is copied there. ``vector-width`` is
+    the SIMD width (f32 lanes) the micro-kernels use; 1 turns them off.
     """
 
     name = "lower-to-loops"
+    vector_width: int = 16
 
     def run(self, module: Module) -> None:
         old = module.main
@@ -176,7 +197,7 @@ class LowerToLoops(Pass):
                 buffers[id(op.result)] = concat_buffer(op)
             elif isinstance(op, FusedOp):
                 name = kernel_name(op, len(kernels))
-                kernel = lower_region(op, name)
+                kernel = lower_region(op, name, self.vector_width)
                 kernels.append(kernel)
                 outs = []
                 for result in op.results:

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 from fusecc.ir.attributes import attr_key
 from fusecc.ir.core import Block, Module
 
-from .dce import SIDE_EFFECTS
 from .manager import Pass
 
 #: ops whose results depend on more than their operands and attributes
-NOT_CSE = {"kernel.alloc", "loop.alloca", "loop.load"}
+NOT_CSE = {"kernel.alloc", "loop.alloca", "loop.load", "vector.load"}
 
 
 @dataclass
@@ -35,7 +34,7 @@ class CommonSubexpressionElimination(Pass):
             for region in op.regions:
                 for nested in region.blocks:
                     self._block(nested, seen)
-            if op.regions or op.name in SIDE_EFFECTS or op.name in NOT_CSE:
+            if op.regions or op.side_effects or op.name in NOT_CSE:
                 continue
             key = (op.name, tuple(id(v) for v in op.operands),
                    tuple(sorted((k, attr_key(v)) for k, v in op.attributes.items())),

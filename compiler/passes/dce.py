@@ -8,15 +8,12 @@ from fusecc.ir.core import Block, Module
 
 from .manager import Pass
 
-#: ops with effects beyond their results
-SIDE_EFFECTS = {"func.return", "kernel.yield", "kernel.launch", "kernel.copy", "loop.store", "loop.for"}
-
-
 @dataclass
 class DeadCodeElimination(Pass):
     """Erases ops whose results are never used, innermost blocks first, last op first.
 
-    Stores, launches, copies, loops and terminators are never erased.
+    Ops with side effects (stores, launches, copies, loops, terminators) are
+    never erased.
     """
 
     name = "dce"
@@ -30,5 +27,5 @@ class DeadCodeElimination(Pass):
             for region in op.regions:
                 for nested in region.blocks:
                     self._block(nested)
-            if op.name not in SIDE_EFFECTS and all(not r.uses for r in op.results):
+            if not op.side_effects and all(not r.uses for r in op.results):
                 op.erase()
