@@ -36,11 +36,15 @@ class FuseccRep(BackendRep):
         self._compiled: dict[tuple, object] = {}
 
     def _feeds(self, inputs) -> dict[str, np.ndarray]:
+        """The inputs by name; arrays of bfloat16, float8, int4, ... (ml_dtypes) as the integers holding
+        their bits, which is how fusecc stores them (see ``fusecc.frontend.formats``)."""
+        from fusecc.frontend.formats import to_storage
+
         if isinstance(inputs, dict):
-            return {k: np.asarray(v) for k, v in inputs.items()}
+            return {k: to_storage(np.asarray(v)) for k, v in inputs.items()}
         if isinstance(inputs, np.ndarray) or np.isscalar(inputs):
             inputs = [inputs]
-        return {name: np.asarray(value) for name, value in zip(self.input_names, inputs)}
+        return {name: to_storage(np.asarray(value)) for name, value in zip(self.input_names, inputs)}
 
     def _key(self, feeds: dict[str, np.ndarray]) -> tuple:
         key = []
@@ -87,7 +91,11 @@ class FuseccRep(BackendRep):
     def run(self, inputs, **kwargs):
         feeds = self._feeds(inputs)
         compiled = self._compile(feeds)
+        from fusecc.frontend.formats import from_storage
+
         outputs = compiled.run({name: array for name, array in feeds.items() if name not in self.frozen})
+        outputs = [from_storage(array, output.type.tensor_type.elem_type)
+                   for array, output in zip(outputs, self.model.graph.output)]
         return namedtupledict("Outputs", self.output_names)(*outputs)
 
 

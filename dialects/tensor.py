@@ -296,6 +296,28 @@ class CastOp(UnaryOp):
             return [x.astype(self.to.numpy)]
 
 
+class BitcastOp(UnaryOp):
+    """Reinterprets each element's bits as another dtype of the same width (bool as a byte, 0 or 1)."""
+
+    name = "tensor.bitcast"
+    onnx = ("BitCast",)
+    to = attr(DType)
+
+    def verify_(self):
+        super().verify_()
+        source = self.in_types[0].dtype
+        if source.itemsize != self.to.itemsize or self.to is DType.I1 and source is not DType.I1:
+            raise self.error(f"cannot reinterpret {source} as {self.to}: the widths differ")
+
+    def infer_types(self):
+        return [TensorType(self.in_types[0].shape, self.to)]
+
+    def reference(self, x):
+        if x.dtype == np.bool_:
+            x = x.astype(np.uint8)
+        return [np.ascontiguousarray(x).view(self.to.numpy)]
+
+
 class BinaryOp(TensorOp):
     """out = f(a, b) with numpy broadcasting; operands share one dtype."""
 

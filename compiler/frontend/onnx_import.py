@@ -30,7 +30,9 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 from fusecc.dialects import tensor as T
 from fusecc.ir import DenseAttr, DType, FuncOp, Module, OpResult, ReturnOp, TensorType, Value, VerifyError
 
-from .onnx_ops import CONVERTERS, UNSUPPORTED, dense
+from . import formats
+from .formats import FORMATS, Format
+from .onnx_ops import CONVERTERS, FORMAT_AWARE, UNSUPPORTED, dense
 
 #: the oldest default-domain opset whose op definitions fusecc implements; a model with an older
 #: opset is accepted when each of its ops is still defined as in this one
@@ -128,11 +130,12 @@ def load_model(model) -> onnx.ModelProto:
 class _Pending:
     """An initializer not yet materialized as a ``tensor.constant`` (only operands need one)."""
 
-    __slots__ = ("array", "loc")
+    __slots__ = ("array", "loc", "format")
 
-    def __init__(self, array: np.ndarray, loc: str):
+    def __init__(self, array: np.ndarray, loc: str, fmt: Format | None = None):
         self.array = array
         self.loc = loc
+        self.format = fmt
 
 
 class NodeContext:
@@ -152,6 +155,8 @@ class NodeContext:
         self.loc = loc or node.name or f"{node.op_type}#{index}"
         self.label = label
         self.attrs = {a.name: importer.attribute(self, a) for a in node.attribute}
+        #: output index -> format, for outputs a converter produces as bits of a format
+        self.result_formats: dict[int, Format] = {}
 
     def error(self, message: str) -> FrontendError:
         return FrontendError(f"ONNX node '{self.label}' ({self.op_type}, opset {self.opset}): {message}")
@@ -176,6 +181,10 @@ class NodeContext:
             missing = next(i for i in range(count) if not self.has_input(i))
             raise self.error(f"input #{missing} is absent but a later input is given; not supported")
         return [self.input(i) for i in range(count)]
+
+    def input_format(self, index: int) -> Format | None:
+        """The element format of an input stored as bits (bfloat16, float8, ...; see ``formats``), if any."""
+        return self.importer.format_of(self.node.input[index]) if self.has_input(index) else None
 
     def input_type(self, index: int) -> TensorType:
         if not self.has_input(index):
@@ -262,6 +271,9 @@ class _Importer:
         self.const_hints: dict[int, str] = {}
         self.used: set[str] = set()
         self.graph_inputs: set[str] = set()
+        #: id(value) -> format of values stored as bits
+        self.formats: dict[int, Format] = {}
+        self._elem_types: dict[str, int] | None = None
         self.func: FuncOp | None = None
 
     # --- the graph ----------------------------------------------------------------------
@@ -275,8 +287,10 @@ class _Importer:
                                 f"{onnx.__version__} knows)")
         graph = self.graph
         for tensor in graph.initializer:
-            array = self.tensor_array(tensor, lambda m, n=tensor.name: FrontendError(f"ONNX initializer '{n}': {m}"))
-            self.pending[tensor.name] = _Pending(array, tensor.name)
+            fmt = FORMATS.get(tensor.data_type)
+            array = self.tensor_array(tensor, lambda m, n=tensor.name: FrontendError(f"ONNX initializer '{n}': {m}"),
+                                      formats_ok=True)
+            self.pending[tensor.name] = _Pending(array, tensor.name, fmt)
         inputs = [vi for vi in graph.input if vi.name not in self.pending]
         unknown = sorted(set(self.input_shapes) - {vi.name for vi in inputs})
         if unknown:
@@ -288,6 +302,9 @@ class _Importer:
         self.func = FuncOp("main", arg_types, [], [sanitize_name(vi.name) for vi in inputs], attributes)
         for vi, arg in zip(inputs, self.func.args):
             self.values[vi.name] = arg
+            fmt = FORMATS.get(vi.type.tensor_type.elem_type)
+            if fmt is not None:
+                self.formats[id(arg)] = fmt
         self.graph_inputs = {vi.name for vi in inputs}
         self.used = {name for node in graph.node for name in node.input if name}
         self.used.update(vi.name for vi in graph.output)
@@ -312,9 +329,10 @@ class _Importer:
         if not vi.type.HasField("tensor_type"):
             raise FrontendError(f"{where}: only tensor inputs are supported")
         tensor_type = vi.type.tensor_type
-        if tensor_type.elem_type not in ONNX_DTYPES:
+        fmt = FORMATS.get(tensor_type.elem_type)
+        if tensor_type.elem_type not in ONNX_DTYPES and fmt is None:
             raise FrontendError(f"{where}: element type {dtype_name(tensor_type.elem_type)} is not supported")
-        dtype = ONNX_DTYPES[tensor_type.elem_type]
+        dtype = fmt.storage if fmt is not None else ONNX_DTYPES[tensor_type.elem_type]
         declared = None
         if tensor_type.HasField("shape"):
             declared = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
@@ -383,8 +401,12 @@ class _Importer:
         for name in node.input:
             if name and name not in self.values and name not in self.pending:
                 raise ctx.error(f"input '{name}' is not produced by any node, graph input or initializer")
+        formatted = {i: ctx.input_format(i) for i in range(len(node.input)) if ctx.input_format(i)}
         try:
-            results = list(fn(ctx))
+            if formatted and node.op_type not in FORMAT_AWARE:
+                results = self.convert_in_float32(ctx, fn, formatted)
+            else:
+                results = list(fn(ctx))
         except FrontendError:
             raise
         except Exception as error:  # a converter bug: still say which node triggered it
@@ -398,6 +420,56 @@ class _Importer:
                     raise ctx.error(f"output #{i} ('{name}') is used, but fusecc does not produce it")
                 continue
             self.values[name] = value
+            if i in ctx.result_formats:
+                self.formats[id(value)] = ctx.result_formats[i]
+
+    def convert_in_float32(self, ctx: "NodeContext", fn, formatted: dict[int, Format]) -> list:
+        """Convert a node whose bfloat16 inputs are decoded to float32, rounding its bfloat16 results back.
+
+        A result is bfloat16 when ONNX's type inference says so, or (for values it
+        does not type, inside function bodies) when it is float32 here.
+        """
+        for index, fmt in formatted.items():
+            if fmt.kind != "bfloat16":
+                raise ctx.error(f"input #{index} ('{ctx.node.input[index]}') is {fmt}, which fusecc only "
+                                f"converts (Cast, CastLike, QuantizeLinear, DequantizeLinear, BitCast)")
+        saved = {}
+        for index in formatted:
+            name = ctx.node.input[index]
+            if name not in saved:
+                saved[name] = self.values.get(name)
+                self.values[name] = formats.decode(ctx, ctx.input(index), formatted[index])
+        try:
+            results = list(fn(ctx))
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    del self.values[name]
+                else:
+                    self.values[name] = value
+        bfloat16 = FORMATS[TensorProto.BFLOAT16]
+        types = self.elem_types()
+        for i, value in enumerate(results):
+            name = ctx.node.output[i] if i < len(ctx.node.output) else ""
+            if value is None or not name:
+                continue
+            declared = types.get(name)
+            if declared == TensorProto.BFLOAT16 or (declared is None and value.type.dtype is DType.F32):
+                results[i] = formats.encode(ctx, value, bfloat16)
+                ctx.result_formats[i] = bfloat16
+        return results
+
+    def elem_types(self) -> dict[str, int]:
+        """ONNX element types of the graph's values, from ONNX's type inference (computed once)."""
+        if self._elem_types is None:
+            try:
+                inferred = onnx.shape_inference.infer_shapes(self.model).graph
+            except Exception:
+                inferred = self.graph
+            self._elem_types = {vi.name: vi.type.tensor_type.elem_type
+                                for vi in list(inferred.value_info) + list(inferred.output) + list(inferred.input)
+                                if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type}
+        return self._elem_types
 
     def expand_function(self, ctx: "NodeContext") -> list[Value | None]:
         """Convert a node by converting the nodes of its ONNX function body (see ``onnx_ops.FUNCTION_OPS``).
@@ -498,7 +570,15 @@ class _Importer:
             pending = self.pending[name]
             value = self.add_constant(dense(pending.array), name, pending.loc)
             self.values[name] = value
+            if pending.format is not None:
+                self.formats[id(value)] = pending.format
         return value
+
+    def format_of(self, name: str) -> Format | None:
+        if name in self.values:
+            return self.formats.get(id(self.values[name]))
+        pending = self.pending.get(name)
+        return pending.format if pending is not None else None
 
     def type_of(self, name: str) -> TensorType:
         if name in self.values:
@@ -591,16 +671,20 @@ class _Importer:
         return a  # graphs, sparse tensors, type protos: no converter accepts them
 
     @staticmethod
-    def tensor_array(tensor: TensorProto, error) -> np.ndarray:
+    def tensor_array(tensor: TensorProto, error, formats_ok: bool = False) -> np.ndarray:
+        """The tensor's data; with ``formats_ok``, a tensor of a format comes as its bits."""
         if tensor.data_location == TensorProto.EXTERNAL:
             raise error("its data is stored in an external file, which is not supported here; "
                         "import the model from its file path so fusecc can load the data")
-        if tensor.data_type not in ONNX_DTYPES:
+        fmt = FORMATS.get(tensor.data_type) if formats_ok else None
+        if tensor.data_type not in ONNX_DTYPES and fmt is None:
             raise error(f"element type {dtype_name(tensor.data_type)} is not supported")
         try:
             array = numpy_helper.to_array(tensor)
         except Exception as failure:
             raise error(f"cannot decode the tensor data: {failure}") from None
+        if fmt is not None:
+            return formats.to_storage(np.asarray(array, dtype=fmt.numpy))
         return np.asarray(array, dtype=ONNX_DTYPES[tensor.data_type].numpy)
 
 

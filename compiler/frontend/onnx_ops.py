@@ -25,6 +25,9 @@ from fusecc.dialects import tensor as T
 from fusecc.dialects.base import declared_attrs
 from fusecc.ir import DenseAttr, DType, TensorType, Value
 
+from . import formats
+from .formats import FORMATS, Format
+
 if TYPE_CHECKING:
     from .onnx_import import NodeContext
 
@@ -168,6 +171,8 @@ def size(ctx):
 
 @converter("Identity")
 def identity(ctx):
+    if ctx.input_format(0):
+        ctx.result_formats[0] = ctx.input_format(0)
     return [ctx.input(0)]
 
 
@@ -196,13 +201,45 @@ def dropout(ctx):
 
 @converter("Cast")
 def cast(ctx):
-    to = ctx.onnx_dtype(ctx.attr("to"), "attribute 'to'")
-    return [_cast(ctx, ctx.input(0), to)]
+    code = ctx.attr("to")
+    return [_convert(ctx, code if code in FORMATS else ctx.onnx_dtype(code, "attribute 'to'"))]
 
 
 @converter("CastLike")
 def cast_like(ctx):
-    return [_cast(ctx, ctx.input(0), ctx.input_type(1).dtype)]
+    return [_convert(ctx, ctx.input_format(1) or ctx.input_type(1).dtype)]
+
+
+def _convert(ctx, to: "DType | int | Format") -> Value:
+    """Cast input #0 to a dtype or a format (given as one or by its ONNX code); see ``formats``."""
+    x = ctx.input(0)
+    source = ctx.input_format(0)
+    if source is not None:
+        x = formats.decode(ctx, x, source)
+    target = FORMATS.get(to) if isinstance(to, int) else to
+    if isinstance(target, Format):
+        if target == source:
+            x = ctx.input(0)
+        else:
+            x = formats.encode(ctx, x, target, saturate=bool(ctx.attr("saturate", 1)),
+                               round_mode=ctx.attr("round_mode", "up"))
+        ctx.result_formats[0] = target
+        return x
+    return _cast(ctx, x, target)
+
+
+@converter("BitCast")
+def bitcast(ctx):
+    """Bits of a format are stored as they are, so reinterpreting them is a bitcast of the storage."""
+    code = ctx.attr("to")
+    target = FORMATS.get(code)
+    to = target.storage if target is not None else ctx.onnx_dtype(code, "attribute 'to'")
+    if target is not None:
+        ctx.result_formats[0] = target
+    x = ctx.input(0)
+    if to is x.type.dtype:
+        return [x]
+    return ctx.build(T.BitcastOp, [x], {"to": to})
 
 
 def _cast(ctx, x: Value, to: DType) -> Value:
@@ -915,6 +952,10 @@ def function_op(ctx):
         ctx.const(index, what, required=True)
     return ctx.expand_function()
 
+
+#: converters that handle inputs and results stored as bits of a format themselves (see ``formats``);
+#: other ops compute bfloat16 in float32 and reject the other formats
+FORMAT_AWARE = {"Cast", "CastLike", "Identity", "BitCast", "QuantizeLinear", "DequantizeLinear"}
 
 #: ONNX ops fusecc does not convert, and why (named in the error)
 UNSUPPORTED = {

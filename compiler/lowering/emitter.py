@@ -68,8 +68,8 @@ class Emitter:
         #: values computed once per row into a stack buffer: id -> (row index values, row length)
         self.row_cached: dict[int, tuple[list[Value], int]] = {}
         self.row_buffers: dict[int, Value] = {}
-        #: values whose rows a block schedule computed: id -> (row index values, row in block, length, buffer)
-        self.block_cached: dict[int, tuple[list[Value], Value, int, Value]] = {}
+        #: values a block schedule computed: id -> (buffer, locate(e, index) -> offset, required row or None)
+        self.block_cached: dict[int, tuple[Value, Callable, list[Value] | None]] = {}
 
     # --- placement --------------------------------------------------------------
     def _deepest(self, values) -> Scope:
@@ -318,8 +318,8 @@ class Emitter:
         elif self._in_cached_row(value, index):
             result = self.load(self._row_buffer(value), index[-1])
         elif self._in_block(value, index):
-            _, in_block, length, block = self.block_cached[id(value)]
-            result = self.load(block, self.iadd(self.imul(in_block, self.index(length)), index[-1]))
+            block, locate, _ = self.block_cached[id(value)]
+            result = self.load(block, locate(self, index))
         else:
             result = self.producer_rule(self, value, index)
         self.memo[key] = result
@@ -355,13 +355,17 @@ class Emitter:
         return self.row is not None and len(index) == len(self.row[0]) + 1 and \
             all(a is b for a, b in zip(index, self.row[0]))
 
-    def cache_block(self, value: Value, outer: list[Value], in_block: Value, length: int, block: Value) -> None:
-        """Reads of ``value`` in the nest's current row come from the block buffer a schedule filled."""
-        self.block_cached[id(value)] = (outer, in_block, length, block)
+    def cache_block(self, value: Value, block: Value, locate: Callable, row: list[Value] | None) -> None:
+        """Reads of ``value`` come from the block buffer a schedule filled: at ``locate(e, index)``,
+        for any index of the current block, or only for indices in the nest's ``row`` when given."""
+        self.block_cached[id(value)] = (block, locate, row)
 
     def _in_block(self, value: Value, index: list[Value]) -> bool:
         entry = self.block_cached.get(id(value))
-        return entry is not None and len(index) == len(entry[0]) + 1 and all(a is b for a, b in zip(index, entry[0]))
+        if entry is None:
+            return False
+        row = entry[2]
+        return row is None or (len(index) == len(row) + 1 and all(a is b for a, b in zip(index, row)))
 
     def _in_cached_row(self, value: Value, index: list[Value]) -> bool:
         entry = self.row_cached.get(id(value))

@@ -13,10 +13,10 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from fusecc.dialects import loop
+from fusecc.dialects import arith, loop
 from fusecc.dialects.tensor import normalize_axis
 from fusecc.ir.core import Operation, Value
-from fusecc.ir.types import DType, MemRefType
+from fusecc.ir.types import DType, MemRefType, ScalarType
 
 from .emitter import Emitter, float_limit as _signed_limit
 
@@ -169,7 +169,15 @@ UNARY: dict[str, Callable] = {
     "tensor.isnan": lambda e, op, x: e.cmp("ne", x, x),
     "tensor.isinf": lambda e, op, x: _isinf(e, op, x),
     "tensor.cast": lambda e, op, x: e.cast(x, op.to),
+    "tensor.bitcast": lambda e, op, x: _bitcast(e, x, op.to),
 }
+
+
+def _bitcast(e, x, to: DType):
+    source = x.type.dtype
+    if source is DType.I1 or not (source.is_float or to.is_float):
+        return e.cast(x, to)  # between integers of one width (or a bool's 0/1 byte) the value is the bits
+    return e.emit(arith.BitcastOp, [x], ScalarType(to))
 
 
 def _isinf(e, op, x):

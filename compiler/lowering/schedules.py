@@ -24,9 +24,35 @@ BLOCK_LIMIT = 1 << 15
 
 @dataclass
 class BlockPlan:
+    """How a compute op's result is computed a block at a time.
+
+    ``fill(e, buffer, block_index, width)`` writes one block and returns
+    ``locate(e, index) -> linear offset into the buffer`` for reads of the
+    result at an index of the current block. Matmul blocks are ``rows``
+    consecutive rows of the result; convolution blocks are ``channels``
+    whole output planes of one image, so the region around the conv may walk
+    a differently shaped nest (a padded copy of the output, say) as long as
+    it walks the same images and channels.
+    """
+
     op: Operation
-    rows: int                                           # rows of the loop nest per block
-    fill: Callable[[Emitter, Value, Value, int], None]  # (emitter, block buffer, block index, vector width)
+    fill: Callable
+    rows: int = 0
+    channels: int = 0
+    plane: int = 0  # elements per channel in the buffer (default: the result's plane)
+
+    def rows_per_block(self, shape: tuple) -> int:
+        """Rows of a nest of ``shape`` that one block covers."""
+        if self.channels:
+            return self.channels * math.prod(shape[2:-1])
+        return self.rows
+
+    @property
+    def buffer_elements(self) -> int:
+        result = self.op.results[0].type.shape
+        if self.channels:
+            return self.channels * (self.plane or math.prod(result[2:]))
+        return self.rows * result[-1]
 
 
 def _matmul_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
@@ -46,13 +72,14 @@ def _matmul_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None
         a_batch = _broadcast(e, batch, a.type.shape[:-2])
         b_batch = _broadcast(e, batch, b.type.shape[:-2])
         b_base = e.linearize(b_batch + [e.index(0), e.index(0)], b.type.shape)
-        gemm = Gemm(rows, micro, k_size, n,
-                    a=lambda em, r, k: em.at(a, a_batch + [em.iadd(i0, r), k]),
-                    b=buffers[id(b)], b_row=lambda em, k: em.iadd(b_base, em.imul(k, em.index(n))),
+        gemm = Gemm(rows, micro, [k_size], n,
+                    a=lambda em, r, ks: em.at(a, a_batch + [em.iadd(i0, r), ks[0]]),
+                    b=buffers[id(b)], b_row=lambda em, ks: em.iadd(b_base, em.imul(ks[0], em.index(n))),
                     init=lambda em, r: em.const(0.0, a.type.dtype))
         emit_gemm(e, gemm, block, width)
+        return _row_locator(n)
 
-    return BlockPlan(op, rows, fill)
+    return BlockPlan(op, fill, rows=rows)
 
 
 def _gemm_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
@@ -67,13 +94,13 @@ def _gemm_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
 
     def fill(e: Emitter, block: Value, index: Value, width: int) -> None:
         i0 = e.imul(index, e.index(rows))
-        gemm = Gemm(rows, micro, k_size, n,
-                    a=lambda em, r, k: em.at(a, [k, em.iadd(i0, r)] if op.transA else [em.iadd(i0, r), k]),
-                    b=buffers[id(b)], b_row=lambda em, k: em.imul(k, em.index(n)),
+        gemm = Gemm(rows, micro, [k_size], n,
+                    a=lambda em, r, ks: em.at(a, [ks[0], em.iadd(i0, r)] if op.transA else [em.iadd(i0, r), ks[0]]),
+                    b=buffers[id(b)], b_row=lambda em, ks: em.imul(ks[0], em.index(n)),
                     init=lambda em, r: em.const(0.0, dtype))
         emit_gemm(e, gemm, block, width)
         if op.alpha == 1.0 and (len(op.operands) == 2 or op.beta == 0.0):
-            return
+            return _row_locator(n)
         c = op.operands[2] if len(op.operands) == 3 else None
         with e.loop_in(e.current, 0, rows) as (r, _):
             with e.loop_in(e.current, 0, n) as (j, _):
@@ -85,8 +112,9 @@ def _gemm_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
                     c_value = e.at(c, _broadcast(e, [e.iadd(i0, r), j], c.type.shape))
                     acc = e.add(acc, c_value if op.beta == 1.0 else e.mul(c_value, e.const(op.beta, dtype)))
                 e.store(acc, block, slot)
+        return _row_locator(n)
 
-    return BlockPlan(op, rows, fill)
+    return BlockPlan(op, fill, rows=rows)
 
 
 def _pointwise_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
@@ -105,23 +133,95 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPla
     rows = pick_block(c_out_group, micro, plane, BLOCK_LIMIT)
     bias = op.operands[2] if len(op.operands) == 3 else None
 
-    def fill(e: Emitter, block: Value, index: Value, width: int) -> None:
+    def fill(e: Emitter, block: Value, index: Value, width: int):
         first = e.imul(index, e.index(rows))  # = image * c_out + first output channel
         image, co0 = e.idiv(first, e.index(c_out)), e.irem(first, e.index(c_out))
         group = e.idiv(co0, e.index(c_out_group))
         x_base = e.imul(e.iadd(e.imul(image, e.index(c_in)), e.imul(group, e.index(c_in_group))), e.index(plane))
         zero = e.index(0)
-        gemm = Gemm(rows, micro, c_in_group, plane,
-                    a=lambda em, r, k: em.at(w, [em.iadd(co0, r), k, zero, zero]),
-                    b=buffers[id(x)], b_row=lambda em, k: em.iadd(x_base, em.imul(k, em.index(plane))),
+        gemm = Gemm(rows, micro, [c_in_group], plane,
+                    a=lambda em, r, ks: em.at(w, [em.iadd(co0, r), ks[0], zero, zero]),
+                    b=buffers[id(x)], b_row=lambda em, ks: em.iadd(x_base, em.imul(ks[0], em.index(plane))),
                     init=lambda em, r: em.at(bias, [em.iadd(co0, r)]) if bias is not None
                     else em.const(0.0, x.type.dtype))
         emit_gemm(e, gemm, block, width)
+        return _plane_locator(co0, height, width_in)
 
-    return BlockPlan(op, rows * height, fill)
+    return BlockPlan(op, fill, channels=rows)
 
 
-_PLANS = {"tensor.matmul": _matmul_plan, "tensor.gemm": _gemm_plan, "tensor.conv": _pointwise_conv_plan}
+def _spatial_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
+    """An unpadded stride-1 2-D conv as one implicit GEMM per block of output channels.
+
+    Output pixel (oh, ow) is column ``oh * W + ow`` of the input's row pitch
+    ``W``, so for each tap (ci, kh, kw) the B row is one contiguous run of the
+    input starting at ``(ci * H + kh) * W + kw``; the ``W - OW`` columns per
+    row past the output's width are computed and ignored. Padding must
+    already be explicit (``pad-conv-inputs``).
+    """
+    x, w = op.operands[:2]
+    if x.type.rank != 4 or op.group != 1 or id(x) not in buffers or id(w) not in buffers:
+        return None
+    strides, pads, dilations = op.window()
+    if any(s != 1 for s in strides) or any(pads) or any(d != 1 for d in dilations):
+        return None
+    _, c_in, height, pitch = x.type.shape
+    c_out = w.type.shape[0]
+    k_h, k_w = op.kernel_shape
+    out_h, out_w = op.results[0].type.shape[2:]
+    span = (out_h - 1) * pitch + out_w  # columns up to the last output pixel
+    micro = pick_rows(c_out)
+    rows = pick_block(c_out, micro, out_h * pitch, BLOCK_LIMIT)
+    bias = op.operands[2] if len(op.operands) == 3 else None
+    weights = buffers[id(w)]
+
+    def fill(e: Emitter, block: Value, index: Value, width: int):
+        first = e.imul(index, e.index(rows))
+        image, co0 = e.idiv(first, e.index(c_out)), e.irem(first, e.index(c_out))
+        image_base = e.imul(image, e.index(c_in * height * pitch))
+
+        def a(em: Emitter, r: Value, ks: list) -> Value:
+            ci, kh, kw = ks
+            return em.load(weights, em.linearize([em.iadd(co0, r), ci, kh, kw], w.type.shape))
+
+        def b_row(em: Emitter, ks: list) -> Value:
+            ci, kh, kw = ks
+            return em.iadd(image_base, em.iadd(em.imul(em.iadd(em.imul(ci, em.index(height)), kh),
+                                                       em.index(pitch)), kw))
+
+        gemm = Gemm(rows, micro, [c_in, k_h, k_w], span, a=a, b=buffers[id(x)], b_row=b_row,
+                    init=lambda em, r: em.at(bias, [em.iadd(co0, r)]) if bias is not None
+                    else em.const(0.0, x.type.dtype),
+                    out_row=lambda em, r: em.imul(r, em.index(out_h * pitch)))
+        emit_gemm(e, gemm, block, width)
+        return _plane_locator(co0, out_h, pitch)
+
+    return BlockPlan(op, fill, channels=rows, plane=out_h * pitch)
+
+
+def _row_locator(columns: int):
+    """Offsets of a block of whole result rows: index = the nest's own row, then the column."""
+    def locate(e: Emitter, index: list[Value], in_block: Value) -> Value:
+        return e.iadd(e.imul(in_block, e.index(columns)), index[-1])
+    return locate
+
+
+def _plane_locator(first_channel: Value, height: int, pitch: int):
+    """Offsets of a block of output planes (rows ``pitch`` apart) from ``first_channel``: index = [n, c, h, w]."""
+    def locate(e: Emitter, index: list[Value], in_block: Value) -> Value:
+        _, channel, h, w = index
+        plane = e.isub(channel, first_channel)
+        return e.iadd(e.imul(e.iadd(e.imul(plane, e.index(height)), h), e.index(pitch)), w)
+    return locate
+
+
+def _conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
+    if list(op.kernel_shape) == [1, 1]:
+        return _pointwise_conv_plan(op, buffers, columns)
+    return _spatial_conv_plan(op, buffers, columns)
+
+
+_PLANS = {"tensor.matmul": _matmul_plan, "tensor.gemm": _gemm_plan, "tensor.conv": _conv_plan}
 
 
 def _broadcast(e: Emitter, idx: list[Value], shape: tuple) -> list[Value]:
@@ -129,13 +229,24 @@ def _broadcast(e: Emitter, idx: list[Value], shape: tuple) -> list[Value]:
     return [e.index(0) if d == 1 else idx[offset + i] for i, d in enumerate(shape)]
 
 
+def _fits(op: Operation, shape: tuple) -> bool:
+    """Whether the region's nest walks the op's result: the same shape, or for a conv the same
+    images and channels (the region may pad the output around it)."""
+    result = tuple(op.results[0].type.shape)
+    if op.name == "tensor.conv":
+        return len(shape) == 4 and len(result) == 4 and tuple(shape[:2]) == result[:2]
+    return result == tuple(shape)
+
+
 def block_plan(members: list[Operation], shape: tuple, buffers: dict) -> BlockPlan | None:
-    """The block schedule of the region's compute op producing the nest's shape, if there is one."""
-    candidates = [op for op in members if op.name in _PLANS
-                  and tuple(op.results[0].type.shape) == tuple(shape) and op.operands[0].type.dtype.is_float]
-    if len(candidates) != 1 or not shape:
+    """The block schedule of the region's one schedulable compute op, if there is one."""
+    candidates = [op for op in members if op.name in _PLANS and op.operands[0].type.dtype.is_float]
+    if len(candidates) != 1 or not shape or not _fits(candidates[0], shape):
         return None
     plan = _PLANS[candidates[0].name](candidates[0], buffers, shape[-1])
-    if plan is None or plan.rows * shape[-1] > BLOCK_LIMIT or math.prod(shape[:-1]) % plan.rows:
+    if plan is None or plan.buffer_elements > BLOCK_LIMIT:
+        return None
+    rows = plan.rows_per_block(shape)
+    if math.prod(shape[:-1]) % rows:
         return None
     return plan

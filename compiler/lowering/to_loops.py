@@ -90,14 +90,14 @@ def lower_region(fused: FusedOp, name: str, vector_width: int = 16) -> FuncOp:
     for arg in args:
         e.scope_of[id(arg)] = root
     plan = block_plan(fused.members, shape, buffers) if vector_width > 1 else None
-    block_rows = plan.rows if plan is not None else 1
+    block_rows = plan.rows_per_block(shape) if plan is not None else 1
     func.attributes["extent"] = rows // block_rows
     block, block_scope = e.open_loop(begin, end, root, parallel=True, nest=True)
     e.current = block_scope
     if plan is not None:
-        block_buffer = e.emit(AllocaOp, [], MemRefType((block_rows * shape[-1],), plan.op.results[0].type.dtype),
+        block_buffer = e.emit(AllocaOp, [], MemRefType((plan.buffer_elements,), plan.op.results[0].type.dtype),
                               scope=e.alloca_scope, pure=False)
-        plan.fill(e, block_buffer, block, vector_width)
+        locate = plan.fill(e, block_buffer, block, vector_width)
         in_block, row_scope = e.open_loop(e.index(0), e.index(block_rows), block_scope, nest=True)
         row = e.iadd(e.imul(block, e.index(block_rows)), in_block)
         e.current = row_scope
@@ -105,7 +105,8 @@ def lower_region(fused: FusedOp, name: str, vector_width: int = 16) -> FuncOp:
         row, row_scope = block, block_scope
     outer = e.delinearize(row, shape[:-1]) if shape else []
     if plan is not None:
-        e.cache_block(plan.op.results[0], outer, in_block, shape[-1], block_buffer)
+        e.cache_block(plan.op.results[0], block_buffer, lambda em, index: locate(em, index, in_block),
+                      None if plan.channels else outer)
     if shape:
         col, inner_scope = e.open_loop(e.index(0), e.index(shape[-1]), row_scope, nest=True)
         e.current = inner_scope

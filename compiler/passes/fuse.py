@@ -72,6 +72,8 @@ def reads_per_element(consumer: Operation, operand_index: int) -> float:
     if kind is OpKind.INJECTIVE:
         if consumer.name == "tensor.concat":
             return float(len(consumer.operands))
+        if consumer.name == "tensor.pad":
+            return 1.0  # every input element lands in one place; the border reads nothing
         return _broadcast_reads(out, operand)
     if kind is OpKind.REDUCTION:
         axes = reduced_axes(consumer) or []
@@ -173,8 +175,9 @@ class Fuse(Pass):
     * elementwise, broadcast and injective producers fuse when each of their
       elements is computed at most ``max-recompute`` times by the region
       (broadcasting and compute-op consumers multiply the count; pure data
-      movement -- transpose, reshape, slice, pad, ... -- is index arithmetic
-      and always fuses, its own producers paying the multiplied count);
+      movement -- transpose, reshape, slice, ... -- is index arithmetic and
+      fuses into any other consumer, its own producers paying the multiplied
+      count; a compute op keeps reading a buffer, which its micro-kernel needs);
     * a reduction producer fuses when it reduces the region's last axis only
       (its result is computed once per row and reused along it) and is read
       at most ``max-recompute`` times per element;
@@ -291,7 +294,7 @@ class Fuse(Pass):
                     continue
                 reads = group.reads[id(consumer)] * reads_per_element(consumer, index)
                 aligned = group.aligned[id(consumer)] and _keeps_last_axis(consumer, index)
-                reason = self.can_fuse(producer, group, owner, reads, aligned)
+                reason = self.can_fuse(producer, consumer, group, owner, reads, aligned)
                 self.decisions.append(Decision(producer, consumer, reason))
                 if reason is None:
                     group.ops.append(producer)
@@ -300,8 +303,8 @@ class Fuse(Pass):
                     owner[id(producer)] = group
                     worklist.append(producer)
 
-    def can_fuse(self, producer: Operation, group: Group, owner: dict[int, Group], reads: float,
-                 aligned: bool = True) -> str | None:
+    def can_fuse(self, producer: Operation, consumer: Operation, group: Group, owner: dict[int, Group],
+                 reads: float, aligned: bool = True) -> str | None:
         """``None`` if ``producer`` may join ``group``, else the reason it may not.
 
         ``reads`` is how often the region would compute each of the
@@ -318,7 +321,7 @@ class Fuse(Pass):
         if len(group.ops) >= self.max_ops:
             return f"region reached max-ops={self.max_ops}"
         kind = producer.kind
-        if kind is OpKind.INJECTIVE and producer.name != "tensor.concat" and _pure_movement(producer):
+        if kind is OpKind.INJECTIVE and _pure_movement(producer) and consumer.kind is not OpKind.COMPUTE:
             return None
         if kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST, OpKind.INJECTIVE):
             if reads > self.max_recompute:

@@ -9,7 +9,7 @@ from fusecc.dialects.tensor import TensorOp
 from fusecc.ir.core import Block, Module, Operation, Region
 
 from .manager import Pass
-from .rewrite import constant_value
+from .rewrite import INLINE_LIMIT, constant_value
 
 #: ops that never need a kernel: constants become weights, reshapes become views
 NO_KERNEL = {"tensor.constant", "tensor.reshape"}
@@ -39,9 +39,9 @@ def concat_in_place(op: Operation) -> bool:
 
 
 def is_splat_constant(value) -> bool:
+    """A small constant with one value everywhere (a scalar of the computation, not a weight)."""
     data = constant_value(value)
-    return data is not None and data.size >= 1 and bool((data.reshape(-1) == data.reshape(-1)[0]).all()) \
-        and data.size <= 1 << 20
+    return data is not None and 1 <= data.size <= INLINE_LIMIT and bool((data.reshape(-1) == data.reshape(-1)[0]).all())
 
 
 def wrap_in_region(ops: list[Operation], pattern: str) -> FusedOp:
