@@ -943,7 +943,8 @@ _register_generic()
 #: that decide shapes in the body (they must be constants, like a Reshape's shape)
 FUNCTION_OPS = {"Attention": {}, "NegativeLogLikelihoodLoss": {}, "SoftmaxCrossEntropyLoss": {},
                 "CenterCropPad": {1: "shape"}, "GroupNormalization": {}, "MeanVarianceNormalization": {},
-                "Swish": {}, "RotaryEmbedding": {}, "SwiGLU": {}, "CausalConvWithState": {}}
+                "Swish": {}, "RotaryEmbedding": {}, "SwiGLU": {}, "CausalConvWithState": {},
+                "DynamicQuantizeLinear": {}}
 
 
 @converter(*FUNCTION_OPS)
@@ -968,3 +969,183 @@ UNSUPPORTED = {
                      "SequenceLength", "SequenceMap", "SplitToSequence", "ConcatFromSequence", "Optional",
                      "OptionalGetElement", "OptionalHasElement"), "only tensor values are supported"),
 }
+
+
+# --------------------------------------------------------------------------------------
+# Quantization
+# --------------------------------------------------------------------------------------
+#: integer types quantization saturates to
+QUANT_RANGES = {DType.U8: (0, 255), DType.I8: (-128, 127), DType.U16: (0, 65535), DType.I16: (-32768, 32767)}
+FORMAT_RANGES = {"INT4": (-8, 7), "UINT4": (0, 15), "INT2": (-2, 1), "UINT2": (0, 3)}
+
+
+def _decoded(ctx, index: int) -> Value | None:
+    """Input ``index`` with a format decoded (see ``formats``); None when absent."""
+    if not ctx.has_input(index):
+        return None
+    value, fmt = ctx.input(index), ctx.input_format(index)
+    return formats.decode(ctx, value, fmt) if fmt is not None else value
+
+
+def _quant_param(ctx, value: Value, shape: tuple, axis: int, block_size: int) -> Value:
+    """A scale or zero point shaped to broadcast against the quantized tensor (per tensor, axis or block)."""
+    if value.type.rank == 0 or value.type.num_elements == 1:
+        return reshape(ctx, value, [])
+    rank = len(shape)
+    axis = normalize_axes(ctx, [axis], rank)[0]
+    if not block_size:
+        if value.type.rank != 1:
+            raise ctx.error(f"a per-axis scale or zero point must be 1-D, got {value.type}")
+        return reshape(ctx, value, [value.type.shape[0] if a == axis else 1 for a in range(rank)])
+    if value.type.rank != rank:
+        raise ctx.error(f"a blocked scale or zero point must have the rank of the input, got {value.type}")
+    positions = np.arange(shape[axis], dtype=np.int64) // block_size
+    return ctx.build(T.GatherOp, [value, ctx.constant(positions)], {"axis": axis})[0]
+
+
+@converter("QuantizeLinear")
+def quantize_linear(ctx):
+    """saturate(round(x / scale) + zero_point), rounding half to even, into the zero point's type."""
+    x = _decoded(ctx, 0)
+    shape = x.type.shape
+    axis, block = ctx.attr("axis", 1), ctx.attr("block_size", 0)
+    scale = _decoded(ctx, 1)
+    precision = ctx.attr("precision")
+    dtype = ctx.onnx_dtype(precision, "attribute 'precision'") if precision else scale.type.dtype
+    quotient = ctx.build(T.DivOp, [_cast(ctx, x, dtype), _cast(ctx, _quant_param(ctx, scale, shape, axis, block),
+                                                                 dtype)])[0]
+    zero = _decoded(ctx, 2)
+    if ctx.has_input(2):
+        target = ctx.input_format(2) or ctx.input_type(2).dtype
+    elif ctx.attr("output_dtype"):
+        code = ctx.attr("output_dtype")
+        target = FORMATS.get(code) or ctx.onnx_dtype(code, "attribute 'output_dtype'")
+    else:
+        target = DType.U8
+    zero = None if zero is None else _cast(ctx, _quant_param(ctx, zero, shape, axis, block), dtype)
+    if isinstance(target, Format) and target.kind != "int":
+        if zero is not None and target.code not in formats.SATURABLE:
+            quotient = ctx.build(T.AddOp, [quotient, zero])[0]
+        ctx.result_formats[0] = target
+        return [formats.encode(ctx, quotient, target, saturate=bool(ctx.attr("saturate", 1)))]
+    low, high = FORMAT_RANGES[target.name] if isinstance(target, Format) else QUANT_RANGES.get(target, (None, None))
+    if low is None:
+        raise ctx.error(f"cannot quantize to {target}")
+    rounded = ctx.build(T.RoundOp, [quotient])[0]
+    if zero is not None:
+        rounded = ctx.build(T.AddOp, [rounded, zero])[0]
+    clipped = ctx.build(T.ClipOp, [rounded], {"min": low, "max": high})[0]
+    if isinstance(target, Format):
+        ctx.result_formats[0] = target
+        return [formats.encode(ctx, clipped, target)]
+    return [_cast(ctx, clipped, target)]
+
+
+@converter("DequantizeLinear")
+def dequantize_linear(ctx):
+    """(x - zero_point) * scale, computed in float32, in the scale's type (or ``output_dtype``)."""
+    fmt = ctx.input_format(0)
+    x = _decoded(ctx, 0)
+    shape = x.type.shape
+    axis, block = ctx.attr("axis", 1), ctx.attr("block_size", 0)
+    scale_format = ctx.input_format(1)
+    scale = _decoded(ctx, 1)
+    centered = _cast(ctx, x, DType.F32)
+    if ctx.has_input(2) and not (fmt is not None and fmt.kind == "float"):  # float formats ignore it
+        zero = _cast(ctx, _quant_param(ctx, _decoded(ctx, 2), shape, axis, block), DType.F32)
+        centered = ctx.build(T.SubOp, [centered, zero])[0]
+    y = ctx.build(T.MulOp, [centered, _cast(ctx, _quant_param(ctx, scale, shape, axis, block), DType.F32)])[0]
+    code = ctx.attr("output_dtype")
+    target = (FORMATS.get(code) or ctx.onnx_dtype(code, "attribute 'output_dtype'")) if code else \
+        (scale_format or scale.type.dtype)
+    if isinstance(target, Format):
+        ctx.result_formats[0] = target
+        return [formats.encode(ctx, y, target)]
+    return [_cast(ctx, y, target)]
+
+
+@converter("QLinearMatMul")
+def qlinear_matmul(ctx):
+    """Integer matmul of the zero-point-shifted inputs, rescaled and requantized (as onnx's reference does)."""
+    if any(ctx.input_format(i) for i in (0, 3, 7)):
+        raise ctx.error("float8 QLinearMatMul is not supported")
+    a, b = (_cast(ctx, ctx.input(i), DType.I32) for i in (0, 3))
+    a = ctx.build(T.SubOp, [a, _cast(ctx, ctx.input(2), DType.I32)])[0]
+    b = ctx.build(T.SubOp, [b, _cast(ctx, ctx.input(5), DType.I32)])[0]
+    product = ctx.build(T.MatMulOp, [a, b])[0]
+    return [_requantize(ctx, product, [ctx.input(1), ctx.input(4)], ctx.input(6), 7)]
+
+
+def _requantize(ctx, accumulated: Value, scales: list[Value], y_scale: Value, zero_index: int) -> Value:
+    """round(acc * (scale_a * scale_b / y_scale) + y_zero_point), saturated to the zero point's type."""
+    factor = ctx.build(T.DivOp, [ctx.build(T.MulOp, scales)[0], y_scale])[0]
+    scaled = ctx.build(T.MulOp, [_cast(ctx, accumulated, DType.F64), _cast(ctx, factor, DType.F64)])[0]
+    target = ctx.input_type(zero_index).dtype if ctx.has_input(zero_index) else ctx.input_type(0).dtype
+    if ctx.has_input(zero_index):
+        scaled = ctx.build(T.AddOp, [scaled, _cast(ctx, ctx.input(zero_index), DType.F64)])[0]
+    low, high = QUANT_RANGES[target]
+    rounded = ctx.build(T.RoundOp, [scaled])[0]
+    return _cast(ctx, ctx.build(T.ClipOp, [rounded], {"min": low, "max": high})[0], target)
+
+
+def _integer_conv(ctx, x: Value, x_zero: Value | None, w: Value, w_zero: Value | None, bias: Value | None) -> Value:
+    """Conv of zero-point-shifted integers, computed exactly in float64 (sums of 8-bit products)."""
+    x = _cast(ctx, x, DType.F64)
+    if x_zero is not None:
+        x = ctx.build(T.SubOp, [x, _cast(ctx, x_zero, DType.F64)])[0]
+    w = _cast(ctx, w, DType.F64)
+    if w_zero is not None:
+        zero = _cast(ctx, w_zero, DType.F64)
+        if zero.type.rank == 1 and zero.type.shape[0] != 1:
+            zero = reshape(ctx, zero, [zero.type.shape[0]] + [1] * (w.type.rank - 1))
+        w = ctx.build(T.SubOp, [w, zero])[0]
+    kernel = list(ctx.attr("kernel_shape") or w.type.shape[2:])
+    strides, dilations = _window(ctx, kernel)
+    attrs = {"kernel_shape": kernel, "strides": strides, "pads": _explicit_pads(ctx, kernel, strides, dilations),
+             "dilations": dilations, "group": ctx.attr("group", 1)}
+    operands = [x, w] + ([_cast(ctx, bias, DType.F64)] if bias is not None else [])
+    return ctx.build(T.ConvOp, operands, attrs)[0]
+
+
+@converter("ConvInteger")
+def conv_integer(ctx):
+    optional = [ctx.input(i) if ctx.has_input(i) else None for i in (2, 3)]
+    return [_cast(ctx, _integer_conv(ctx, ctx.input(0), optional[0], ctx.input(1), optional[1], None), DType.I32)]
+
+
+@converter("QLinearConv")
+def qlinear_conv(ctx):
+    bias = ctx.input(8) if ctx.has_input(8) else None
+    accumulated = _integer_conv(ctx, ctx.input(0), ctx.input(2), ctx.input(3), ctx.input(5), bias)
+    w_scale = ctx.input(4)
+    if w_scale.type.rank == 1 and w_scale.type.shape[0] != 1:
+        w_scale = reshape(ctx, w_scale, [1, w_scale.type.shape[0]] + [1] * (accumulated.type.rank - 2))
+    return [_requantize(ctx, accumulated, [ctx.input(1), w_scale], ctx.input(6), 7)]
+
+
+@converter("MaxUnpool")
+def max_unpool(ctx):
+    """Scatter X to the flat positions in ``I`` of a zero tensor, padded at the end to ``output_shape``."""
+    x = ctx.input_type(0)
+    if None in x.shape:
+        raise ctx.need_static(0, "MaxUnpool")
+    kernel = list(ctx.attr("kernel_shape"))
+    spatial = len(kernel)
+    strides = list(ctx.attr("strides") or [1] * spatial)
+    pads = list(ctx.attr("pads") or [0] * (2 * spatial))
+    inferred = list(x.shape[:2]) + [(x.shape[2 + i] - 1) * strides[i] - (pads[i] + pads[spatial + i]) + kernel[i]
+                                    for i in range(spatial)]
+    total = math.prod(inferred)
+    zeros = ctx.constant(np.zeros(total, dtype=x.dtype.numpy))
+    flat_x = reshape(ctx, ctx.input(0), [x.num_elements])
+    flat_i = reshape(ctx, ctx.input(1), [x.num_elements])
+    scattered = ctx.build(T.ScatterElementsOp, [zeros, flat_i, flat_x], {"axis": 0})[0]
+    result = reshape(ctx, scattered, inferred)
+    wanted = ctx.const(2, "output_shape")
+    if wanted is None:
+        return [result]
+    extra = [int(w) - d for w, d in zip(ints(wanted), inferred)]
+    if any(e < 0 for e in extra):
+        raise ctx.error(f"output_shape {ints(wanted)} is smaller than the unpooled shape {inferred}")
+    return ctx.build(T.PadOp, [result], {"pads": [0] * len(extra) + extra, "mode": "constant",
+                                         "value": 0.0 if x.dtype.is_float else 0})

@@ -118,17 +118,25 @@ def _gemm_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
 
 
 def _pointwise_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
-    """A 1x1, stride-1, unpadded 2-D conv: per image, W[Cout, Cin] @ X[Cin, H*W]."""
+    """An unpadded 1x1 2-D conv: per image, W[Cout, Cin] @ X[Cin, pixels].
+
+    At stride 1 the pixels of a plane are one contiguous run, so a block is
+    one GEMM over whole planes. At stride (sh, sw) each output row is one
+    GEMM over input row ``sh * oh``, of which every sw-th column is used.
+    """
     x, w = op.operands[:2]
     if x.type.rank != 4 or list(op.kernel_shape) != [1, 1] or id(x) not in buffers:
         return None
-    strides, pads, _ = op.window()
-    if any(s != 1 for s in strides) or any(pads):
+    (s_h, s_w), pads, _ = op.window()
+    if any(pads):
         return None
     n_in, c_in, height, width_in = x.type.shape
+    out_h, out_w = op.results[0].type.shape[2:]
     c_out = w.type.shape[0]
     c_in_group, c_out_group = w.type.shape[1], c_out // op.group
-    plane = height * width_in
+    strided = (s_h, s_w) != (1, 1)
+    pitch = s_w * (out_w - 1) + 1 if strided else out_w  # input columns a strided row GEMM covers
+    plane = out_h * pitch
     micro = pick_rows(c_out_group)
     rows = pick_block(c_out_group, micro, plane, BLOCK_LIMIT)
     bias = op.operands[2] if len(op.operands) == 3 else None
@@ -137,17 +145,30 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPla
         first = e.imul(index, e.index(rows))  # = image * c_out + first output channel
         image, co0 = e.idiv(first, e.index(c_out)), e.irem(first, e.index(c_out))
         group = e.idiv(co0, e.index(c_out_group))
-        x_base = e.imul(e.iadd(e.imul(image, e.index(c_in)), e.imul(group, e.index(c_in_group))), e.index(plane))
+        x_base = e.imul(e.iadd(e.imul(image, e.index(c_in)), e.imul(group, e.index(c_in_group))),
+                        e.index(height * width_in))
         zero = e.index(0)
-        gemm = Gemm(rows, micro, [c_in_group], plane,
-                    a=lambda em, r, ks: em.at(w, [em.iadd(co0, r), ks[0], zero, zero]),
-                    b=buffers[id(x)], b_row=lambda em, ks: em.iadd(x_base, em.imul(ks[0], em.index(plane))),
-                    init=lambda em, r: em.at(bias, [em.iadd(co0, r)]) if bias is not None
-                    else em.const(0.0, x.type.dtype))
-        emit_gemm(e, gemm, block, width)
-        return _plane_locator(co0, height, width_in)
 
-    return BlockPlan(op, fill, channels=rows)
+        def gemm(row_base: Value | None, columns: int, out_row) -> Gemm:
+            return Gemm(rows, micro, [c_in_group], columns,
+                        a=lambda em, r, ks: em.at(w, [em.iadd(co0, r), ks[0], zero, zero]),
+                        b=buffers[id(x)],
+                        b_row=lambda em, ks: em.iadd(em.iadd(x_base, row_base) if row_base is not None else x_base,
+                                                     em.imul(ks[0], em.index(height * width_in))),
+                        init=lambda em, r: em.at(bias, [em.iadd(co0, r)]) if bias is not None
+                        else em.const(0.0, x.type.dtype),
+                        out_row=out_row)
+
+        if not strided:
+            emit_gemm(e, gemm(None, plane, None), block, width)
+            return _plane_locator(co0, out_h, out_w)
+        with e.loop_in(e.current, 0, out_h) as (oh, _):
+            row_base = e.imul(oh, e.index(s_h * width_in))
+            out_row = lambda em, r: em.imul(em.iadd(em.imul(r, em.index(out_h)), oh), em.index(pitch))  # noqa: E731
+            emit_gemm(e, gemm(row_base, pitch, out_row), block, width)
+        return _plane_locator(co0, out_h, pitch, column_stride=s_w)
+
+    return BlockPlan(op, fill, channels=rows, plane=plane)
 
 
 def _spatial_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
@@ -206,12 +227,14 @@ def _row_locator(columns: int):
     return locate
 
 
-def _plane_locator(first_channel: Value, height: int, pitch: int):
-    """Offsets of a block of output planes (rows ``pitch`` apart) from ``first_channel``: index = [n, c, h, w]."""
+def _plane_locator(first_channel: Value, height: int, pitch: int, column_stride: int = 1):
+    """Offsets of a block of output planes from ``first_channel``, rows ``pitch`` apart and
+    columns ``column_stride`` apart: index = [n, c, h, w]."""
     def locate(e: Emitter, index: list[Value], in_block: Value) -> Value:
         _, channel, h, w = index
         plane = e.isub(channel, first_channel)
-        return e.iadd(e.imul(e.iadd(e.imul(plane, e.index(height)), h), e.index(pitch)), w)
+        row = e.imul(e.iadd(e.imul(plane, e.index(height)), h), e.index(pitch))
+        return e.iadd(row, e.imul(w, e.index(column_stride)))
     return locate
 
 

@@ -14,6 +14,9 @@ from fusecc.ir.printer import loc_names
 from .manager import Pass
 from .outline import wrap_in_region
 
+#: compute ops whose micro-kernels read their operands from memory: nothing fuses into their inputs
+BUFFER_OPERANDS = {"tensor.matmul", "tensor.gemm", "tensor.conv"}
+
 #: rows up to this many elements are computed once into a stack buffer (see lowering.emitter)
 ROW_CACHE_LIMIT = 16384
 
@@ -174,10 +177,13 @@ class Fuse(Pass):
       within ``max-ops`` ops;
     * elementwise, broadcast and injective producers fuse when each of their
       elements is computed at most ``max-recompute`` times by the region
-      (broadcasting and compute-op consumers multiply the count; pure data
-      movement -- transpose, reshape, slice, ... -- is index arithmetic and
-      fuses into any other consumer, its own producers paying the multiplied
-      count; a compute op keeps reading a buffer, which its micro-kernel needs);
+      (broadcasting and window consumers such as pooling multiply the count;
+      pure data movement -- transpose, reshape, slice, ... -- is index
+      arithmetic and always fuses, its own producers paying the multiplied
+      count);
+    * nothing fuses into the operands of matmul, gemm and conv: their
+      micro-kernels stream operands from memory (prologue fusion happens for
+      pooling and other window ops within ``max-recompute``);
     * a reduction producer fuses when it reduces the region's last axis only
       (its result is computed once per row and reused along it) and is read
       at most ``max-recompute`` times per element;
@@ -320,8 +326,10 @@ class Fuse(Pass):
                 return f"result is also used by {label(user)} outside the region"
         if len(group.ops) >= self.max_ops:
             return f"region reached max-ops={self.max_ops}"
+        if consumer.name in BUFFER_OPERANDS:
+            return f"{label(consumer)} reads its operands from memory (its micro-kernel needs them)"
         kind = producer.kind
-        if kind is OpKind.INJECTIVE and _pure_movement(producer) and consumer.kind is not OpKind.COMPUTE:
+        if kind is OpKind.INJECTIVE and _pure_movement(producer):
             return None
         if kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST, OpKind.INJECTIVE):
             if reads > self.max_recompute:
@@ -342,6 +350,8 @@ class Fuse(Pass):
         if kind is OpKind.COMPUTE:
             if group.has_compute():
                 return "region already holds a compute op"
+            if producer.results[0].type.rank == 4 and tuple(group.shape[:2]) != tuple(producer.results[0].type.shape[:2]):
+                return "the region walks other channels than the conv's output (its block schedule needs them)"
             if reads != 1.0:
                 return f"compute result would be recomputed {reads:.0f} times per element"
             return None

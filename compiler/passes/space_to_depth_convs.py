@@ -1,0 +1,89 @@
+"""Pass ``space-to-depth-convs``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fusecc.dialects.tensor import ConvOp, PadOp, SpaceToDepthOp
+from fusecc.ir.core import Module
+
+from .manager import Pass
+from .rewrite import constant_value, make_constant, replace_op, resource_names
+
+
+@dataclass
+class SpaceToDepthConvs(Pass):
+    """Rewrites a strided 2-D convolution as a stride-1 one over the input's phases.
+
+    With stride ``s``, output pixel (oh, ow) reads input (oh*s + kh, ow*s + kw);
+    splitting the padded input into its s*s phases (``tensor.space_to_depth``)
+    makes that (oh + kh // s, ow + kw // s) of phase (kh % s, kw % s), so
+
+        conv(x, w, stride s, pads p) == conv(space_to_depth(pad(x, p'), s), w')
+
+    where ``w'`` holds the taps of ``w`` regrouped by phase (zero where a phase
+    has no tap) with a kernel of ceil(K / s), and ``p'`` extends ``p`` so the
+    padded size divides by ``s``. The stride-1 conv runs on the implicit-GEMM
+    micro-kernel (ResNet's stem and downsampling convs). Grouped, dilated and
+    1x1 convs (their schedule handles stride itself) and convs with
+    non-constant weights are left alone.
+    """
+
+    name = "space-to-depth-convs"
+
+    def run(self, module: Module) -> None:
+        taken = resource_names(module)
+        for func in module.funcs:
+            for op in list(func.body.ops):
+                weights = constant_value(op.operands[1]) if op.name == "tensor.conv" and len(op.operands) > 1 else None
+                if weights is None or not self._applies(op):
+                    continue
+                (stride, _), pads, _ = op.window()
+                top, left, bottom, right = pads
+                _, channels, height, width = op.operands[0].type.shape
+                out_h, out_w = op.results[0].type.shape[2:]
+                k_h, k_w = op.kernel_shape
+                phased_k = (-(-k_h // stride), -(-k_w // stride))
+                # padded extents: whole phases, covering every tap of every output pixel
+                full_h = stride * (out_h + phased_k[0] - 1)
+                full_w = stride * (out_w + phased_k[1] - 1)
+                extra_h, extra_w = full_h - (height + top + bottom), full_w - (width + left + right)
+                if extra_h < 0 or extra_w < 0:
+                    continue
+                pad = PadOp.build([op.operands[0]], {"pads": [0, 0, top, left, 0, 0, bottom + extra_h,
+                                                                right + extra_w]}, loc=op.loc)
+                func.body.insert_before(op, pad)
+                phases = SpaceToDepthOp.build([pad.result], {"blocksize": stride}, loc=op.loc)
+                func.body.insert_before(op, phases)
+                regrouped = _regroup(weights, stride, phased_k)
+                w_value = make_constant(regrouped, func.body, op, "phased_w", taken, loc=op.loc)
+                attributes = dict(op.attributes)
+                attributes.update(kernel_shape=list(phased_k), strides=[1, 1], pads=[0, 0, 0, 0])
+                conv = ConvOp.build([phases.result, w_value] + list(op.operands[2:]), attributes, loc=op.loc)
+                func.body.insert_before(op, conv)
+                replace_op(op, [conv.result])
+
+    @staticmethod
+    def _applies(op) -> bool:
+        if op.operands[0].type.rank != 4 or op.group != 1 or not op.operands[0].type.is_static:
+            return False
+        strides, _, dilations = op.window()
+        return strides[0] == strides[1] > 1 and all(d == 1 for d in dilations) and \
+            list(op.kernel_shape) != [1, 1] and op.operands[0].type.dtype.is_float
+
+
+def _regroup(weights: np.ndarray, stride: int, phased_k: tuple[int, int]) -> np.ndarray:
+    """w'[co, (ph*s + pw)*C + ci, a, b] = w[co, ci, a*s + ph, b*s + pw] (0 past the kernel).
+
+    The channel order is space_to_depth's (DCR): phase-major, then input channel.
+    """
+    c_out, c_in, k_h, k_w = weights.shape
+    out = np.zeros((c_out, stride * stride * c_in) + phased_k, dtype=weights.dtype)
+    for ph in range(stride):
+        for pw in range(stride):
+            taps = weights[:, :, ph::stride, pw::stride]
+            base = (ph * stride + pw) * c_in
+            out[:, base:base + c_in, :taps.shape[2], :taps.shape[3]] = taps
+    return out
