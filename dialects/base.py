@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 
 from fusecc.ir.core import VerifyError
 from fusecc.ir.types import DType
@@ -88,11 +89,13 @@ def _describe(kind) -> str:
             DType: "a dtype"}.get(kind, getattr(kind, "__name__", str(kind)))
 
 
-def declared_attrs(cls) -> list[attr]:
+@functools.cache
+def declared_attrs(cls) -> tuple[attr, ...]:
+    """The typed attribute fields of an op class, its bases' included."""
     seen, fields = set(), []
     for klass in cls.__mro__:
         for name, value in vars(klass).items():
             if isinstance(value, attr) and name not in seen:
                 seen.add(name)
                 fields.append(value)
-    return fields
+    return tuple(fields)

@@ -1219,6 +1219,7 @@ class SpaceToDepthOp(TensorOp):
     kind = OpKind.INJECTIVE
     onnx = ("SpaceToDepth",)
     blocksize = attr(int)
+    mode = attr(("DCR", "CRD"), "DCR")
 
     def infer_types(self):
         n, c, h, w = self.in_types[0].shape
@@ -1226,7 +1227,7 @@ class SpaceToDepthOp(TensorOp):
         return [TensorType((n, c * b * b, h // b, w // b), self.in_types[0].dtype)]
 
     def reference(self, x):
-        return [R.space_to_depth(x, blocksize=self.blocksize)]
+        return [R.space_to_depth(x, blocksize=self.blocksize, mode=self.mode)]
 
 
 class TriluOp(TensorOp):

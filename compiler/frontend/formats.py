@@ -103,7 +103,8 @@ def to_storage(array: np.ndarray) -> np.ndarray:
     fmt = format_of_numpy(array.dtype)
     if fmt is None:
         return array
-    return np.ascontiguousarray(array).view(fmt.storage.numpy)
+    contiguous = array if array.flags.c_contiguous else array.copy()
+    return contiguous.view(fmt.storage.numpy)
 
 
 def from_storage(array: np.ndarray, code: int) -> np.ndarray:

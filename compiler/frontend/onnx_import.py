@@ -587,9 +587,9 @@ class _Importer:
         return TensorType(tuple(array.shape), DType.from_numpy(array.dtype))
 
     def constant_of(self, name: str) -> np.ndarray | None:
-        if name in self.pending:
-            return self.pending[name].array
-        return self.array_of(self.values[name])
+        if name in self.values:
+            return self.array_of(self.values[name])
+        return self.pending[name].array
 
     @staticmethod
     def array_of(value: Value) -> np.ndarray | None:

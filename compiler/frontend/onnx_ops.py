@@ -660,15 +660,43 @@ def softmax(ctx):
 
 @converter("BatchNormalization")
 def batch_norm(ctx):
-    if ctx.attr("training_mode", 0):
-        raise ctx.error("training_mode=1 is not supported; fusecc imports models for inference")
     if ctx.version < 9 and ctx.attr("spatial", 1) == 0:
         raise ctx.error("spatial=0 (per-activation statistics) is not supported")
+    training = ctx.attr("training_mode", 0) if ctx.version >= 14 else 0
+    if training:
+        return _batch_norm_training(ctx)
     for index in range(1, ctx.num_outputs):
         if ctx.output_used(index):
             raise ctx.error(f"output #{index} (running or saved statistics) is only produced in training "
                             "mode; only output #0 is supported")
     return ctx.build(T.BatchNormOp, [ctx.input(i) for i in range(5)], {"epsilon": ctx.attr("epsilon", 1e-5)})
+
+
+def _batch_norm_training(ctx):
+    """training_mode=1: normalize with the batch's mean and (population) variance per channel, and
+    return the running statistics updated with ``momentum``."""
+    x = ctx.input(0)
+    rank, dtype = x.type.rank, x.type.dtype
+    axes = [0] + list(range(2, rank))
+    channel = [1, -1] + [1] * (rank - 2)
+
+    def per_channel(value):  # [C] -> broadcastable against x
+        return reshape(ctx, value, [d if d != -1 else value.type.shape[0] for d in channel])
+
+    def scalar_(value):
+        return ctx.constant(np.array(value, dtype=dtype.numpy))
+
+    mean = ctx.build(T.ReduceMeanOp, [x], {"axes": axes, "keepdims": 0})[0]
+    centered = ctx.build(T.SubOp, [x, per_channel(mean)])[0]
+    var = ctx.build(T.ReduceMeanOp, [ctx.build(T.MulOp, [centered, centered])[0]], {"axes": axes, "keepdims": 0})[0]
+    y = ctx.build(T.BatchNormOp, [x, ctx.input(1), ctx.input(2), mean, var], {"epsilon": ctx.attr("epsilon", 1e-5)})[0]
+    momentum = ctx.attr("momentum", 0.9)
+
+    def running(index, batch):
+        kept = ctx.build(T.MulOp, [ctx.input(index), scalar_(momentum)])[0]
+        return ctx.build(T.AddOp, [kept, ctx.build(T.MulOp, [batch, scalar_(1 - momentum)])[0]])[0]
+
+    return [y, running(3, mean), running(4, var)]
 
 
 @converter("LayerNormalization")

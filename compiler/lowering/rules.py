@@ -189,8 +189,17 @@ def _isinf(e, op, x):
     return result
 
 
+#: unary ops computed in float32 for a float16 input (libm has no float16 functions; numpy's float16
+#: ufuncs compute in float32 too), rounding the result once
+_WIDEN_F16 = set(UNARY) - {"tensor.neg", "tensor.abs", "tensor.relu", "tensor.sign", "tensor.not",
+                          "tensor.bitwise_not", "tensor.isnan", "tensor.isinf", "tensor.cast", "tensor.bitcast"}
+
+
 def _unary_rule(e, op, result_index, idx):
-    return UNARY[op.name](e, op, e.at(op.operands[0], idx))
+    x = e.at(op.operands[0], idx)
+    if x.type.dtype is DType.F16 and op.name in _WIDEN_F16:
+        return e.cast(UNARY[op.name](e, op, e.cast(x, DType.F32)), DType.F16)
+    return UNARY[op.name](e, op, x)
 
 
 for _name in UNARY:
@@ -223,7 +232,13 @@ def _int_pow(e, a, b):
 
 def _mod(e, op, a, b):
     if a.type.dtype.is_float:
-        return e.binary("arith.remf", "arith.remf", a, b)
+        rem = e.binary("arith.remf", "arith.remf", a, b)
+        if op.fmod:
+            return rem
+        # floor modulo: a nonzero remainder takes the divisor's sign (an infinite divisor then gives itself)
+        zero = _c(e, a, 0.0)
+        differ = e.logical("arith.xori", e.cmp("lt", rem, zero), e.cmp("lt", b, zero))
+        return e.select(e.logical("arith.andi", differ, e.cmp("ne", rem, zero)), e.add(rem, b), rem)
     rem = e.logical("arith.remsi" if a.type.dtype.is_signed else "arith.remui", a, b)
     if op.fmod or not a.type.dtype.is_signed:
         return rem
@@ -438,8 +453,10 @@ def _space_to_depth(e, op, result_index, idx):
     n, c, h, w = idx
     b = op.blocksize
     in_c = op.operands[0].type.shape[1]
-    block = e.idiv(c, e.index(in_c))
-    ic = e.irem(c, e.index(in_c))
+    if op.mode == "DCR":
+        block, ic = e.idiv(c, e.index(in_c)), e.irem(c, e.index(in_c))
+    else:
+        block, ic = e.irem(c, e.index(b * b)), e.idiv(c, e.index(b * b))
     bh, bw = e.idiv(block, e.index(b)), e.irem(block, e.index(b))
     return e.at(op.operands[0], [n, ic, e.iadd(e.imul(h, e.index(b)), bh), e.iadd(e.imul(w, e.index(b)), bw)])
 

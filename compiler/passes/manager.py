@@ -139,17 +139,23 @@ class PassManager:
         inst = self.inst
         if inst.dump_dir:
             os.makedirs(inst.dump_dir, exist_ok=True)
+        snapshot, snapshot_index = None, 0
         for number, p in enumerate(self.passes):
             if p.name in inst.print_before:
                 self._print(f"Before {p.name}", module)
-            before = print_module(module, elide_resources=True)
+            if len(module.funcs) == 1 or snapshot is None:
+                # graph-level modules are cheap to print; after lowering, replay from the last one
+                snapshot, snapshot_index = print_module(module, elide_resources=True), number
+            before = None
+            if inst.print_after_change:
+                before = snapshot if snapshot_index == number else print_module(module, elide_resources=True)
             start = time.perf_counter()
             try:
                 p.run(module)
                 if inst.verify_each:
                     module.verify()
             except IRError as exc:
-                raise PassError(f"pass '{p.name}' failed: {exc}{self._reproducer(number, before)}") from exc
+                raise PassError(f"pass '{p.name}' failed: {exc}{self._reproducer(snapshot_index, snapshot)}") from exc
             self.timings.append((p.name, time.perf_counter() - start))
             if inst.print_after_all or p.name in inst.print_after:
                 self._print(f"After {p.name}", module)
@@ -165,7 +171,7 @@ class PassManager:
         return module
 
     def _reproducer(self, number: int, before: str) -> str:
-        """Write the IR as it stood before the failing pass, plus the pipeline to replay it."""
+        """Write the IR as it stood before pass ``number``, and the pipeline from there that fails."""
         try:
             remaining = ",".join(p.describe() for p in self.passes[number:])
             handle = tempfile.NamedTemporaryFile("w", suffix=".fir", prefix="fusecc_repro_", delete=False)
