@@ -60,12 +60,16 @@ class FuseccRep(BackendRep):
         """A copy of the model whose frozen inputs are initializers holding the fed values."""
         if not self.frozen:
             return self.model
+        from fusecc.frontend.formats import from_storage
+
         model = onnx.ModelProto()
         model.CopyFrom(self.model)
+        types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
         for name in self.frozen:
             if name not in feeds:
                 raise ValueError(f"input '{name}' must be fed: fusecc needs its value to compile the model")
-            model.graph.initializer.append(numpy_helper.from_array(feeds[name], name))
+            value = from_storage(feeds[name], types.get(name, 0))
+            model.graph.initializer.append(numpy_helper.from_array(value, name))
         return model
 
     def _compile(self, feeds: dict[str, np.ndarray]):

@@ -313,9 +313,8 @@ class BitcastOp(UnaryOp):
         return [TensorType(self.in_types[0].shape, self.to)]
 
     def reference(self, x):
-        if x.dtype == np.bool_:
-            x = x.astype(np.uint8)
-        return [np.ascontiguousarray(x).view(self.to.numpy)]
+        x = x.astype(np.uint8) if x.dtype == np.bool_ else x.copy()  # a copy is contiguous, even 0-d
+        return [x.view(self.to.numpy)]
 
 
 class BinaryOp(TensorOp):

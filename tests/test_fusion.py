@@ -114,7 +114,7 @@ def test_fusion_decisions_are_explained(tmp_path):
                             capture_output=True, text=True, check=True, env=env)
     assert "[fuse] fused conv2+bn2 -> residual" in result.stderr
     assert "[fuse] fused relu1 -> conv2+bn2" in result.stderr  # relu1 feeds conv2's padding
-    assert "did not fuse conv1+bn1 -> conv1+bn1: conv1+bn1 reads its operands from memory" in result.stderr
+    assert "did not fuse conv1+bn1 -> conv1+bn1: conv1+bn1 streams this operand from memory" in result.stderr
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 7, 15, 16, 17, 33, 64, 100, 104, 105, 129, 257])
@@ -147,3 +147,21 @@ def test_qkv_projections_fuse_horizontally():
     x = rng.standard_normal((10, 64)).astype(np.float32)
     fused, _ = _check(model, {"x": x}, atol=1e-5)
     assert len(fused.kernels) == 1 and fused.kernels[0].pattern == "horizontal"
+
+
+def test_prologue_fuses_into_matmul_a_operand():
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(7)
+    init = [numpy_helper.from_array((rng.standard_normal((48, 40)) / 7).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal(48).astype(np.float32), "gamma"),
+            numpy_helper.from_array(rng.standard_normal(48).astype(np.float32), "beta")]
+    nodes = [helper.make_node("Mul", ["x", "gamma"], ["scaled"], name="scale"),
+             helper.make_node("Add", ["scaled", "beta"], ["shifted"], name="shift"),
+             helper.make_node("Relu", ["shifted"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "prologue", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [12, 48])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [12, 40])], init)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((12, 48)).astype(np.float32)
+    fused, _ = _check(model, {"x": x}, atol=1e-5)
+    assert [sorted(k.nodes) for k in fused.kernels] == [["mm", "relu", "scale", "shift"]]

@@ -420,6 +420,35 @@ def tile(ctx):
     return ctx.build(T.TileOp, [ctx.input(0)], {"repeats": ints(ctx.const(1, "repeats", required=True))})
 
 
+@converter("Einsum")
+def einsum(ctx):
+    """The equation with its ellipses spelled out as letters and its output made explicit."""
+    equation = ctx.attr("equation", "").replace(" ", "")
+    operands = ctx.inputs()
+    inputs, arrow, output = equation.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(operands):
+        raise ctx.error(f"equation '{equation}' has {len(terms)} operands, the node {len(operands)}")
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in equation]
+    width = 0
+    for term, value in zip(terms, operands):
+        if "..." in term:
+            width = max(width, value.type.rank - (len(term) - 3))
+    batch = "".join(spare[:width])
+    explicit = []
+    for term, value in zip(terms, operands):
+        if "..." in term:
+            covered = value.type.rank - (len(term) - 3)
+            term = term.replace("...", batch[width - covered:] if covered else "")
+        explicit.append(term)
+    if not arrow:
+        letters = "".join(explicit)
+        output = batch + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in batch))
+    else:
+        output = output.replace("...", batch)
+    return ctx.build(T.EinsumOp, operands, {"equation": ",".join(explicit) + "->" + output})
+
+
 @converter("Resize")
 def resize(ctx):
     """Resolves scales or sizes (with ``axes`` and keep_aspect_ratio_policy) to every axis's size and scale."""
@@ -950,7 +979,7 @@ def gemm(ctx):
 # --------------------------------------------------------------------------------------
 #: tensor ops (beyond the unary and binary elementwise ones) whose ONNX form maps field by field
 GENERIC = ("MatMul", "Where", "Concat", "Gather", "ArgMax", "ArgMin", "LRN", "InstanceNormalization",
-           "RMSNormalization", "Einsum", "DepthToSpace", "SpaceToDepth", "GatherElements", "GatherND",
+           "RMSNormalization", "DepthToSpace", "SpaceToDepth", "GatherElements", "GatherND",
            "ScatterElements", "ScatterND", "ReverseSequence")
 
 

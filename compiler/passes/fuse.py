@@ -14,8 +14,10 @@ from fusecc.ir.printer import loc_names
 from .manager import Pass
 from .outline import wrap_in_region
 
-#: compute ops whose micro-kernels read their operands from memory: nothing fuses into their inputs
-BUFFER_OPERANDS = {"tensor.matmul", "tensor.gemm", "tensor.conv"}
+#: operands that micro-kernels stream from memory as vectors: nothing fuses into them
+STREAMED_OPERANDS = {"tensor.matmul": (1,), "tensor.gemm": (1,), "tensor.conv": (0,)}
+#: output columns per micro-kernel tile: a matmul's A element is read once per tile
+COLUMN_TILE = 64
 
 #: rows up to this many elements are computed once into a stack buffer (see lowering.emitter)
 ROW_CACHE_LIMIT = 16384
@@ -93,6 +95,8 @@ def reads_per_element(consumer: Operation, operand_index: int) -> float:
             return float(operand.type.shape[axes[0]] or 1)
         return float(passes.get(consumer.name, 1))
     if kind is OpKind.COMPUTE:
+        if consumer.name in ("tensor.matmul", "tensor.gemm") and operand_index == 0:
+            return float(math.ceil(out.type.shape[-1] / COLUMN_TILE))  # broadcast once per column tile
         if consumer.name in ("tensor.matmul", "tensor.gemm", "tensor.einsum"):
             return max(_elements(out) * _contraction(consumer) / max(_elements(operand), 1), 1.0)
         if consumer.name in ("tensor.conv", "tensor.conv_transpose", "tensor.max_pool", "tensor.average_pool"):
@@ -181,9 +185,11 @@ class Fuse(Pass):
       pure data movement -- transpose, reshape, slice, ... -- is index
       arithmetic and always fuses, its own producers paying the multiplied
       count);
-    * nothing fuses into the operands of matmul, gemm and conv: their
-      micro-kernels stream operands from memory (prologue fusion happens for
-      pooling and other window ops within ``max-recompute``);
+    * nothing fuses into the operands micro-kernels stream from memory as
+      vectors (B of matmul and gemm, the input of conv); A of matmul and gemm
+      is broadcast element by element, once per 64 output columns, so cheap
+      prologues (a scale, an activation, a normalization) fuse there within
+      ``max-recompute``, as they do into pooling;
     * a reduction producer fuses when it reduces the region's last axis only
       (its result is computed once per row and reused along it) and is read
       at most ``max-recompute`` times per element;
@@ -300,7 +306,7 @@ class Fuse(Pass):
                     continue
                 reads = group.reads[id(consumer)] * reads_per_element(consumer, index)
                 aligned = group.aligned[id(consumer)] and _keeps_last_axis(consumer, index)
-                reason = self.can_fuse(producer, consumer, group, owner, reads, aligned)
+                reason = self.can_fuse(producer, consumer, index, group, owner, reads, aligned)
                 self.decisions.append(Decision(producer, consumer, reason))
                 if reason is None:
                     group.ops.append(producer)
@@ -309,8 +315,8 @@ class Fuse(Pass):
                     owner[id(producer)] = group
                     worklist.append(producer)
 
-    def can_fuse(self, producer: Operation, consumer: Operation, group: Group, owner: dict[int, Group],
-                 reads: float, aligned: bool = True) -> str | None:
+    def can_fuse(self, producer: Operation, consumer: Operation, operand_index: int, group: Group,
+                 owner: dict[int, Group], reads: float, aligned: bool = True) -> str | None:
         """``None`` if ``producer`` may join ``group``, else the reason it may not.
 
         ``reads`` is how often the region would compute each of the
@@ -326,8 +332,8 @@ class Fuse(Pass):
                 return f"result is also used by {label(user)} outside the region"
         if len(group.ops) >= self.max_ops:
             return f"region reached max-ops={self.max_ops}"
-        if consumer.name in BUFFER_OPERANDS:
-            return f"{label(consumer)} reads its operands from memory (its micro-kernel needs them)"
+        if operand_index in STREAMED_OPERANDS.get(consumer.name, ()):
+            return f"{label(consumer)} streams this operand from memory (its micro-kernel needs it)"
         kind = producer.kind
         if kind is OpKind.INJECTIVE and _pure_movement(producer):
             return None
@@ -335,8 +341,8 @@ class Fuse(Pass):
             if reads > self.max_recompute:
                 return f"each element would be recomputed {reads:.0f} times (max-recompute={self.max_recompute})"
             epilogue_of = _free_epilogue_host(producer)
-            if reads > 1.0 and epilogue_of is not None:
-                return f"it is read once as the epilogue of {label(epilogue_of)}, {reads:.0f} times here"
+            if epilogue_of is not None and (reads > 1.0 or consumer.kind is OpKind.COMPUTE):
+                return f"it is better as the epilogue of {label(epilogue_of)} (read once there)"
             return None
         if kind is OpKind.REDUCTION:
             axes = reduced_axes(producer)
@@ -370,13 +376,20 @@ def _keeps_last_axis(consumer: Operation, index: int) -> bool:
     return False
 
 
-def _free_epilogue_host(op: Operation) -> Operation | None:
-    """The compute op that ``op`` would be a free epilogue of: its same-shape operand, used only by ``op``."""
+def _free_epilogue_host(op: Operation, depth: int = 8) -> Operation | None:
+    """The compute op that ``op`` would be a free epilogue of: reached through same-shape,
+    single-use elementwise ops, so the whole chain runs once per element of its result."""
+    shape = op.results[0].type.shape
     for operand in op.operands:
         producer = getattr(operand, "op", None)
-        if isinstance(producer, TensorOp) and producer.kind is OpKind.COMPUTE and len(operand.uses) == 1 \
-                and operand.type.shape == op.results[0].type.shape:
+        if not isinstance(producer, TensorOp) or len(operand.uses) != 1 or operand.type.shape != shape:
+            continue
+        if producer.kind is OpKind.COMPUTE:
             return producer
+        if producer.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST) and depth:
+            host = _free_epilogue_host(producer, depth - 1)
+            if host is not None:
+                return host
     return None
 
 
