@@ -1197,6 +1197,33 @@ class ResizeOp(TensorOp):
                                 antialias=self.antialias)]
 
 
+class GridSampleOp(TensorOp):
+    """Samples X (N, C, D1..Dr) at the normalized coordinates of ``grid`` (N, O1..Ok, r), whose last axis
+    holds (x, y, ...) with x along the last spatial axis."""
+
+    name = "tensor.grid_sample"
+    kind = OpKind.COMPUTE
+    arity = (2, 2)
+    onnx = ("GridSample",)
+    float_only = True
+    mode = attr(("linear", "nearest", "cubic"), "linear")
+    padding_mode = attr(("zeros", "border", "reflection"), "zeros")
+    align_corners = attr(int, 0)
+
+    def infer_types(self):
+        x, grid = self.in_types
+        spatial = x.rank - 2
+        if spatial < 1 or grid.rank != x.rank or grid.shape[-1] not in (spatial, None):
+            raise self.error(f"grid {grid} does not sample the {spatial} spatial axes of {x}")
+        if grid.dtype != x.dtype:
+            raise self.error(f"grid ({grid.dtype}) and input ({x.dtype}) differ in dtype")
+        return [TensorType((x.shape[0], x.shape[1]) + grid.shape[1:-1], x.dtype)]
+
+    def reference(self, x, grid):
+        return [R.grid_sample(x, grid, align_corners=self.align_corners, mode=self.mode,
+                              padding_mode=self.padding_mode)]
+
+
 class DepthToSpaceOp(TensorOp):
     name = "tensor.depth_to_space"
     kind = OpKind.INJECTIVE

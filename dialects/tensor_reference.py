@@ -40,6 +40,7 @@ Only numpy and math are used (``ml_dtypes`` is imported lazily and only by
 from __future__ import annotations
 
 import builtins
+import itertools
 import math
 import numpy as np
 
@@ -77,6 +78,7 @@ __all__ = [
     "pad",
     "resize",
     "resize_static",
+    "grid_sample",
     "topk",
     "cumsum",
     "cumprod",
@@ -1129,6 +1131,107 @@ def resize_static(x, sizes, scales, roi=None, *, mode="nearest", coordinate_tran
             y = np.clip(np.round(y), info.min, info.max)
         y = y.astype(dtype)
     return np.ascontiguousarray(y)
+
+
+# ---------------------------------------------------------------------------
+# grid sample
+# ---------------------------------------------------------------------------
+
+
+def _reflect(v, low, high):
+    """Reflect coordinates by the nearer border until they are inside [low, high] (ONNX GridSample)."""
+    span = high - low
+    below, above = v < low, v > high
+    distance = np.where(below, low - v, np.where(above, v - high, 0.0))
+    folds = np.trunc(distance / span) if span > 0 else np.zeros_like(distance)
+    rest = distance - folds * span
+    even = np.mod(folds, 2) == 0
+    from_low = np.where(even, low + rest, high - rest)
+    from_high = np.where(even, high - rest, low + rest)
+    return np.where(below, from_low, np.where(above, from_high, v))
+
+
+def _cubic_coefficients(t, a=-0.75):
+    """Keys' cubic convolution weights of the taps at -1, 0, 1, 2 for a fraction ``t`` in [0, 1)."""
+    def near(d):
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d):
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    return [far(t + 1), near(t), near(1 - t), far(2 - t)]
+
+
+def grid_sample(x, grid, *, align_corners=0, mode="linear", padding_mode="zeros"):
+    """ONNX GridSample (opset 20+ mode names; 'bilinear'/'bicubic' accepted) for any number of spatial axes.
+
+    Coordinates are float32 as in onnx's reference; ``grid[..., 0]`` indexes the last spatial axis."""
+    x = np.asarray(x)
+    grid = np.asarray(grid)
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(_str(mode), _str(mode))
+    padding_mode = _str(padding_mode)
+    n, c = x.shape[:2]
+    dims = x.shape[2:]
+    r = len(dims)
+    out_spatial = grid.shape[1:-1]
+    coords, borders = [], []
+    for i, dim in enumerate(dims):
+        g = grid[..., r - 1 - i].astype(np.float32)
+        if align_corners:
+            v = (g + np.float32(1)) / np.float32(2) * np.float32(dim - 1)
+            borders.append((0.0, dim - 1.0))
+        else:
+            v = ((g + np.float32(1)) * np.float32(dim) - np.float32(1)) / np.float32(2)
+            borders.append((-0.5, dim - 0.5))
+        coords.append(v.astype(np.float32))
+    if mode == "nearest":
+        coords = [np.rint(v) for v in coords]
+    for i, (v, (low, high)) in enumerate(zip(coords, borders)):
+        if padding_mode == "border":
+            coords[i] = np.where((v < low) | (v > high), np.clip(v, 0, dims[i] - 1), v).astype(np.float32)
+        elif padding_mode == "reflection":
+            coords[i] = _reflect(v.astype(np.float64), low, high).astype(np.float32)
+
+    batch = np.arange(n).reshape((n, 1) + (1,) * len(out_spatial))
+    channel = np.arange(c).reshape((1, c) + (1,) * len(out_spatial))
+
+    def pixel(indices):
+        """x[n, c, indices...] with the padding mode for indices outside (each [n, *out] int)."""
+        inside = np.ones((n,) + tuple(out_spatial), dtype=bool)
+        fixed = []
+        for i, index in enumerate(indices):
+            if padding_mode == "zeros":
+                inside &= (index >= 0) & (index < dims[i])
+                index = np.clip(index, 0, dims[i] - 1)
+            elif padding_mode == "border":
+                index = np.clip(index, 0, dims[i] - 1)
+            else:
+                index = np.trunc(_reflect(index.astype(np.float64), *borders[i])).astype(np.int64)
+            fixed.append(index[:, None])
+        values = x[(batch, channel) + tuple(fixed)]
+        return np.where(inside[:, None], values, 0)
+
+    if mode == "nearest":
+        return pixel([v.astype(np.int64) for v in coords]).astype(x.dtype)
+    taps_per_axis = []
+    for v in coords:
+        base = np.floor(v)
+        t = (v - base).astype(x.dtype if x.dtype.kind == "f" else np.float32)
+        base = base.astype(np.int64)
+        if mode == "linear":
+            taps_per_axis.append([(base, 1 - t), (base + 1, t)])
+        elif mode == "cubic":
+            weights = _cubic_coefficients(t)
+            taps_per_axis.append([(base + k - 1, weights[k]) for k in range(4)])
+        else:
+            raise ValueError(f"unknown GridSample mode {mode!r}")
+    total = 0
+    for combination in itertools.product(*taps_per_axis):
+        weight = 1
+        for _, w in combination:
+            weight = weight * w
+        total = total + weight[:, None] * pixel([index for index, _ in combination])
+    return np.asarray(total).astype(x.dtype)
 
 
 # ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
-from fusecc.frontend.onnx_import import FrontendError, import_model, supported_ops
+from fusecc.frontend.onnx_import import FrontendError, NeedsConstantInput, import_model, supported_ops
 from fusecc.ir import parse_module, print_module
 
 F = TP.FLOAT
@@ -180,8 +180,10 @@ def test_unsorted_graph_is_imported_in_dependency_order():
 def test_supported_ops():
     ops = supported_ops()
     assert ops == sorted(ops)
-    assert {"Conv", "Gemm", "Reshape", "Softmax", "Dropout", "Mean", "GlobalAveragePool", "Clip"} <= set(ops)
-    assert "Resize" not in ops
+    assert {"Conv", "Gemm", "Reshape", "Softmax", "Dropout", "Mean", "GlobalAveragePool", "Clip", "Resize",
+            "TopK", "Attention", "GatherElements", "ScatterND"} <= set(ops)
+    assert len(ops) >= 110
+    assert not {"NonZero", "Unique", "If", "Loop", "RandomNormal"} & set(ops)
 
 
 # --------------------------------------------------------------------------------------
@@ -362,11 +364,22 @@ def test_truncated_model_file(tmp_path):
     assert ops_of(import_model(whole)) == ["tensor.constant", "tensor.add", "func.return"]
 
 
-def test_dropout_with_used_mask_is_an_error():
+def test_dropout_mask_is_all_ones():
     nodes = [helper.make_node("Dropout", ["x"], ["y", "mask"], name="drop"),
              helper.make_node("Not", ["mask"], ["z"])]
-    with pytest.raises(FrontendError, match=r"^ONNX node 'drop' \(Dropout, opset 11\): its mask output"):
-        import_model(make_model(nodes, {"x": (F, [2])}, ["y", "z"], opset=11))
+    module, text = import_text(make_model(nodes, {"x": (F, [2])}, ["y", "z"], opset=11))
+    assert "dense<false> : tensor<2xi1>" in text  # Not(mask) folded: the mask is all ones
+
+
+def test_training_dropout_is_an_error_unless_ratio_is_zero():
+    node = helper.make_node("Dropout", ["x", "ratio", "training"], ["y"], name="drop")
+    inputs = {"x": (F, [2])}
+    training = {"training": np.array(True)}
+    with pytest.raises(FrontendError, match=r"^ONNX node 'drop' \(Dropout, opset 13\): training_mode=1 drops "
+                                            r"elements at random"):
+        import_model(make_model([node], inputs, ["y"], {"ratio": np.array(0.5, np.float32), **training}))
+    module = import_model(make_model([node], inputs, ["y"], {"ratio": np.array(0.0, np.float32), **training}))
+    assert ops_of(module) == ["func.return"]
 
 
 def test_dropout_with_unused_mask_is_an_alias():
@@ -379,9 +392,19 @@ def test_dropout_with_unused_mask_is_an_alias():
 def test_non_constant_attribute_input_is_an_error():
     node = helper.make_node("Reshape", ["x", "shape"], ["y"], name="r1")
     model = make_model([node], {"x": (F, [2, 3]), "shape": (TP.INT64, [2])}, ["y"])
-    with pytest.raises(FrontendError, match=r"^ONNX node 'r1' \(Reshape, opset 13\): input #1 \('shape', the "
-                                            r"shape\) must be a constant"):
+    with pytest.raises(NeedsConstantInput, match=r"^ONNX node 'r1' \(Reshape, opset 13\): input #1 \('shape', the "
+                                                 r"shape\) must be a constant, but it is a graph input") as info:
         import_model(model)
+    assert info.value.input_name == "shape"
+
+
+def test_computed_attribute_input_is_not_a_graph_input_to_freeze():
+    """A shape computed from a graph input is a plain error: only graph inputs themselves are frozen."""
+    nodes = [helper.make_node("Abs", ["s"], ["shape"]), helper.make_node("Reshape", ["x", "shape"], ["y"], name="r1")]
+    model = make_model(nodes, {"x": (F, [2, 3]), "s": (TP.INT64, [2])}, ["y"])
+    with pytest.raises(FrontendError, match=r"must be a constant: an initializer") as info:
+        import_model(model)
+    assert not isinstance(info.value, NeedsConstantInput)
 
 
 def test_verifier_errors_name_the_node():
@@ -391,19 +414,71 @@ def test_verifier_errors_name_the_node():
         import_model(model)
 
 
-def test_maxpool_indices_and_training_outputs_are_errors():
+def test_maxpool_indices_and_layer_norm_statistics():
     pool = helper.make_node("MaxPool", ["x"], ["y", "idx"], kernel_shape=[2, 2])
-    with pytest.raises(FrontendError, match=r"\(MaxPool, opset 13\): its Indices output"):
-        import_model(make_model([pool], IMG, ["y", "idx"]))
-    norm = helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean"])
-    with pytest.raises(FrontendError, match=r"\(LayerNormalization, opset 17\): output #1"):
-        import_model(make_model([norm], X234, ["y", "mean"], {"s": np.ones(4, np.float32)}, opset=17))
+    module = import_model(make_model([pool], IMG, ["y", "idx"]))
+    assert ops_of(module) == ["tensor.max_pool", "tensor.max_pool_indices", "func.return"]
+    norm = helper.make_node("LayerNormalization", ["x", "s"], ["y", "mean", "inv"], axis=1)
+    module = import_model(make_model([norm], X234, ["y", "mean", "inv"], {"s": np.ones((3, 4), np.float32)},
+                                     opset=17))
+    assert "tensor.layer_normalization" not in ops_of(module)
+    assert [str(t) for t in module.main.result_types] == ["tensor<2x3x4xf32>", "tensor<2x1x1xf32>",
+                                                          "tensor<2x1x1xf32>"]
 
 
-def test_opset_out_of_range():
-    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": (F, [2])}, ["y"], opset=24)
-    with pytest.raises(FrontendError, match="opset 24; fusecc supports opsets 7 to 23"):
+def test_batch_norm_training_outputs_running_statistics():
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"], training_mode=1)
+    weights = {name: np.ones(3, np.float32) for name in "sbmv"}
+    module = import_model(make_model([node], {"x": (F, [2, 3, 4])}, ["y", "rm", "rv"], weights, opset=15))
+    assert [str(t) for t in module.main.result_types] == ["tensor<2x3x4xf32>", "tensor<3xf32>", "tensor<3xf32>"]
+
+
+def test_newer_opsets_use_the_op_version_in_force():
+    """Opset 28 is accepted: each node converts by its op's since_version (Relu-14 here)."""
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": (F, [2])}, ["y"], opset=28)
+    assert ops_of(import_model(model)) == ["tensor.relu", "func.return"]
+    newest = onnx.defs.onnx_opset_version()
+    model = make_model([helper.make_node("Relu", ["x"], ["y"])], {"x": (F, [2])}, ["y"], opset=newest + 1)
+    with pytest.raises(FrontendError, match=f"opset {newest + 1}; fusecc supports opsets up to {newest}"):
         import_model(model)
+
+
+def test_opsets_before_7_only_for_ops_unchanged_since():
+    model = make_model([helper.make_node("Not", ["x"], ["y"])], {"x": (TP.BOOL, [2])}, ["y"], opset=1)
+    assert ops_of(import_model(model)) == ["tensor.not", "func.return"]
+    model = make_model([helper.make_node("Add", ["x", "x"], ["y"], name="a")], {"x": (F, [2])}, ["y"], opset=6)
+    with pytest.raises(FrontendError, match=r"^ONNX node 'a' \(Add, opset 6\): Add-6 predates opset 7"):
+        import_model(model)
+
+
+def test_op_with_data_dependent_shape_says_why():
+    node = helper.make_node("NonZero", ["x"], ["y"], name="nz")
+    with pytest.raises(FrontendError, match=r"^unsupported ONNX op 'NonZero' \(domain '', opset 13\) at node "
+                                            r"'nz': its output shape depends on the input values"):
+        import_model(make_model([node], {"x": (F, [4])}, ["y"]))
+
+
+def test_function_op_is_imported_through_its_body():
+    """Attention has no converter of its own: its ONNX function body is imported node by node."""
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y"], name="att", is_causal=1)
+    shape = [1, 2, 3, 4]
+    model = make_model([node], {"q": (F, shape), "k": (F, shape), "v": (F, shape)}, ["y"], opset=23)
+    module, text = import_text(model)
+    assert {"tensor.matmul", "tensor.softmax"} <= set(ops_of(module))
+    assert 'loc("att/' in text
+    assert module.main.result_types[0].shape == (1, 2, 3, 4)
+
+
+def test_formats_are_stored_as_bits():
+    """bfloat16 and float8 values are unsigned integers holding their bits; Cast converts them."""
+    nodes = [helper.make_node("Cast", ["x"], ["f"], to=TP.FLOAT),
+             helper.make_node("Cast", ["f"], ["y"], to=TP.FLOAT8E4M3FN)]
+    module = import_model(make_model(nodes, {"x": (TP.BFLOAT16, [3])}, ["y"]))
+    assert str(module.main.args[0].type) == "tensor<3xu16>"
+    assert str(module.main.result_types[0]) == "tensor<3xu8>"
+    node = helper.make_node("Relu", ["x"], ["y"], name="r")
+    with pytest.raises(FrontendError, match=r"input #0 \('x'\) is float8e4m3fn, which fusecc only converts"):
+        import_model(make_model([node], {"x": (TP.FLOAT8E4M3FN, [3])}, ["y"]))
 
 
 # --------------------------------------------------------------------------------------

@@ -304,3 +304,16 @@ def test_light_model_with_random_weights_matches_onnxruntime(light):
     assert_close_to_scale(logits, expected_logits, rtol=1e-3, atol=1e-3)
     np.testing.assert_allclose(probabilities, expected_probabilities, rtol=1e-3, atol=1e-6)
     assert np.argmax(logits) == np.argmax(expected_logits)
+
+
+def test_light_model_unfused_matches_fused_and_onnxruntime(light):
+    """One kernel per op gives the same logits as the fused model and ONNX Runtime."""
+    model, fused = light.random
+    unfused = fusecc.compile(model, fusion=False)
+    assert len(unfused.kernels) > len(fused.kernels)
+    x = np.random.default_rng(5).standard_normal(light.backend_input.shape).astype(np.float32)
+    _, expected_logits = run_ort(model, {light.input_name: x})
+    _, fused_logits = fused.run({light.input_name: x})
+    _, unfused_logits = unfused.run({light.input_name: x})
+    assert_close_to_scale(unfused_logits, expected_logits, rtol=1e-3, atol=1e-3)
+    assert_close_to_scale(unfused_logits, fused_logits, rtol=1e-3, atol=1e-3)

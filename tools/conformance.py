@@ -92,8 +92,22 @@ def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {' '.join(text.split())[:1000]}" if text else type(error).__name__
 
 
+def _warm_up() -> None:
+    """Compile a tiny model once, so forked children start with fusecc and LLVM imported and initialized."""
+    import numpy as np
+    from onnx import TensorProto, helper
+
+    import fusecc
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "warm_up",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    fusecc.compile(helper.make_model(graph)).run({"x": np.zeros(2, np.float32)})
+
+
 def run_isolated(cases: list, jobs: int = 1, progress=None) -> list[Outcome]:
     """Run each case in a forked child (at most ``jobs`` at a time); a crash fails its case only."""
+    _warm_up()
     pending = list(reversed(cases))
     running: dict[int, tuple[object, int]] = {}
     outcomes: dict[str, Outcome] = {}
@@ -104,6 +118,7 @@ def run_isolated(cases: list, jobs: int = 1, progress=None) -> list[Outcome]:
             pid = os.fork()
             if pid == 0:  # the child: run one case, report, exit without cleanup
                 os.close(read_fd)
+                _silence_child()
                 try:
                     with _quiet_numpy():
                         run_case(case)
@@ -132,12 +147,70 @@ def run_isolated(cases: list, jobs: int = 1, progress=None) -> list[Outcome]:
     return [outcomes[case.name] for case in cases]
 
 
+def run_in_subprocess(case, timeout: float = 300) -> Outcome:
+    """Run the case in a fresh interpreter: for cases whose outcome may depend on what the process has
+    loaded (a crash on an unresolved runtime symbol can turn into a pass once a library providing it
+    is loaded, as other tests may do)."""
+    import pickle
+    import subprocess
+    import tempfile
+
+    import onnx
+    from onnx import numpy_helper
+
+    def array(value):
+        return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else value
+
+    data = [([array(x) for x in inputs], [array(y) for y in expected]) for inputs, expected in case.data_sets]
+    with tempfile.NamedTemporaryFile(suffix=".pkl", delete=False) as file:
+        pickle.dump((case.name, case.model.SerializeToString(), data, case.rtol, case.atol), file)
+    try:
+        result = subprocess.run([sys.executable, "-m", "fusecc.tools.conformance", "--run-case-file", file.name],
+                                capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return Outcome(case.name, False, f"timed out after {timeout} s")
+    finally:
+        os.unlink(file.name)
+    if result.returncode == 0:
+        return Outcome(case.name, True)
+    if result.returncode < 0:
+        return Outcome(case.name, False, f"crashed (signal {-result.returncode})")
+    lines = result.stderr.strip().splitlines()
+    return Outcome(case.name, False, lines[-1] if lines else f"exit status {result.returncode}")
+
+
+def _run_case_file(path: str) -> int:
+    import pickle
+    from types import SimpleNamespace
+
+    import onnx
+
+    with open(path, "rb") as file:
+        name, model, data, rtol, atol = pickle.load(file)
+    run_case(SimpleNamespace(name=name, model=onnx.ModelProto.FromString(model), data_sets=data,
+                             rtol=rtol, atol=atol))
+    return 0
+
+
+def _silence_child() -> None:
+    """A crashing child must not write into its parent's streams (under pytest-xdist, its channel)."""
+    import faulthandler
+
+    faulthandler.disable()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-k", dest="pattern", help="only cases whose name matches this regex")
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1, help="cases run at once")
     parser.add_argument("--failures", action="store_true", help="list every failing case with its error")
+    parser.add_argument("--run-case-file", help=argparse.SUPPRESS)  # see run_in_subprocess
     args = parser.parse_args(argv)
+    if args.run_case_file:
+        return _run_case_file(args.run_case_file)
 
     from fusecc.frontend.onnx_import import supported_ops
 

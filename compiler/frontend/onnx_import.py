@@ -4,14 +4,26 @@
 not initializers become its arguments, graph outputs its results. Each node is
 converted by the converter registered for its op type in ``onnx_ops``.
 
+Opsets: a model may use any default-domain opset the installed onnx knows. Ops
+change meaning only at their own versions, so each node is converted by the
+``since_version`` of its op's schema in that opset (``NodeContext.version``);
+an op version newer than ``REVIEWED_OPSET`` is rejected rather than given an
+older meaning. Ops that ONNX defines by a function body (Attention, the losses,
+...) are imported node by node from the body ONNX builds for the node.
+
 Constants are tracked by value: initializers and ``Constant`` nodes become
 ``tensor.constant`` ops when an op uses them as an operand, while inputs that
 the tensor dialect keeps as attributes (a Reshape's shape, Slice bounds, ...)
-are read straight from them. An op whose operands are all constants is
+are read straight from them; when such an input is a graph input,
+``NeedsConstantInput`` names it (``fusecc.backend`` then compiles the model for
+the value fed). An op whose operands are all constants is
 evaluated at import time with its numpy ``reference()`` and replaced by a
 constant, so shape computations (Shape -> Gather -> Concat -> Reshape) resolve
 to static attributes. Constants nobody uses in the end are dropped; those with
 more than 16 elements are stored as named resources (``dense_resource<...>``).
+
+Element types the IR has no dtype for (bfloat16, float8, float4, int4, int2) are
+stored as their bits and converted by ops; see ``formats``.
 
 Every error names the node it is about:
 ``ONNX node 'conv1' (Conv, opset 13): <what is wrong>``.

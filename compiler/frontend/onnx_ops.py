@@ -7,11 +7,14 @@ inputs that the tensor dialect keeps as attributes (shapes, axes, pads, ...)
 with ``ctx.const``; it builds ops with ``ctx.build``, which verifies them and
 folds them when every operand is a constant.
 
-The opset decides between the spellings ONNX used over time (attributes that
-became inputs, changed defaults); each converter names the versions it tells
-apart. Converters for ops whose ONNX attributes are exactly the tensor op's
-declared fields (most elementwise ops, LRN, Einsum, ...) are generated from
-the ``onnx = (...)`` lists of ``fusecc.dialects.tensor``.
+The op's version (``ctx.version``, the ``since_version`` of its schema in the
+model's opset) decides between the spellings ONNX used over time (attributes
+that became inputs, changed defaults); each converter names the versions it
+tells apart. Converters for ops whose ONNX attributes are exactly the tensor
+op's declared fields (most elementwise ops, LRN, Gather*, Scatter*, ...) are
+generated from the ``onnx = (...)`` lists of ``fusecc.dialects.tensor``. Ops
+ONNX defines by a function body are listed in ``FUNCTION_OPS``; those fusecc
+rejects with a reason in ``UNSUPPORTED``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from fusecc.ir import DenseAttr, DType, TensorType, Value
 
 from . import formats
 from .formats import FORMATS, Format
+from .recurrent import RECURRENT, convert_recurrent
 
 if TYPE_CHECKING:
     from .onnx_import import NodeContext
@@ -167,6 +171,36 @@ def size(ctx):
     if not x.is_static:
         raise ctx.need_static(0, "Size")
     return [ctx.constant(np.array(x.num_elements, dtype=np.int64))]
+
+
+@converter("EyeLike")
+def eye_like(ctx):
+    """Ones on diagonal ``k`` of a matrix shaped like the input: a constant, whatever the input holds."""
+    x = ctx.input_type(0)
+    if x.rank != 2 or None in x.shape:
+        raise ctx.need_static(0, "EyeLike") if x.rank == 2 else ctx.error(f"expects a 2-D input, got {x}")
+    code = ctx.attr("dtype")
+    dtype = x.dtype if code is None else ctx.onnx_dtype(code, "attribute 'dtype'")
+    return [ctx.constant(np.eye(x.shape[0], x.shape[1], ctx.attr("k", 0), dtype=dtype.numpy))]
+
+
+WINDOWS = {
+    "HannWindow": lambda n, size: np.sin(n * np.pi / size) ** 2,
+    "HammingWindow": lambda n, size: 25.0 / 46.0 - np.cos(n * np.pi * 2 / size) * (1 - 25.0 / 46.0),
+    "BlackmanWindow": lambda n, size: 0.42 - 0.5 * np.cos(n * np.pi * 2 / size) + 0.08 * np.cos(n * np.pi * 4 / size),
+}
+
+
+@converter(*WINDOWS)
+def window(ctx):
+    """A window function of ``size`` points: a constant of that size."""
+    size = int(scalar(ctx, ctx.const(0, "size", required=True), "size"))
+    if size < 0:
+        raise ctx.error(f"size {size} must not be negative")
+    dtype = ctx.onnx_dtype(ctx.attr("output_datatype", 1), "attribute 'output_datatype'")
+    period = size if ctx.attr("periodic", 1) else size - 1
+    values = WINDOWS[ctx.op_type](np.arange(size, dtype=np.float64), period) if size else np.zeros(0)
+    return [ctx.constant(values.astype(dtype.numpy))]
 
 
 @converter("Identity")
@@ -420,35 +454,100 @@ def tile(ctx):
     return ctx.build(T.TileOp, [ctx.input(0)], {"repeats": ints(ctx.const(1, "repeats", required=True))})
 
 
-@converter("Einsum")
-def einsum(ctx):
-    """The equation with its ellipses spelled out as letters and its output made explicit."""
-    equation = ctx.attr("equation", "").replace(" ", "")
-    operands = ctx.inputs()
-    inputs, arrow, output = equation.partition("->")
-    terms = inputs.split(",")
-    if len(terms) != len(operands):
-        raise ctx.error(f"equation '{equation}' has {len(terms)} operands, the node {len(operands)}")
-    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in equation]
-    width = 0
-    for term, value in zip(terms, operands):
-        if "..." in term:
-            width = max(width, value.type.rank - (len(term) - 3))
-    batch = "".join(spare[:width])
-    explicit = []
-    for term, value in zip(terms, operands):
-        if "..." in term:
-            covered = value.type.rank - (len(term) - 3)
-            term = term.replace("...", batch[width - covered:] if covered else "")
-        explicit.append(term)
-    if not arrow:
-        letters = "".join(explicit)
-        output = batch + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in batch))
+@converter("TensorScatter")
+def tensor_scatter(ctx):
+    """present[.., s, ..] = update[.., s - w[b], ..] where that is a valid position (modulo the cache length
+    in circular mode), else past: a GatherElements and a Where over index arithmetic."""
+    past, update = ctx.input(0), ctx.input(1)
+    shape = past.type.shape
+    if None in shape or None in update.type.shape:
+        raise ctx.need_static(0, "TensorScatter")
+    rank = len(shape)
+    axis = normalize_axes(ctx, [ctx.attr("axis", -2)], rank)[0]
+    if axis == 0:
+        raise ctx.error("axis must not be the batch axis")
+    capacity, length = shape[axis], update.type.shape[axis]
+    i64 = DType.I64
+
+    def const(array):
+        return ctx.constant(np.asarray(array, dtype=np.int64))
+
+    position = const(np.arange(capacity).reshape([capacity if a == axis else 1 for a in range(rank)]))
+    if ctx.has_input(2):
+        start = reshape(ctx, _cast(ctx, ctx.input(2), i64), [shape[0]] + [1] * (rank - 1))
+        offset = ctx.build(T.SubOp, [position, start])[0]
     else:
-        output = output.replace("...", batch)
-    return ctx.build(T.EinsumOp, operands, {"equation": ",".join(explicit) + "->" + output})
+        offset = position
+    if ctx.attr("mode", "linear") == "circular":
+        offset = ctx.build(T.ModOp, [offset, const(capacity)])[0]
+    elif ctx.attr("mode", "linear") != "linear":
+        raise ctx.error(f"unknown mode '{ctx.attr('mode')}'")
+    valid = ctx.build(T.AndOp, [ctx.build(T.GreaterOrEqualOp, [offset, const(0)])[0],
+                                ctx.build(T.LessOp, [offset, const(length)])[0]])[0]
+    index = ctx.build(T.ClipOp, [offset], {"min": 0, "max": length - 1})[0]
+    index = ctx.build(T.ExpandOp, [index], {"shape": list(shape)})[0]
+    gathered = ctx.build(T.GatherElementsOp, [update, index], {"axis": axis})[0]
+    return ctx.build(T.WhereOp, [valid, gathered, past])
 
 
+@converter("Compress")
+def compress(ctx):
+    """A Gather of the positions ``condition`` selects; ``condition`` sets the output shape, so it must be known."""
+    condition = ctx.const(1, "condition", required=True).reshape(-1).astype(bool)
+    x = ctx.input(0)
+    axis = ctx.attr("axis")
+    if axis is None:
+        if not x.type.is_static:
+            raise ctx.need_static(0, "Compress without axis")
+        x, axis = reshape(ctx, x, [x.type.num_elements]), 0
+    axis = normalize_axes(ctx, [axis], x.type.rank)[0]
+    size = x.type.shape[axis]
+    if size is not None and condition.size > size:
+        raise ctx.error(f"condition has {condition.size} entries, more than axis {axis} ({size})")
+    positions = np.nonzero(condition)[0].astype(np.int64)
+    return ctx.build(T.GatherOp, [x, ctx.constant(positions)], {"axis": axis})
+
+
+@converter("OneHot")
+def one_hot(ctx):
+    depth = scalar(ctx, ctx.const(1, "depth", required=True), "depth")
+    return ctx.build(T.OneHotOp, [ctx.input(0), ctx.input(2)],
+                     {"axis": ctx.attr("axis", -1), "depth": int(depth)})
+
+
+@converter("Trilu")
+def trilu(ctx):
+    k = ctx.const(1, "k")
+    k = 0 if k is None else int(scalar(ctx, k, "k"))
+    return ctx.build(T.TriluOp, [ctx.input(0)], {"upper": ctx.attr("upper", 1), "k": k})
+
+
+@converter("CumSum", "CumProd")
+def cumulative(ctx):
+    cls = T.CumSumOp if ctx.op_type == "CumSum" else T.CumProdOp
+    axis = int(scalar(ctx, ctx.const(1, "axis", required=True), "axis"))
+    return ctx.build(cls, [ctx.input(0)], {"axis": axis, "exclusive": ctx.attr("exclusive", 0),
+                                           "reverse": ctx.attr("reverse", 0)})
+
+
+@converter("Scatter")
+def scatter(ctx):
+    """Scatter (opsets 9 and 10) is ScatterElements without a reduction."""
+    return ctx.build(T.ScatterElementsOp, ctx.inputs(), {"axis": ctx.attr("axis", 0)})
+
+
+@converter("TopK")
+def topk(ctx):
+    k = ctx.attr("k") if ctx.version < 10 else scalar(ctx, ctx.const(1, "K", required=True), "K")
+    attrs = {"k": int(k), "axis": ctx.attr("axis", -1)}
+    if ctx.version >= 11:
+        attrs.update(largest=ctx.attr("largest", 1), sorted=ctx.attr("sorted", 1))
+    return ctx.build(T.TopKOp, [ctx.input(0)], attrs)
+
+
+# --------------------------------------------------------------------------------------
+# Resampling: Resize, Upsample, AffineGrid, GridSample
+# --------------------------------------------------------------------------------------
 @converter("Resize")
 def resize(ctx):
     """Resolves scales or sizes (with ``axes`` and keep_aspect_ratio_policy) to every axis's size and scale."""
@@ -521,41 +620,142 @@ def _resize(ctx, scales, attrs):
                                                    "nearest_mode": "floor"})
 
 
-@converter("OneHot")
-def one_hot(ctx):
-    depth = scalar(ctx, ctx.const(1, "depth", required=True), "depth")
-    return ctx.build(T.OneHotOp, [ctx.input(0), ctx.input(2)],
-                     {"axis": ctx.attr("axis", -1), "depth": int(depth)})
+@converter("AffineGrid")
+def affine_grid(ctx):
+    """theta (N, r, r+1) applied to the constant grid of normalized output coordinates (x, y[, z], 1):
+    one MatMul. ``size`` must be a constant."""
+    theta = ctx.input(0)
+    size = ints(ctx.const(1, "size", required=True))
+    spatial = size[2:]
+    rank = len(spatial)
+    if rank not in (2, 3) or theta.type.shape[1:] != (rank, rank + 1):
+        raise ctx.error(f"theta {theta.type} does not transform {rank}-D grids of size {size}")
+    axes = []
+    for n in spatial:
+        if ctx.attr("align_corners", 0):
+            axes.append(np.linspace(-1.0, 1.0, n) if n > 1 else np.array([-1.0]))
+        else:
+            axes.append((2.0 * np.arange(n) + 1.0) / n - 1.0)
+    mesh = np.meshgrid(*axes, indexing="ij")  # z, y, x order of the spatial axes
+    columns = [m.reshape(-1) for m in reversed(mesh)] + [np.ones(math.prod(spatial))]
+    base = ctx.constant(np.stack(columns, axis=1).astype(theta.type.dtype.numpy))  # (points, r+1)
+    transposed = ctx.build(T.TransposeOp, [theta], {"perm": [0, 2, 1]})[0]
+    points = ctx.build(T.MatMulOp, [base, transposed])[0]  # (N, points, r)
+    return [reshape(ctx, points, [theta.type.shape[0]] + spatial + [rank])]
 
 
-@converter("Trilu")
-def trilu(ctx):
-    k = ctx.const(1, "k")
-    k = 0 if k is None else int(scalar(ctx, k, "k"))
-    return ctx.build(T.TriluOp, [ctx.input(0)], {"upper": ctx.attr("upper", 1), "k": k})
+@converter("GridSample")
+def grid_sample(ctx):
+    """GridSample-16 names its modes bilinear and bicubic, and samples 2-D inputs only."""
+    mode = ctx.attr("mode", "bilinear" if ctx.version < 20 else "linear")
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+    attrs = {"mode": mode, "padding_mode": ctx.attr("padding_mode", "zeros"),
+             "align_corners": ctx.attr("align_corners", 0)}
+    return ctx.build(T.GridSampleOp, [ctx.input(0), ctx.input(1)], attrs)
 
 
-@converter("CumSum", "CumProd")
-def cumulative(ctx):
-    cls = T.CumSumOp if ctx.op_type == "CumSum" else T.CumProdOp
-    axis = int(scalar(ctx, ctx.const(1, "axis", required=True), "axis"))
-    return ctx.build(cls, [ctx.input(0)], {"axis": axis, "exclusive": ctx.attr("exclusive", 0),
-                                           "reverse": ctx.attr("reverse", 0)})
+# --------------------------------------------------------------------------------------
+# Signal processing
+# --------------------------------------------------------------------------------------
+@converter("DFT")
+def dft(ctx):
+    """``dft_length`` and ``axis`` must be constants; see ``_fourier``."""
+    x = ctx.input(0)
+    if None in x.type.shape:
+        raise ctx.need_static(0, "DFT")
+    if ctx.version >= 20:
+        given = ctx.const(2, "axis")
+        axis = -2 if given is None or given.size == 0 else int(scalar(ctx, given, "axis"))
+    else:
+        axis = ctx.attr("axis", 1)
+    axis = normalize_axes(ctx, [axis], x.type.rank)[0]
+    inverse, onesided = ctx.attr("inverse", 0), ctx.attr("onesided", 0)
+    length = ctx.const(1, "dft_length")
+    if length is not None and length.size:
+        length = int(scalar(ctx, length, "dft_length"))
+    else:
+        length = 2 * (x.type.shape[axis] - 1) if inverse and onesided else x.type.shape[axis]
+    return [_fourier(ctx, x, axis, length, inverse, onesided)]
 
 
-@converter("Scatter")
-def scatter(ctx):
-    """Scatter (opsets 9 and 10) is ScatterElements without a reduction."""
-    return ctx.build(T.ScatterElementsOp, ctx.inputs(), {"axis": ctx.attr("axis", 0)})
+@converter("STFT")
+def stft(ctx):
+    """Frames gathered from the signal (a constant index table), windowed, then one DFT per frame."""
+    x = ctx.input(0)
+    if None in x.type.shape:
+        raise ctx.need_static(0, "STFT")
+    batch, samples, parts = x.type.shape
+    step = int(scalar(ctx, ctx.const(1, "frame_step", required=True), "frame_step"))
+    window = ctx.input(2) if ctx.has_input(2) else None
+    given = ctx.const(3, "frame_length")
+    if given is not None and given.size:
+        length = int(scalar(ctx, given, "frame_length"))
+    else:
+        length = window.type.shape[0] if window is not None else samples
+    if window is not None and window.type.shape[0] != length:
+        raise ctx.error(f"the window has {window.type.shape[0]} values, frame_length is {length}")
+    frames = (samples - length) // step + 1
+    if step < 1 or frames < 1:
+        raise ctx.error(f"frame_step {step} and frame_length {length} give no frame of {samples} samples")
+    positions = np.arange(frames)[:, None] * step + np.arange(length)[None, :]
+    framed = ctx.build(T.GatherOp, [x, ctx.constant(positions.astype(np.int64))], {"axis": 1})[0]
+    if window is not None:
+        framed = ctx.build(T.MulOp, [framed, reshape(ctx, window, [1, 1, length, 1])])[0]
+    return [_fourier(ctx, framed, 2, length, 0, ctx.attr("onesided", 1))]
 
 
-@converter("TopK")
-def topk(ctx):
-    k = ctx.attr("k") if ctx.version < 10 else scalar(ctx, ctx.const(1, "K", required=True), "K")
-    attrs = {"k": int(k), "axis": ctx.attr("axis", -1)}
-    if ctx.version >= 11:
-        attrs.update(largest=ctx.attr("largest", 1), sorted=ctx.attr("sorted", 1))
-    return ctx.build(T.TopKOp, [ctx.input(0)], attrs)
+def _fourier(ctx, x: Value, axis: int, length: int, inverse: int, onesided: int) -> Value:
+    """numpy's fft/ifft/irfft of length ``length`` along ``axis`` of ``x``, whose last axis holds the real
+    (and imaginary) parts. The transform is linear in both parts: it is MatMuls with constant matrices,
+    the transform of each unit signal (zero padding or truncation to ``length`` included)."""
+    rank = x.type.rank
+    if axis == rank - 1:
+        raise ctx.error("axis must not be the last axis (it holds the real and imaginary parts)")
+    n, parts = x.type.shape[axis], x.type.shape[-1]
+    if parts not in (1, 2):
+        raise ctx.error(f"the last axis must hold 1 (real) or 2 (complex) values, got {parts}")
+
+    def transform(signal):
+        if not inverse:
+            out = np.fft.fft(signal, n=length)
+            return out[:length // 2 + 1] if onesided else out
+        return np.fft.irfft(signal, n=length) if onesided else np.fft.ifft(signal, n=length)
+
+    eye = np.eye(n)
+    from_real = np.stack([transform(row) for row in eye], axis=1)  # [out, n] complex
+    from_imag = np.stack([transform(1j * row) for row in eye], axis=1)
+    dtype = x.type.dtype.numpy
+    last = rank - 2  # the signal axis's position once the parts axis is dropped
+    perm = [a for a in range(rank - 1) if a != axis] + [axis]
+    back = [int(a) for a in np.argsort(perm)]
+
+    def part(index):
+        sliced = ctx.build(T.SliceOp, [x], {"starts": [index], "ends": [index + 1], "axes": [rank - 1],
+                                            "steps": [1]})[0]
+        flat = reshape(ctx, sliced, x.type.shape[:-1])
+        return flat if axis == last else ctx.build(T.TransposeOp, [flat], {"perm": perm})[0]
+
+    inputs = [(part(0), from_real)] + ([(part(1), from_imag)] if parts == 2 else [])
+
+    def apply(select):
+        total = None
+        for signal, matrix in inputs:
+            term = ctx.build(T.MatMulOp, [signal, ctx.constant(select(matrix).T.astype(dtype))])[0]
+            total = term if total is None else ctx.build(T.AddOp, [total, term])[0]
+        moved = total if axis == last else ctx.build(T.TransposeOp, [total], {"perm": back})[0]
+        return reshape(ctx, moved, list(moved.type.shape) + [1])
+
+    if inverse and onesided:  # irfft: a real signal
+        return apply(np.real)
+    return ctx.build(T.ConcatOp, [apply(np.real), apply(np.imag)], {"axis": rank - 1})[0]
+
+
+# --------------------------------------------------------------------------------------
+# Recurrent networks (unrolled; see ``recurrent``)
+# --------------------------------------------------------------------------------------
+@converter(*RECURRENT)
+def recurrent(ctx):
+    return convert_recurrent(ctx)
 
 
 # --------------------------------------------------------------------------------------
@@ -771,68 +971,6 @@ def lp_normalization(ctx):
     return ctx.build(T.WhereOp, [ctx.build(T.EqualOp, [norm, zero])[0], zero, quotient])
 
 
-@converter("EyeLike")
-def eye_like(ctx):
-    """Ones on diagonal ``k`` of a matrix shaped like the input: a constant, whatever the input holds."""
-    x = ctx.input_type(0)
-    if x.rank != 2 or None in x.shape:
-        raise ctx.need_static(0, "EyeLike") if x.rank == 2 else ctx.error(f"expects a 2-D input, got {x}")
-    code = ctx.attr("dtype")
-    dtype = x.dtype if code is None else ctx.onnx_dtype(code, "attribute 'dtype'")
-    return [ctx.constant(np.eye(x.shape[0], x.shape[1], ctx.attr("k", 0), dtype=dtype.numpy))]
-
-
-WINDOWS = {
-    "HannWindow": lambda n, size: np.sin(n * np.pi / size) ** 2,
-    "HammingWindow": lambda n, size: 25.0 / 46.0 - np.cos(n * np.pi * 2 / size) * (1 - 25.0 / 46.0),
-    "BlackmanWindow": lambda n, size: 0.42 - 0.5 * np.cos(n * np.pi * 2 / size) + 0.08 * np.cos(n * np.pi * 4 / size),
-}
-
-
-@converter(*WINDOWS)
-def window(ctx):
-    """A window function of ``size`` points: a constant of that size."""
-    size = int(scalar(ctx, ctx.const(0, "size", required=True), "size"))
-    if size < 0:
-        raise ctx.error(f"size {size} must not be negative")
-    dtype = ctx.onnx_dtype(ctx.attr("output_datatype", 1), "attribute 'output_datatype'")
-    period = size if ctx.attr("periodic", 1) else size - 1
-    values = WINDOWS[ctx.op_type](np.arange(size, dtype=np.float64), period) if size else np.zeros(0)
-    return [ctx.constant(values.astype(dtype.numpy))]
-
-
-@converter("Compress")
-def compress(ctx):
-    """A Gather of the positions ``condition`` selects; ``condition`` sets the output shape, so it must be known."""
-    condition = ctx.const(1, "condition", required=True).reshape(-1).astype(bool)
-    x = ctx.input(0)
-    axis = ctx.attr("axis")
-    if axis is None:
-        if not x.type.is_static:
-            raise ctx.need_static(0, "Compress without axis")
-        x, axis = reshape(ctx, x, [x.type.num_elements]), 0
-    axis = normalize_axes(ctx, [axis], x.type.rank)[0]
-    size = x.type.shape[axis]
-    if size is not None and condition.size > size:
-        raise ctx.error(f"condition has {condition.size} entries, more than axis {axis} ({size})")
-    positions = np.nonzero(condition)[0].astype(np.int64)
-    return ctx.build(T.GatherOp, [x, ctx.constant(positions)], {"axis": axis})
-
-
-@converter("MatMulInteger")
-def matmul_integer(ctx):
-    """(A - a_zero_point) @ (B - b_zero_point) in int32; A's zero point is per row, B's per column."""
-    a, b = (_cast(ctx, ctx.input(i), DType.I32) for i in (0, 1))
-    if ctx.has_input(2):
-        zero = _cast(ctx, ctx.input(2), DType.I32)
-        if zero.type.rank == 1 and zero.type.shape != (1,):
-            zero = reshape(ctx, zero, list(zero.type.shape) + [1])
-        a = ctx.build(T.SubOp, [a, zero])[0]
-    if ctx.has_input(3):
-        b = ctx.build(T.SubOp, [b, _cast(ctx, ctx.input(3), DType.I32)])[0]
-    return ctx.build(T.MatMulOp, [a, b])
-
-
 # --------------------------------------------------------------------------------------
 # Convolution and pooling
 # --------------------------------------------------------------------------------------
@@ -967,11 +1105,103 @@ def _lp_order(ctx) -> int:
     return p
 
 
+@converter("MaxUnpool")
+def max_unpool(ctx):
+    """Scatter X to the flat positions in ``I`` of a zero tensor, padded at the end to ``output_shape``."""
+    x = ctx.input_type(0)
+    if None in x.shape:
+        raise ctx.need_static(0, "MaxUnpool")
+    kernel = list(ctx.attr("kernel_shape"))
+    spatial = len(kernel)
+    strides = list(ctx.attr("strides") or [1] * spatial)
+    pads = list(ctx.attr("pads") or [0] * (2 * spatial))
+    inferred = list(x.shape[:2]) + [(x.shape[2 + i] - 1) * strides[i] - (pads[i] + pads[spatial + i]) + kernel[i]
+                                    for i in range(spatial)]
+    total = math.prod(inferred)
+    zeros = ctx.constant(np.zeros(total, dtype=x.dtype.numpy))
+    flat_x = reshape(ctx, ctx.input(0), [x.num_elements])
+    flat_i = reshape(ctx, ctx.input(1), [x.num_elements])
+    scattered = ctx.build(T.ScatterElementsOp, [zeros, flat_i, flat_x], {"axis": 0})[0]
+    result = reshape(ctx, scattered, inferred)
+    wanted = ctx.const(2, "output_shape")
+    if wanted is None:
+        return [result]
+    extra = [int(w) - d for w, d in zip(ints(wanted), inferred)]
+    if any(e < 0 for e in extra):
+        raise ctx.error(f"output_shape {ints(wanted)} is smaller than the unpooled shape {inferred}")
+    return ctx.build(T.PadOp, [result], {"pads": [0] * len(extra) + extra, "mode": "constant",
+                                         "value": 0.0 if x.dtype.is_float else 0})
+
+
+@converter("Col2Im")
+def col2im(ctx):
+    """Col2Im is a ConvTranspose of the block grid with a one-hot weight: input channel (c, tap) adds to
+    output channel c at that tap. ``image_shape`` and ``block_shape`` must be constants."""
+    x = ctx.input_type(0)
+    if None in x.shape:
+        raise ctx.need_static(0, "Col2Im")
+    image = ints(ctx.const(1, "image_shape", required=True))
+    block = ints(ctx.const(2, "block_shape", required=True))
+    spatial = len(image)
+    strides = list(ctx.attr("strides") or [1] * spatial)
+    dilations = list(ctx.attr("dilations") or [1] * spatial)
+    pads = list(ctx.attr("pads") or [0] * (2 * spatial))
+    taps = math.prod(block)
+    batch, rows, count = x.shape
+    if rows % taps:
+        raise ctx.error(f"input has {rows} rows, not a multiple of the block size {taps}")
+    channels = rows // taps
+    grid = [(image[i] + pads[i] + pads[i + spatial] - dilations[i] * (block[i] - 1) - 1) // strides[i] + 1
+            for i in range(spatial)]
+    if math.prod(grid) != count:
+        raise ctx.error(f"{count} blocks do not tile image {image} with blocks {block}: expected {grid}")
+    weight = np.zeros((rows, channels) + tuple(block), dtype=x.dtype.numpy)
+    for c in range(channels):
+        for tap in range(taps):
+            weight[(c * taps + tap, c) + np.unravel_index(tap, block)] = 1
+    blocks = reshape(ctx, ctx.input(0), [batch, rows] + grid)
+    # positions past the last block's reach (when the stride leaves a remainder) stay zero
+    reach = [(grid[i] - 1) * strides[i] + dilations[i] * (block[i] - 1) + 1 - pads[i] - pads[i + spatial]
+             for i in range(spatial)]
+    attrs = {"kernel_shape": block, "strides": strides, "pads": pads, "dilations": dilations, "group": 1,
+             "output_padding": [size - r for size, r in zip(image, reach)]}
+    return ctx.build(T.ConvTransposeOp, [blocks, ctx.constant(weight)], attrs)
+
+
 @converter("Gemm")
 def gemm(ctx):
     attrs = {name: ctx.attr(name, default) for name, default in
              (("alpha", 1.0), ("beta", 1.0), ("transA", 0), ("transB", 0))}
     return ctx.build(T.GemmOp, ctx.inputs(), attrs)
+
+
+@converter("Einsum")
+def einsum(ctx):
+    """The equation with its ellipses spelled out as letters and its output made explicit."""
+    equation = ctx.attr("equation", "").replace(" ", "")
+    operands = ctx.inputs()
+    inputs, arrow, output = equation.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != len(operands):
+        raise ctx.error(f"equation '{equation}' has {len(terms)} operands, the node {len(operands)}")
+    spare = [c for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in equation]
+    width = 0
+    for term, value in zip(terms, operands):
+        if "..." in term:
+            width = max(width, value.type.rank - (len(term) - 3))
+    batch = "".join(spare[:width])
+    explicit = []
+    for term, value in zip(terms, operands):
+        if "..." in term:
+            covered = value.type.rank - (len(term) - 3)
+            term = term.replace("...", batch[width - covered:] if covered else "")
+        explicit.append(term)
+    if not arrow:
+        letters = "".join(explicit)
+        output = batch + "".join(sorted(c for c in set(letters) if letters.count(c) == 1 and c not in batch))
+    else:
+        output = output.replace("...", batch)
+    return ctx.build(T.EinsumOp, operands, {"equation": ",".join(explicit) + "->" + output})
 
 
 # --------------------------------------------------------------------------------------
@@ -1121,6 +1351,20 @@ def dequantize_linear(ctx):
     return [_cast(ctx, y, target)]
 
 
+@converter("MatMulInteger")
+def matmul_integer(ctx):
+    """(A - a_zero_point) @ (B - b_zero_point) in int32; A's zero point is per row, B's per column."""
+    a, b = (_cast(ctx, ctx.input(i), DType.I32) for i in (0, 1))
+    if ctx.has_input(2):
+        zero = _cast(ctx, ctx.input(2), DType.I32)
+        if zero.type.rank == 1 and zero.type.shape != (1,):
+            zero = reshape(ctx, zero, list(zero.type.shape) + [1])
+        a = ctx.build(T.SubOp, [a, zero])[0]
+    if ctx.has_input(3):
+        b = ctx.build(T.SubOp, [b, _cast(ctx, ctx.input(3), DType.I32)])[0]
+    return ctx.build(T.MatMulOp, [a, b])
+
+
 @converter("QLinearMatMul")
 def qlinear_matmul(ctx):
     """Integer matmul of the zero-point-shifted inputs, rescaled and requantized (as onnx's reference does)."""
@@ -1178,31 +1422,3 @@ def qlinear_conv(ctx):
     if w_scale.type.rank == 1 and w_scale.type.shape[0] != 1:
         w_scale = reshape(ctx, w_scale, [1, w_scale.type.shape[0]] + [1] * (accumulated.type.rank - 2))
     return [_requantize(ctx, accumulated, [ctx.input(1), w_scale], ctx.input(6), 7)]
-
-
-@converter("MaxUnpool")
-def max_unpool(ctx):
-    """Scatter X to the flat positions in ``I`` of a zero tensor, padded at the end to ``output_shape``."""
-    x = ctx.input_type(0)
-    if None in x.shape:
-        raise ctx.need_static(0, "MaxUnpool")
-    kernel = list(ctx.attr("kernel_shape"))
-    spatial = len(kernel)
-    strides = list(ctx.attr("strides") or [1] * spatial)
-    pads = list(ctx.attr("pads") or [0] * (2 * spatial))
-    inferred = list(x.shape[:2]) + [(x.shape[2 + i] - 1) * strides[i] - (pads[i] + pads[spatial + i]) + kernel[i]
-                                    for i in range(spatial)]
-    total = math.prod(inferred)
-    zeros = ctx.constant(np.zeros(total, dtype=x.dtype.numpy))
-    flat_x = reshape(ctx, ctx.input(0), [x.num_elements])
-    flat_i = reshape(ctx, ctx.input(1), [x.num_elements])
-    scattered = ctx.build(T.ScatterElementsOp, [zeros, flat_i, flat_x], {"axis": 0})[0]
-    result = reshape(ctx, scattered, inferred)
-    wanted = ctx.const(2, "output_shape")
-    if wanted is None:
-        return [result]
-    extra = [int(w) - d for w, d in zip(ints(wanted), inferred)]
-    if any(e < 0 for e in extra):
-        raise ctx.error(f"output_shape {ints(wanted)} is smaller than the unpooled shape {inferred}")
-    return ctx.build(T.PadOp, [result], {"pads": [0] * len(extra) + extra, "mode": "constant",
-                                         "value": 0.0 if x.dtype.is_float else 0})
