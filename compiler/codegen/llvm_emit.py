@@ -297,14 +297,15 @@ def _fmin(fe, a, b):
     return fe.builder.call(fe.intrinsic("llvm.minimum", a.type, 2), [a, b])
 
 
-#: reassociation lets LLVM vectorize float reductions and hoist reciprocals; NaN and infinity semantics are kept
-FAST = ("reassoc", "nsz", "contract", "arcp")
+#: reassociation lets LLVM vectorize float reductions; NaN and infinity semantics are kept, and division
+#: stays exact (rules multiply by a hoisted reciprocal where one is meant)
+FAST = ("reassoc", "nsz", "contract")
 
 _BINARY = {
     "arith.addf": lambda fe, a, b: fe.builder.fadd(a, b, flags=FAST),
     "arith.subf": lambda fe, a, b: fe.builder.fsub(a, b, flags=FAST),
     "arith.mulf": lambda fe, a, b: fe.builder.fmul(a, b, flags=FAST),
-    "arith.divf": lambda fe, a, b: fe.builder.fdiv(a, b, flags=FAST),
+    "arith.divf": lambda fe, a, b: fe.builder.fdiv(a, b, flags=("nsz",)),
     "arith.remf": lambda fe, a, b: fe.builder.frem(a, b), "arith.maxf": _fmax, "arith.minf": _fmin,
     "math.powf": _powf, "math.atan2": _atan2,
     "arith.addi": lambda fe, a, b: fe.builder.add(a, b), "arith.subi": lambda fe, a, b: fe.builder.sub(a, b),

@@ -107,7 +107,8 @@ def _initialize():
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
         llvm.initialize_native_asmparser()   # needed for `module asm`
-        for name in ("m", "c"):
+        # libgcc_s provides the soft-float helpers (e.g. __truncdfhf2 for f64 -> f16) LLVM may call
+        for name in ("m", "c", "gcc_s"):
             lib = ctypes.util.find_library(name)
             if lib:
                 try:

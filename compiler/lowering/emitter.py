@@ -199,6 +199,10 @@ class Emitter:
     def mul(self, a, b):
         return self.binary("arith.mulf", "arith.muli", a, b)
 
+    def reciprocal(self, a):
+        """1 / a, computed once where ``a`` is computed (e.g. per row) so later divisions become products."""
+        return self.div(self.const(1.0, a.type.dtype), a)
+
     def div(self, a, b):
         return self.binary("arith.divf", "arith.divsi" if a.type.dtype.is_signed else "arith.divui", a, b)
 
@@ -396,4 +400,11 @@ class Emitter:
 
 
 def float_limit(dtype: DType, sign: int) -> float:
-    return sign * math.inf if dtype.is_float else (sign * (2 ** (dtype.bits - 1)) - (1 if sign > 0 else 0))
+    """The identity of max (sign -1) or min (sign +1) reductions: +-inf, or the integer type's extremes."""
+    if dtype.is_float:
+        return sign * math.inf
+    if dtype is DType.I1:
+        return 0 if sign < 0 else 1
+    if not dtype.is_signed:
+        return 0 if sign < 0 else 2 ** dtype.bits - 1
+    return -(2 ** (dtype.bits - 1)) if sign < 0 else 2 ** (dtype.bits - 1) - 1

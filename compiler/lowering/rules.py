@@ -19,7 +19,7 @@ from fusecc.dialects.tensor import normalize_axis
 from fusecc.ir.core import Operation, Value
 from fusecc.ir.types import DType, MemRefType, ScalarType
 
-from .emitter import Emitter, float_limit as _signed_limit
+from .emitter import Emitter, float_limit
 
 Rule = Callable[[Emitter, Operation, int, list[Value]], Value]
 RULES: dict[str, Rule] = {}
@@ -42,15 +42,6 @@ def broadcast_index(e: Emitter, idx: list[Value], in_shape: tuple) -> list[Value
 def operand_at(e: Emitter, op: Operation, number: int, idx: list[Value]) -> Value:
     value = op.operands[number]
     return e.at(value, broadcast_index(e, idx, value.type.shape))
-
-
-def float_limit(dtype: DType, sign: int) -> float | int:
-    """The lowest (sign < 0) or highest value of ``dtype``: infinities for floats, the range for integers."""
-    if dtype.is_float or dtype.is_signed:
-        return _signed_limit(dtype, sign)
-    if dtype is DType.I1:
-        return 0 if sign < 0 else 1
-    return 0 if sign < 0 else 2 ** dtype.bits - 1
 
 
 def dtype_of(op: Operation) -> DType:
@@ -609,7 +600,7 @@ def _softmax(e, op, result_index, idx):
     axis = normalize_axis(op, op.axis, len(idx))
     if axis == len(idx) - 1 and e.in_row(idx):
         exps, total = _softmax_row(e, op, idx)
-        return e.div(e.load_mutable(exps, idx[-1]), total)
+        return e.mul(e.load_mutable(exps, idx[-1]), e.reciprocal(total))
     peak, total = _row_stats(e, op, idx, [axis], "softmax")
     return e.div(e.fn("exp", e.sub(e.at(op.operands[0], idx), peak)), total)
 
@@ -667,7 +658,7 @@ def _normalize(e, op, idx, axes, epsilon, rms=False):
     if rms:
         square = _reduce_axes(e, op, idx, axes, True, shape, lambda i: e.mul(load(i), load(i)), e.add, 0.0,
                               (id(op), "sumsq"))
-        return e.div(value, e.fn("sqrt", e.add(e.div(square, count), e.const(epsilon, dtype))))
+        return e.mul(value, e.reciprocal(e.fn("sqrt", e.add(e.div(square, count), e.const(epsilon, dtype)))))
     total = _reduce_axes(e, op, idx, axes, True, shape, load, e.add, 0.0, (id(op), "sum"))
     mean = e.div(total, count)
 
@@ -676,7 +667,7 @@ def _normalize(e, op, idx, axes, epsilon, rms=False):
         return e.mul(d, d)
 
     var = e.div(_reduce_axes(e, op, idx, axes, True, shape, centered_square, e.add, 0.0, (id(op), "var")), count)
-    return e.div(e.sub(value, mean), e.fn("sqrt", e.add(var, e.const(epsilon, dtype))))
+    return e.mul(e.sub(value, mean), e.reciprocal(e.fn("sqrt", e.add(var, e.const(epsilon, dtype)))))
 
 
 @rule("tensor.layer_normalization")
