@@ -11,19 +11,16 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 import onnx
 import onnx.backend.test
 import pytest
-from onnx import TensorProto as TP
-from onnx import helper, numpy_helper
 
 import fusecc
 import fusecc.backend
-from test_models import LIGHT_DIR, assert_close_to_scale, backend_test_input
+from test_models import LIGHT_DIR, assert_close_to_scale, backend_test_input, random_weights
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -67,75 +64,6 @@ def test_runner_covers_the_nine_light_models():
 # Random weights, against ONNX Runtime
 # --------------------------------------------------------------------------------------
 #: ops a weight may pass through (as input 0) on its way to the op that uses it
-_PASS_THROUGH = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Transpose", "Identity"}
-
-
-def random_weights(model: onnx.ModelProto, seed: int = 0) -> tuple[onnx.ModelProto, bool]:
-    """A copy of a light model with random weights, and whether it ends with a Softmax.
-
-    Each weight (a ``ConstantOfShape`` node or a float initializer) is drawn by the
-    op that finally uses it (through reshapes): conv and fully connected weights
-    He/LeCun-normal, biases and shifts N(0, 0.1), scales U(0.5, 1.5), BatchNorm
-    statistics inside their domains; the classifier's weights are scaled up so the
-    logits spread out. When the model ends with a Softmax, its input (the logits)
-    becomes a second output.
-    """
-    model = onnx.ModelProto.FromString(model.SerializeToString())
-    graph = model.graph
-    rng = np.random.default_rng(seed)
-    consumers, producers = {}, {}
-    for node in graph.node:
-        for index, name in enumerate(node.input):
-            consumers.setdefault(name, []).append((node, index))
-        for name in node.output:
-            producers[name] = node
-    final = producers[graph.output[0].name]
-    softmax = final.op_type == "Softmax"
-    classifier = producers[final.input[0]] if softmax else final
-
-    def user(name):
-        node, index = consumers[name][0]
-        while node.op_type in _PASS_THROUGH and index == 0:
-            node, index = consumers[node.output[0]][0]
-        return node, index
-
-    def value(name, shape):
-        node, index = user(name)
-        fan_in = max(math.prod(shape) // max(shape), 1)
-        gain = 8.0 if node is classifier else 1.0
-        if node.op_type == "Conv" and index == 1:
-            return rng.standard_normal(shape) * gain * np.sqrt(2.0 / math.prod(shape[1:]))
-        if node.op_type in ("Gemm", "MatMul") and index == 1:
-            return rng.standard_normal(shape) * gain / np.sqrt(fan_in)
-        if node.op_type == "BatchNormalization":
-            low_high = {1: (0.25, 0.75), 4: (0.5, 1.5)}.get(index)
-            return rng.uniform(*low_high, shape) if low_high else rng.normal(0, 0.1, shape)
-        if node.op_type == "Mul":
-            return rng.uniform(0.5, 1.5, shape)
-        if node.op_type in ("Conv", "Gemm", "Add", "Sub", "Sum"):
-            return rng.normal(0, 0.1, shape)
-        raise AssertionError(f"no rule for weight {name!r} used as input {index} of {node.op_type}")
-
-    initializers = {t.name: t for t in graph.initializer}
-    nodes = []
-    for node in graph.node:
-        if node.op_type == "ConstantOfShape":
-            shape = numpy_helper.to_array(initializers[node.input[0]]).tolist()
-            data = value(node.output[0], shape).astype(np.float32)
-            node = helper.make_node("Constant", [], [node.output[0]], name=node.name or f"random:{node.output[0]}",
-                                    value=numpy_helper.from_array(data))
-        nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    for tensor in graph.initializer:
-        if tensor.data_type == TP.FLOAT and tensor.name in consumers:
-            data = value(tensor.name, list(tensor.dims)).astype(np.float32)
-            tensor.CopyFrom(numpy_helper.from_array(data, tensor.name))
-    if softmax:
-        graph.output.append(helper.make_empty_tensor_value_info(final.input[0]))
-    return model, softmax
-
-
 def run_ort(model, feeds):
     options = ort.SessionOptions()
     options.log_severity_level = 3  # the light models carry unused initializers ORT warns about

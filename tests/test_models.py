@@ -7,6 +7,7 @@ outputs are uniform and hide almost any bug; each is therefore also run with
 random weights of the same shapes, comparing the logits (the Softmax input).
 """
 
+import math
 import os
 
 import numpy as np
@@ -195,56 +196,74 @@ def backend_test_input(model):
     return value_info.name, (np.arange(n).reshape(shape) / n).astype(np.float32)
 
 
-def he_random_weights(model, seed=0):
-    """A copy of a light model whose weights are random instead of ``ConstantOfShape(0.02)``.
+_PASS_THROUGH = {"Reshape", "Unsqueeze", "Squeeze", "Flatten", "Transpose", "Identity"}
 
-    ConstantOfShape nodes become Constant nodes and float initializers get new
-    values, chosen by how the weight is used: conv weights He-normal
-    (sqrt(2 / fan_in)), Gemm weights 1/sqrt(fan_in), biases N(0, 0.1), and
-    BatchNorm scale/mean/var kept well inside their domains (var > 0).
-    The final Softmax's input (the logits) is added as a second output.
+
+def random_weights(model: onnx.ModelProto, seed: int = 0) -> tuple[onnx.ModelProto, bool]:
+    """A copy of a light model with random weights, and whether it ends with a Softmax.
+
+    Each weight (a ``ConstantOfShape`` node or a float initializer) is drawn by the
+    op that finally uses it (through reshapes): conv and fully connected weights
+    He/LeCun-normal, biases and shifts N(0, 0.1), scales U(0.5, 1.5), BatchNorm
+    statistics inside their domains; the classifier's weights are scaled up so the
+    logits spread out. When the model ends with a Softmax, its input (the logits)
+    becomes a second output.
     """
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     rng = np.random.default_rng(seed)
-    initializers = {t.name: t for t in graph.initializer}
-    uses = {}
+    consumers, producers = {}, {}
     for node in graph.node:
         for index, name in enumerate(node.input):
-            uses.setdefault(name, (node, index))
+            consumers.setdefault(name, []).append((node, index))
+        for name in node.output:
+            producers[name] = node
+    final = producers[graph.output[0].name]
+    softmax = final.op_type == "Softmax"
+    classifier = producers[final.input[0]] if softmax else final
 
-    def random_value(name, shape):
-        node, index = uses[name]
+    def user(name):
+        node, index = consumers[name][0]
+        while node.op_type in _PASS_THROUGH and index == 0:
+            node, index = consumers[node.output[0]][0]
+        return node, index
+
+    def value(name, shape):
+        node, index = user(name)
+        fan_in = max(math.prod(shape) // max(shape), 1)
+        gain = 8.0 if node is classifier else 1.0
         if node.op_type == "Conv" and index == 1:
-            return rng.standard_normal(shape) * np.sqrt(2.0 / np.prod(shape[1:]))
-        if node.op_type == "Gemm" and index == 1:
-            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
-            return rng.standard_normal(shape) / np.sqrt(shape[1] if trans_b else shape[0])
-        if node.op_type in ("Conv", "Gemm") and index == 2:
-            return rng.normal(0, 0.1, shape)
+            return rng.standard_normal(shape) * gain * np.sqrt(2.0 / math.prod(shape[1:]))
+        if node.op_type in ("Gemm", "MatMul") and index == 1:
+            return rng.standard_normal(shape) * gain / np.sqrt(fan_in)
         if node.op_type == "BatchNormalization":
             low_high = {1: (0.25, 0.75), 4: (0.5, 1.5)}.get(index)
             return rng.uniform(*low_high, shape) if low_high else rng.normal(0, 0.1, shape)
+        if node.op_type == "Mul":
+            return rng.uniform(0.5, 1.5, shape)
+        if node.op_type in ("Conv", "Gemm", "Add", "Sub", "Sum"):
+            return rng.normal(0, 0.1, shape)
         raise AssertionError(f"no rule for weight {name!r} used as input {index} of {node.op_type}")
 
+    initializers = {t.name: t for t in graph.initializer}
     nodes = []
     for node in graph.node:
         if node.op_type == "ConstantOfShape":
             shape = numpy_helper.to_array(initializers[node.input[0]]).tolist()
-            data = random_value(node.output[0], shape).astype(np.float32)
+            data = value(node.output[0], shape).astype(np.float32)
             node = helper.make_node("Constant", [], [node.output[0]], name=node.name or f"random:{node.output[0]}",
                                     value=numpy_helper.from_array(data))
         nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
     for tensor in graph.initializer:
-        if tensor.data_type == TP.FLOAT and tensor.name in uses:
-            tensor.CopyFrom(numpy_helper.from_array(random_value(tensor.name, list(tensor.dims)).astype(np.float32),
-                                                    tensor.name))
-    softmax = graph.node[-1]
-    assert softmax.op_type == "Softmax" and softmax.output[0] == graph.output[0].name
-    graph.output.append(helper.make_empty_tensor_value_info(softmax.input[0]))
-    return model
+        if tensor.data_type == TP.FLOAT and tensor.name in consumers:
+            data = value(tensor.name, list(tensor.dims)).astype(np.float32)
+            tensor.CopyFrom(numpy_helper.from_array(data, tensor.name))
+    if softmax:
+        graph.output.append(helper.make_empty_tensor_value_info(final.input[0]))
+    return model, softmax
+
 
 
 class LightModel:
@@ -267,7 +286,7 @@ class LightModel:
     @property
     def random(self):
         if self._random is None:
-            model = he_random_weights(self.model)
+            model, _ = random_weights(self.model)
             self._random = model, fusecc.compile(model)
         return self._random
 

@@ -72,7 +72,8 @@ class Emitter:
         self.block_cached: dict[int, tuple[Value, Callable, list[Value] | None]] = {}
 
     # --- placement --------------------------------------------------------------
-    def _deepest(self, values) -> Scope:
+    def deepest_scope(self, values) -> Scope:
+        """The innermost scope among ``values``' scopes: where code depending on all of them can go."""
         best = self.root
         for value in values:
             scope = self.scope_of.get(id(value), self.root)
@@ -93,7 +94,7 @@ class Emitter:
             if cached is not None and self.scope_of[id(cached)].encloses(self.current):
                 return cached
         op = cls.create(operands, [result_type], attributes)
-        target = scope or self._deepest(operands)
+        target = scope or self.deepest_scope(operands)
         target.insert(op)
         self.scope_of[id(op.result)] = target
         if pure:
@@ -286,7 +287,7 @@ class Emitter:
         The loops go in the deepest scope among ``deps`` (the indices the result
         depends on), so a row reduction runs once per row. Memoized by ``key``.
         """
-        target = self._deepest(deps)
+        target = self.deepest_scope(deps)
         memo_key = ("reduce", key, tuple(id(d) for d in deps))
         cached = self.memo.get(memo_key)
         if cached is not None and self.scope_of[id(cached)].encloses(self.current):
@@ -386,7 +387,7 @@ class Emitter:
                         pure=False)
         self.row_buffers[id(value)] = row
         saved = self.current
-        row_scope = self._deepest(outer) if outer else self.root
+        row_scope = self.deepest_scope(outer) if outer else self.root
         entry = self.row_cached.pop(id(value))
         self.current = row_scope
         if fill is not None:

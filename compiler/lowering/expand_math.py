@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fusecc.dialects import arith
 from fusecc.ir.core import OP_REGISTRY, Block, Module, Operation, Value
 from fusecc.ir.types import DType, ScalarType
 from fusecc.passes.manager import Pass

@@ -700,11 +700,10 @@ def _instance_norm(e, op, result_index, idx):
     return e.add(e.mul(normed, e.at(op.operands[1], channel)), e.at(op.operands[2], channel))
 
 
-@rule("tensor.cumsum")
-def _cumsum(e, op, result_index, idx):
+def _scan(e, op, idx, combine, identity):
+    """Cumulative ``combine`` along ``op.axis`` (exclusive and reverse as ONNX's CumSum)."""
     x = op.operands[0]
     axis = normalize_axis(op, op.axis, len(idx))
-    size = x.type.shape[axis]
     here = idx[axis]
     predicate = ("gt" if op.exclusive else "ge") if op.reverse else ("lt" if op.exclusive else "le")
 
@@ -712,25 +711,19 @@ def _cumsum(e, op, result_index, idx):
         in_idx = list(idx)
         in_idx[axis] = ks[0]
         value = e.at(x, in_idx)
-        return e.select(e.cmp(predicate, ks[0], here), value, _c(e, value, 0))
+        return e.select(e.cmp(predicate, ks[0], here), value, _c(e, value, identity))
 
-    return e.reduce((id(op), "cumsum"), idx, [size], x.type.dtype, 0, e.add, term)
+    return e.reduce((id(op), "scan"), idx, [x.type.shape[axis]], x.type.dtype, identity, combine, term)
+
+
+@rule("tensor.cumsum")
+def _cumsum(e, op, result_index, idx):
+    return _scan(e, op, idx, e.add, 0)
 
 
 @rule("tensor.cumprod")
 def _cumprod(e, op, result_index, idx):
-    x = op.operands[0]
-    axis = normalize_axis(op, op.axis, len(idx))
-    here = idx[axis]
-    predicate = ("gt" if op.exclusive else "ge") if op.reverse else ("lt" if op.exclusive else "le")
-
-    def term(ks):
-        in_idx = list(idx)
-        in_idx[axis] = ks[0]
-        value = e.at(x, in_idx)
-        return e.select(e.cmp(predicate, ks[0], here), value, _c(e, value, 1))
-
-    return e.reduce((id(op), "cumprod"), idx, [x.type.shape[axis]], x.type.dtype, 1, e.mul, term)
+    return _scan(e, op, idx, e.mul, 1)
 
 
 @rule("tensor.reverse_sequence")
@@ -1173,16 +1166,6 @@ def _scatter_nd(e, op, result_index, idx):
     return _scatter(e, op, idx, extents, matches, lambda ks: e.at(updates, list(ks) + idx[k:]))
 
 
-def _innermost_scope(e: Emitter, values: list[Value]):
-    """The deepest loop scope among ``values`` (where code depending on all of them can go)."""
-    best = e.root
-    for value in values:
-        scope = e.scope_of.get(id(value), e.root)
-        if scope.depth > best.depth:
-            best = scope
-    return best
-
-
 @rule("tensor.topk")
 def _topk(e, op, result_index, idx):
     """The k best along ``axis``, selected in k passes into stack buffers once per output line.
@@ -1210,7 +1193,7 @@ def _topk_line(e, op, idx, axis):
     worst = float_limit(dtype, -1 if op.largest else 1)
     values = e.emit(loop.AllocaOp, [], MemRefType((max(k, 1),), dtype), scope=e.alloca_scope, pure=False)
     positions = e.emit(loop.AllocaOp, [], MemRefType((max(k, 1),), DType.I64), scope=e.alloca_scope, pure=False)
-    scope = _innermost_scope(e, idx[:axis] + idx[axis + 1:])
+    scope = e.deepest_scope(idx[:axis] + idx[axis + 1:])
     with e.loop_in(scope, 0, k) as (p, _):
         first = e.cmp("eq", p, e.index(0))
         before = e.imax(e.isub(p, e.index(1)), e.index(0))
