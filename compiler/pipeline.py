@@ -16,14 +16,15 @@ PHASES = ("import", "graph", "fusion", "loops", "llvm")
 GRAPH_PIPELINE = ("shape-inference,fold-constants,fold-batchnorm,decompose,fold-constants,cse,dce,"
                   "space-to-depth-convs,pad-conv-inputs")
 UNFUSED_PIPELINE = "outline-kernels"
-LOOPS_PIPELINE = "lower-to-loops,plan-buffers,expand-math,cse,dce"
+LOOPS_PIPELINE = "lower-to-loops,fuse-loops,plan-buffers,expand-math,cse,dce,interleave-loops"
 
 
 def fusion_pipeline(fusion: bool, explain: bool = False) -> str:
-    """Fusion groups ops into regions; whatever stays alone gets a region of its own."""
+    """Fusion groups ops into regions (after multi-op patterns become single ops); whatever stays alone
+    gets a region of its own."""
     if not fusion:
         return UNFUSED_PIPELINE
-    return ("fuse{explain=true}" if explain else "fuse") + "," + UNFUSED_PIPELINE
+    return "recognize-gelu,dce," + ("fuse{explain=true}" if explain else "fuse") + "," + UNFUSED_PIPELINE
 
 
 def phase_pipelines(fusion: bool, explain: bool = False) -> dict[str, str]:

@@ -65,7 +65,7 @@ def _binary(name: str, float_op: bool):
 
 
 FLOAT_BINARY = ["arith.addf", "arith.subf", "arith.mulf", "arith.divf", "arith.remf", "arith.maxf",
-                "arith.minf", "math.powf", "math.atan2"]
+                "arith.minf", "arith.maxnumf", "math.powf", "math.atan2"]
 INT_BINARY = ["arith.addi", "arith.subi", "arith.muli", "arith.divsi", "arith.divui", "arith.remsi",
               "arith.remui", "arith.maxsi", "arith.minsi", "arith.maxui", "arith.minui", "arith.andi",
               "arith.ori", "arith.xori", "arith.shli", "arith.shrsi", "arith.shrui"]

@@ -24,7 +24,11 @@ def _is_index(value) -> bool:
 
 
 class ForOp(LoopOp):
-    """for (i = lo; i < hi; i += step) body(i); ``parallel`` marks the loop a runtime may split."""
+    """for (i = lo; i < hi; i += step) body(i); ``parallel`` marks the loop a runtime may split.
+
+    ``interleave`` (0: the code generator's choice) is how many vector
+    iterations the code generator should run side by side.
+    """
 
     name = "loop.for"
     side_effects = True
@@ -33,6 +37,7 @@ class ForOp(LoopOp):
     num_regions = 1
     step = attr(int, 1)
     parallel = attr(bool, False)
+    interleave = attr(int, 0)
 
     @property
     def body(self) -> Block:
@@ -46,6 +51,8 @@ class ForOp(LoopOp):
             raise self.error("body takes exactly one index argument")
         if self.step <= 0:
             raise self.error(f"step must be positive, got {self.step}")
+        if self.interleave < 0:
+            raise self.error(f"interleave must not be negative, got {self.interleave}")
 
 
 class LoadOp(LoopOp):

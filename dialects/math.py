@@ -1,7 +1,7 @@
 """The ``math`` dialect: elementary functions of one floating-point scalar.
 
 Two-operand functions (``math.powf``, ``math.atan2``) are declared with the
-binary arithmetic ops in ``arith``.
+binary arithmetic ops in ``arith``; ``math.fma`` is the fused multiply-add.
 """
 
 from __future__ import annotations
@@ -23,3 +23,15 @@ class UnaryMathOp(ArithOp):
 
 for _fn in UNARY_FUNCTIONS:
     type(_fn.capitalize() + "Op", (UnaryMathOp,), {"name": f"math.{_fn}"})
+
+
+class FmaOp(ArithOp):
+    """a * b + c with one rounding, never reassociated (exact range reductions rely on it)."""
+
+    name = "math.fma"
+    num_operands = 3
+
+    def verify_(self) -> None:
+        super().verify_()
+        if any(v.type != self.result.type for v in self.operands) or not self.result.type.dtype.is_float:
+            raise self.error("maps three floats of one type to that type")

@@ -34,12 +34,16 @@ from fusecc.reference import interpret  # noqa: E402
 #: (rtol, atol) for float outputs of ops not listed in LOOSE_TOL
 DEFAULT_TOL = (1e-4, 1e-5)
 
-#: op -> (rtol, atol, why the default bound is too tight). Empty: every case meets the default.
+#: op -> (rtol, atol, why the default bound is too tight).
 #: Measured against ONNX Runtime 1.32 and the reference, the largest errors are accumulations
 #: in another order than ORT: Gemm 64x256 @ 256x128 (3e-5 relative), ReduceSum over 4096
 #: values (2e-5), CumSum along 512 values (1.4e-5); transcendental ops, Pow and the
 #: normalizations stay below 1e-5 relative.
-LOOSE_TOL: dict[str, tuple[float, float, str]] = {}
+LOOSE_TOL: dict[str, tuple[float, float, str]] = {
+    "CumSum": (1e-4, 3e-5, "each prefix of 512 values is summed in 8 interleaved vector accumulators, not "
+                           "left to right; where a prefix of magnitude 20 cancels to 0.01, the float32 rounding "
+                           "of the partial sums (1e-5 absolute) is all that is left"),
+}
 
 # --------------------------------------------------------------------------------------
 # Known bugs outside the lowering rules (strict xfails: fixing one makes its cases XPASS)

@@ -165,8 +165,27 @@ def _for(fe: _FunctionEmitter, op: Operation) -> None:
     fe.block(op.body.ops)
     step = b.add(iv, ir.Constant(I64, op.attr("step", 1)), flags=["nsw"])
     iv.add_incoming(step, b.block)
-    b.branch(header)
+    latch = b.branch(header)
+    if op.attr("interleave", 0):
+        latch.set_metadata("llvm.loop", _LoopID(fe.module, [
+            fe.module.add_metadata([ir.MetaDataString(fe.module, "llvm.loop.interleave.count"),
+                                    ir.Constant(ir.IntType(32), op.attr("interleave"))])]))
     b.position_at_end(exit_block)
+
+
+class _LoopID(ir.values.MDValue):
+    """A loop's ``distinct`` self-referential metadata node, which carries its hints to LLVM."""
+
+    def __init__(self, module: ir.Module, hints: list):
+        super().__init__(module, [], name=str(len(module.metadata)))
+        self.operands = (self, *hints)
+
+    def descr(self, buf):
+        buf += ("distinct ",)
+        super().descr(buf)
+
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
 
 
 def _element_ptr(fe: _FunctionEmitter, buffer: Value, index: Value) -> ir.Value:
@@ -287,14 +306,25 @@ def _umin(fe, a, b):
 def _fmax(fe, a, b):
     """NaN-propagating maximum, as numpy and ONNX define Max.
 
-    (``llvm.maxnum`` reductions also trip an assertion in LLVM 22's loop
-    vectorizer for some trip counts; ``llvm.maximum`` does not.)
+    (``llvm.maxnum`` reductions without fast-math flags also trip an
+    assertion in LLVM 22's loop vectorizer for some trip counts;
+    ``llvm.maximum`` does not.)
     """
     return fe.builder.call(fe.intrinsic("llvm.maximum", a.type, 2), [a, b])
 
 
 def _fmin(fe, a, b):
     return fe.builder.call(fe.intrinsic("llvm.minimum", a.type, 2), [a, b])
+
+
+def _fmax_number(fe, a, b):
+    """The larger operand, for a maximum whose consumer does not care which NaN wins: one ``vmaxps``.
+
+    Softmax's shift is one: a NaN in the row makes every output NaN whatever
+    the maximum is. (``nsz`` as well as ``nnan``: LLVM 22's loop vectorizer
+    asserts on ``maxnum`` reductions without both.)
+    """
+    return fe.builder.call(fe.intrinsic("llvm.maxnum", a.type, 2), [a, b], fastmath=("nnan", "nsz"))
 
 
 #: reassociation lets LLVM vectorize float reductions; NaN and infinity semantics are kept, and division
@@ -307,6 +337,7 @@ _BINARY = {
     "arith.mulf": lambda fe, a, b: fe.builder.fmul(a, b, flags=FAST),
     "arith.divf": lambda fe, a, b: fe.builder.fdiv(a, b, flags=("nsz",)),
     "arith.remf": lambda fe, a, b: fe.builder.frem(a, b), "arith.maxf": _fmax, "arith.minf": _fmin,
+    "arith.maxnumf": _fmax_number,
     "math.powf": _powf, "math.atan2": _atan2,
     "arith.addi": lambda fe, a, b: fe.builder.add(a, b), "arith.subi": lambda fe, a, b: fe.builder.sub(a, b),
     "arith.muli": lambda fe, a, b: fe.builder.mul(a, b), "arith.divsi": lambda fe, a, b: fe.builder.sdiv(a, b),
@@ -372,7 +403,13 @@ def _vector_fma(fe, op):
     fe.set(op, fe.builder.call(fn, [fe[v] for v in op.operands]))
 
 
+def _fma(fe, op):
+    a = fe[op.operands[0]]
+    fe.set(op, fe.builder.call(fe.intrinsic("llvm.fma", a.type, 3), [fe[v] for v in op.operands]))
+
+
 _HANDLERS = {
+    "math.fma": _fma,
     "vector.load": _vector_load, "vector.store": _vector_store, "vector.broadcast": _vector_broadcast,
     "vector.fma": _vector_fma,
     "loop.for": _for, "loop.load": _load, "loop.store": _store, "loop.alloca": _alloca,

@@ -210,6 +210,10 @@ class Emitter:
     def max(self, a, b):
         return self.binary("arith.maxf", "arith.maxsi" if a.type.dtype.is_signed else "arith.maxui", a, b)
 
+    def max_number(self, a, b):
+        """``max`` where a NaN operand may be dropped (the consumer turns NaN rows into NaN anyway)."""
+        return self.binary("arith.maxnumf", "arith.maxsi" if a.type.dtype.is_signed else "arith.maxui", a, b)
+
     def min(self, a, b):
         return self.binary("arith.minf", "arith.minsi" if a.type.dtype.is_signed else "arith.minui", a, b)
 

@@ -101,9 +101,11 @@ def _clip(e, x, lo, hi):
 def _gelu(e, x, approximate):
     half, one = _c(e, x, 0.5), _c(e, x, 1.0)
     if approximate == "tanh":
-        cube = e.mul(e.mul(x, x), x)
-        inner = e.mul(_c(e, x, math.sqrt(2.0 / math.pi)), e.add(x, e.mul(_c(e, x, 0.044715), cube)))
-        return e.mul(e.mul(half, x), e.add(one, e.fn("tanh", inner)))
+        # 0.5 x (1 + tanh(u)) = x sigmoid(2u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3):
+        # one exp and a division instead of a tanh and its division
+        a = -2.0 * math.sqrt(2.0 / math.pi)
+        minus_2u = e.mul(x, e.add(_c(e, x, a), e.mul(_c(e, x, a * 0.044715), e.mul(x, x))))
+        return e.div(x, e.add(one, e.fn("exp", minus_2u)))
     return e.mul(e.mul(half, x), e.add(one, e.fn("erf", e.mul(x, _c(e, x, 1.0 / math.sqrt(2.0))))))
 
 
@@ -589,7 +591,8 @@ def _row_stats(e, op, idx, axes, tag):
     """Max and sum(exp(x - max)) over ``axes`` for the row of ``idx`` (softmax family)."""
     x = op.operands[0]
     load = lambda in_idx: e.at(x, in_idx)  # noqa: E731
-    peak = _reduce_axes(e, op, idx, axes, True, x.type.shape, load, e.max, -math.inf, (id(op), tag, "max"))
+    peak = _reduce_axes(e, op, idx, axes, True, x.type.shape, load, e.max_number, -math.inf,
+                        (id(op), tag, "max"))
     total = _reduce_axes(e, op, idx, axes, True, x.type.shape, lambda i: e.fn("exp", e.sub(load(i), peak)),
                          e.add, 0.0, (id(op), tag, "sum"))
     return peak, total
@@ -613,7 +616,7 @@ def _softmax_row(e, op, idx) -> tuple[Value, Value]:
         return cached
     x = op.operands[0]
     outer, length = e.row
-    peak = _reduce_axes(e, op, idx, [len(idx) - 1], True, x.type.shape, lambda i: e.at(x, i), e.max,
+    peak = _reduce_axes(e, op, idx, [len(idx) - 1], True, x.type.shape, lambda i: e.at(x, i), e.max_number,
                         -math.inf, (id(op), "softmax", "max"))
     exps = e.emit(loop.AllocaOp, [], MemRefType((length,), x.type.dtype), scope=e.alloca_scope, pure=False)
 

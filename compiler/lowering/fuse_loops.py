@@ -1,0 +1,146 @@
+"""Pass ``fuse-loops``: merges adjacent innermost loops over the same range into one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fusecc.ir.core import Block, Module, Operation, Value
+from fusecc.passes.manager import Pass
+
+#: ops that touch memory and may sit in a loop the pass merges
+_MEMORY = {"loop.load", "loop.store"}
+
+
+@dataclass
+class FuseLoops(Pass):
+    """Merges a ``loop.for`` into the innermost loop before it when both run the same range.
+
+    The lowering emits one loop per row pass: a row buffer's fill, then a
+    reduction over it (softmax's maximum), or two independent reductions over
+    one row (LayerNorm's shifted sum and sum of squares). Each pass reads the
+    row again; merged, the row is read once and the reduction rides along
+    with the fill.
+
+    Two loops merge when they are innermost, not ``parallel``, have the same
+    bounds and step, and every buffer one of them writes is accessed by both
+    only at the loop's own index (iteration ``i`` of the second loop then
+    depends only on iteration ``i`` of the first). Ops between the loops move
+    in front of the first when they do not touch what it writes (the second
+    loop's accumulator initialisation), or behind the second when they read
+    the first loop's results and the second loop does not use them. Distinct buffer values are distinct
+    memory: kernel arguments never overlap, and allocas are private.
+    """
+
+    name = "fuse-loops"
+
+    def run(self, module: Module) -> None:
+        for func in module.funcs:
+            for op in list(func.walk()):
+                for region in op.regions:
+                    for block in region.blocks:
+                        self._fuse_in(block)
+
+    def _fuse_in(self, block: Block) -> None:
+        index = 0
+        while index < len(block.ops):
+            first = block.ops[index]
+            if not _mergeable(first):
+                index += 1
+                continue
+            between = []
+            following = index + 1
+            while following < len(block.ops) and block.ops[following].name != "loop.for":
+                between.append(block.ops[following])
+                following += 1
+            if following == len(block.ops):
+                return
+            second = block.ops[following]
+            plan = _plan(first, second, between)
+            if plan is None:
+                index += 1
+                continue
+            hoist, sink = plan
+            for op in hoist:
+                block.ops.remove(op)
+                block.insert_before(first, op)
+            for op in reversed(sink):
+                block.ops.remove(op)
+                block.ops.insert(block.ops.index(second) + 1, op)
+            _merge(first, second)
+
+
+def _mergeable(loop: Operation) -> bool:
+    return loop.name == "loop.for" and not loop.attr("parallel", False) and \
+        all(op.name in _MEMORY or not op.side_effects for op in loop.body.ops)
+
+
+def _plan(first: Operation, second: Operation, between: list[Operation]):
+    """(ops to move in front of ``first``, ops to move behind ``second``), or None if the loops must stay."""
+    if not _mergeable(second) or first.attr("step", 1) != second.attr("step", 1) or not all(
+            _same_value(a, b) for a, b in zip(first.operands, second.operands)):
+        return None
+    first_access, second_access = _accesses(first), _accesses(second)
+    for key in set(first_access) & set(second_access):
+        if not (first_access[key][1] or second_access[key][1]):
+            continue  # read by both: no order to keep
+        for loop, access in ((first, first_access), (second, second_access)):
+            loads, stores = access[key]
+            if any(index is not loop.body.args[0] for index in loads + stores):
+                return None
+    first_writes = {key for key, (_, stores) in first_access.items() if stores}
+    second_writes = {key for key, (_, stores) in second_access.items() if stores}
+    hoist, sink, sunk = [], [], set()
+    for op in between:
+        if op.side_effects and op.name != "loop.store":
+            return None
+        buffer = _buffer_of(op)
+        reads_first = op.name == "loop.load" and id(buffer) in first_writes
+        if reads_first or any(id(getattr(v, "op", None)) in sunk for v in op.operands):
+            # a result of the first loop: computed after both, if the second loop does not need it
+            if op.name == "loop.store" or (buffer is not None and id(buffer) in second_writes):
+                return None
+            sink.append(op)
+            sunk.add(id(op))
+        elif buffer is not None and op.name == "loop.store" and id(buffer) in first_access:
+            return None
+        else:
+            hoist.append(op)
+    if any(id(getattr(v, "op", None)) in sunk for op in second.walk() for v in op.operands):
+        return None
+    return hoist, sink
+
+
+def _accesses(loop: Operation) -> dict[int, tuple[list[Value], list[Value]]]:
+    """buffer id -> (indices loaded, indices stored) in the loop's body."""
+    found: dict[int, tuple[list[Value], list[Value]]] = {}
+    for op in loop.body.ops:
+        if op.name in _MEMORY:
+            loads, stores = found.setdefault(id(_buffer_of(op)), ([], []))
+            (stores if op.name == "loop.store" else loads).append(op.operands[-1])
+    return found
+
+
+def _buffer_of(op: Operation) -> Value | None:
+    if op.name == "loop.load":
+        return op.operands[0]
+    if op.name == "loop.store":
+        return op.operands[1]
+    return None
+
+
+def _same_value(a: Value, b: Value) -> bool:
+    if a is b:
+        return True
+    ops = [getattr(v, "op", None) for v in (a, b)]
+    return all(o is not None and o.name == "arith.constant" for o in ops) and \
+        ops[0].attr("value") == ops[1].attr("value") and a.type == b.type
+
+
+def _merge(first: Operation, second: Operation) -> None:
+    """Append ``second``'s body to ``first``'s, its induction variable replaced by ``first``'s."""
+    second.body.args[0].replace_all_uses_with(first.body.args[0])
+    for op in list(second.body.ops):
+        second.body.ops.remove(op)
+        first.body.append(op)
+    second.parent.ops.remove(second)
+    second.parent = None

@@ -1,0 +1,90 @@
+"""The polynomial expansions and row-pass rewrites the fused kernels rely on, checked for accuracy and edges.
+
+exp (``expand-math``) against float64 numpy in ulps and at its special values;
+GELU written in primitive ops (``recognize-gelu``) against ONNX Runtime in
+both forms; LayerNorm on rows whose mean dwarfs their spread, where a
+one-pass variance E[x^2] - E[x]^2 would cancel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import fusecc
+
+
+def _model(nodes, shape, inits=(), opset=17):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _ort(model, x):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_exp_is_within_three_ulp_over_its_range():
+    x = np.linspace(-86.6, 88.72, 1 << 18).astype(np.float32)
+    got = fusecc.compile(_model([helper.make_node("Exp", ["x"], ["y"])], [x.size])).run({"x": x})[0]
+    exact = np.exp(x.astype(np.float64))
+    ulps = np.abs(got - exact) / exact / 2.0 ** -24
+    assert ulps.max() < 3, f"exp is {ulps.max():.2f} ulp off at x={x[ulps.argmax()]}"
+
+
+def test_exp_special_values():
+    special = np.array([np.nan, np.inf, -np.inf, 88.8, 1e30, -1e30, -104.0, 0.0, 88.7228, -86.6], np.float32)
+    got = fusecc.compile(_model([helper.make_node("Exp", ["x"], ["y"])], [special.size])).run({"x": special})[0]
+    with np.errstate(over="ignore"):
+        want = np.exp(special)
+    assert np.isnan(got[0])
+    np.testing.assert_array_equal(got[1:6], want[1:6])
+    assert got[6] == 0.0  # exp(-104) is subnormal: flushed to zero
+    np.testing.assert_allclose(got[7:], want[7:], rtol=3e-7)
+
+
+def _gelu_tanh_nodes():
+    return [helper.make_node("Pow", ["x", "three"], ["cube"]), helper.make_node("Mul", ["c", "cube"], ["cc"]),
+            helper.make_node("Add", ["x", "cc"], ["inner"]), helper.make_node("Mul", ["inner", "k"], ["u"]),
+            helper.make_node("Tanh", ["u"], ["t"]), helper.make_node("Add", ["one", "t"], ["t1"]),
+            helper.make_node("Mul", ["half", "x"], ["hx"]), helper.make_node("Mul", ["hx", "t1"], ["y"])]
+
+
+def _gelu_erf_nodes():
+    return [helper.make_node("Div", ["x", "sqrt2"], ["s"]), helper.make_node("Erf", ["s"], ["e"]),
+            helper.make_node("Add", ["e", "one"], ["e1"]), helper.make_node("Mul", ["x", "e1"], ["xe"]),
+            helper.make_node("Mul", ["xe", "half"], ["y"])]
+
+
+@pytest.mark.parametrize("form", ["tanh", "erf"])
+def test_gelu_written_out_becomes_one_op(form):
+    scalars = {"three": 3.0, "c": 0.044715, "k": math.sqrt(2 / math.pi), "one": 1.0, "half": 0.5,
+               "sqrt2": math.sqrt(2.0)}
+    inits = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in scalars.items()]
+    nodes = _gelu_tanh_nodes() if form == "tanh" else _gelu_erf_nodes()
+    model = _model(nodes, [4, 300], inits)
+    x = (np.random.default_rng(0).standard_normal((4, 300)) * 4).astype(np.float32)
+    x[0, :6] = [0.0, -0.0, 1e-8, -30.0, 30.0, -9.5]
+    compiled = fusecc.compile(model)
+    assert len(compiled.kernels) == 1 and len(compiled.kernels[0].nodes) == len(nodes)
+    np.testing.assert_allclose(compiled.run({"x": x})[0], _ort(model, x), rtol=2e-6, atol=1e-6)
+
+
+def test_layernorm_of_rows_with_a_large_mean():
+    width = 1024
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "scale"),
+             numpy_helper.from_array(rng.standard_normal(width).astype(np.float32), "bias")]
+    model = _model([helper.make_node("LayerNormalization", ["x", "scale", "bias"], ["y"], axis=-1)], [3, width],
+                   inits)
+    x = np.stack([1000.0 + rng.standard_normal(width), 100.0 + 0.1 * rng.standard_normal(width),
+                  np.full(width, 7.0)]).astype(np.float32)
+    got = fusecc.compile(model).run({"x": x})[0]
+    x64 = x.astype(np.float64)
+    normed = (x64 - x64.mean(-1, keepdims=True)) / np.sqrt(x64.var(-1, keepdims=True) + 1e-5)
+    want = normed * numpy_helper.to_array(inits[0]) + numpy_helper.to_array(inits[1])
+    np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
