@@ -127,3 +127,9 @@ class BitcastOp(ArithOp):
         super().verify_()
         if self.operands[0].type.dtype.bits != self.result.type.dtype.bits:
             raise self.error(f"cannot bitcast {self.operands[0].type} to {self.result.type}: widths differ")
+
+
+def constant_of(value) -> int | float | None:
+    """The value of an ``arith.constant`` result, or None for any other value."""
+    owner = getattr(value, "op", None)
+    return owner.attr("value") if owner is not None and owner.name == ConstantOp.name else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fusecc.dialects.arith import constant_of
 from fusecc.ir.core import Block, Module, Operation, Value
 from fusecc.passes.manager import Pass
 
@@ -16,10 +17,9 @@ class FuseLoops(Pass):
     """Merges a ``loop.for`` into the innermost loop before it when both run the same range.
 
     The lowering emits one loop per row pass: a row buffer's fill, then a
-    reduction over it (softmax's maximum), or two independent reductions over
-    one row (LayerNorm's shifted sum and sum of squares). Each pass reads the
-    row again; merged, the row is read once and the reduction rides along
-    with the fill.
+    reduction over it (softmax's maximum), or independent reductions over one
+    row. Each pass reads the row again; merged, the row is read once and the
+    reduction rides along with the fill.
 
     Two loops merge when they are innermost, not ``parallel``, have the same
     bounds and step, and every buffer one of them writes is accessed by both
@@ -27,8 +27,9 @@ class FuseLoops(Pass):
     depends only on iteration ``i`` of the first). Ops between the loops move
     in front of the first when they do not touch what it writes (the second
     loop's accumulator initialisation), or behind the second when they read
-    the first loop's results and the second loop does not use them. Distinct buffer values are distinct
-    memory: kernel arguments never overlap, and allocas are private.
+    the first loop's results and the second loop does not use them. Distinct
+    buffer values are distinct memory: kernel arguments never overlap, and
+    allocas are private.
     """
 
     name = "fuse-loops"
@@ -129,11 +130,7 @@ def _buffer_of(op: Operation) -> Value | None:
 
 
 def _same_value(a: Value, b: Value) -> bool:
-    if a is b:
-        return True
-    ops = [getattr(v, "op", None) for v in (a, b)]
-    return all(o is not None and o.name == "arith.constant" for o in ops) and \
-        ops[0].attr("value") == ops[1].attr("value") and a.type == b.type
+    return a is b or (constant_of(a) is not None and constant_of(a) == constant_of(b) and a.type == b.type)
 
 
 def _merge(first: Operation, second: Operation) -> None:

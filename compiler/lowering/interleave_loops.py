@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fusecc.dialects.arith import constant_of
 from fusecc.ir.core import Module, Operation
 from fusecc.passes.manager import Pass
 
@@ -44,11 +45,8 @@ class InterleaveLoops(Pass):
 
 
 def _constant_trip_count(loop: Operation) -> int | None:
-    bounds = []
-    for value in loop.operands:
-        owner = getattr(value, "op", None)
-        if owner is None or owner.name != "arith.constant":
-            return None
-        bounds.append(owner.attr("value"))
-    lo, hi = bounds
-    return max(0, (hi - lo + loop.attr("step", 1) - 1) // loop.attr("step", 1))
+    lo, hi = (constant_of(value) for value in loop.operands)
+    if lo is None or hi is None:
+        return None
+    step = loop.attr("step", 1)
+    return max(0, (hi - lo + step - 1) // step)

@@ -49,7 +49,7 @@ class RecognizeGelu(Pass):
     def run(self, module: Module) -> None:
         for func in module.funcs:
             for op in list(func.body.ops):
-                if op.name in _INNER and op.parent is not None:
+                if op.name in _INNER:
                     _rewrite(op)
 
 
