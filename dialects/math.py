@@ -6,9 +6,12 @@ binary arithmetic ops in ``arith``; ``math.fma`` is the fused multiply-add.
 
 from __future__ import annotations
 
-from .arith import ArithOp
+import math
 
-UNARY_FUNCTIONS = ["exp", "log", "sqrt", "tanh", "erf", "sin", "cos", "tan", "asin", "acos", "atan", "sinh",
+from .arith import ArithOp
+from .base import attr
+
+UNARY_FUNCTIONS = ["log", "sqrt", "tanh", "erf", "sin", "cos", "tan", "asin", "acos", "atan", "sinh",
                    "cosh", "asinh", "acosh", "atanh", "floor", "ceil", "roundeven", "absf", "log1p", "expm1"]
 
 
@@ -23,6 +26,25 @@ class UnaryMathOp(ArithOp):
 
 for _fn in UNARY_FUNCTIONS:
     type(_fn.capitalize() + "Op", (UnaryMathOp,), {"name": f"math.{_fn}"})
+
+
+class ExponentialOp(UnaryMathOp):
+    """``at_most`` is the producer's promise that the operand (NaN aside) never exceeds that value,
+    as for softmax's ``x - max(x)``; ``expand-math`` drops the overflow handling it makes unnecessary."""
+
+    at_most = attr(float, math.inf)
+
+
+class ExpOp(ExponentialOp):
+    """e^x."""
+
+    name = "math.exp"
+
+
+class Exp2Op(ExponentialOp):
+    """2^x."""
+
+    name = "math.exp2"
 
 
 class FmaOp(ArithOp):

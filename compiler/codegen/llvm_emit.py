@@ -31,8 +31,8 @@ _SCALAR = {DType.F16: F16, DType.F32: F32, DType.F64: F64, DType.I1: I1, DType.I
            DType.I64: I64, DType.U64: I64, DType.INDEX: I64}
 
 #: math ops with an LLVM intrinsic
-_INTRINSIC = {"exp": "llvm.exp", "log": "llvm.log", "sqrt": "llvm.sqrt", "sin": "llvm.sin", "cos": "llvm.cos",
-              "tan": "llvm.tan", "asin": "llvm.asin", "acos": "llvm.acos", "atan": "llvm.atan",
+_INTRINSIC = {"exp": "llvm.exp", "exp2": "llvm.exp2", "log": "llvm.log", "sqrt": "llvm.sqrt", "sin": "llvm.sin",
+              "cos": "llvm.cos", "tan": "llvm.tan", "asin": "llvm.asin", "acos": "llvm.acos", "atan": "llvm.atan",
               "sinh": "llvm.sinh", "cosh": "llvm.cosh", "tanh": "llvm.tanh", "floor": "llvm.floor",
               "ceil": "llvm.ceil", "roundeven": "llvm.roundeven", "absf": "llvm.fabs"}
 #: math ops called in libm (name for f64; ``f`` suffix for f32)

@@ -217,8 +217,8 @@ class Emitter:
     def min(self, a, b):
         return self.binary("arith.minf", "arith.minsi" if a.type.dtype.is_signed else "arith.minui", a, b)
 
-    def fn(self, name: str, x: Value) -> Value:
-        return self.emit(OP_REGISTRY[f"math.{name}"], [x], x.type)
+    def fn(self, name: str, x: Value, **attributes) -> Value:
+        return self.emit(OP_REGISTRY[f"math.{name}"], [x], x.type, **attributes)
 
     def pow(self, a: Value, b: Value) -> Value:
         return self.emit(OP_REGISTRY["math.powf"], [a, b], a.type)

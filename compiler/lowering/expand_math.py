@@ -1,10 +1,11 @@
-"""Pass ``expand-math``: f32 exp, tanh and erf as polynomial arithmetic the vectorizer can use."""
+"""Pass ``expand-math``: f32 exp, exp2, tanh and erf as polynomial arithmetic the vectorizer can use."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from fusecc.ir.core import OP_REGISTRY, Block, Module, Operation, Value
+from fusecc.ir.core import OP_REGISTRY, Block, Module, OpResult, Operation, Value
 from fusecc.ir.types import DType, ScalarType
 from fusecc.passes.manager import Pass
 
@@ -20,12 +21,15 @@ _TANH_P = [-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5
            1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03]
 _TANH_Q = [1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03]
 _TANH_CLAMP = 7.90531110763549805
+_LOG2E = 1.44269504088896341
 #: adding 1.5 * 2^23 rounds a float below 2^22 to an integer held in the low bits of the sum's mantissa
 _EXP_SHIFTER = 12582912.0
 #: ln 2 split so that n * _LN2_HI is exact for |n| < 2^9
 _LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4
-#: exp's input range: below, the 2^(n - 1) scale is 0; above, the result overflows to inf
-_EXP_MIN, _EXP_MAX = -87.5, 89.0
+#: the exponent's range (base 2) with a 2^(n - 1) scale: below, the scale is 0; above, the result is inf
+_HALF_SCALE_MIN, _HALF_SCALE_MAX = -126.2, 128.4
+#: exponents (base 2) that keep n <= 127, where 2^n is a normal float; below the minimum, 2^n is 0
+_SINGLE_SCALE_MIN, _SINGLE_SCALE_MAX = -127.0, 127.0
 _ERF_SMALL = [7.853861353153693e-5, -8.010193625184903e-4, 5.188327685732524e-3, -2.685381193529856e-2,
               1.128358514861418e-1, -3.761262582423300e-1, 1.128379165726710e+0]
 # Abramowitz & Stegun 7.1.26 for |x| >= 1 (absolute error below 1.5e-7 there).
@@ -74,23 +78,54 @@ class _Builder:
     def fma(self, a, b, c):
         return self.op("math.fma", [a, b, c])
 
-    def exp(self, x: Value) -> Value:
-        """exp(x) = 2^n exp(r): n = round(x / ln2) by the 1.5 * 2^23 shifter (its low mantissa bits hold n),
-        r = x - n ln2 in two exact FMAs (Cody-Waite), exp(r) = 1 + r + r^2 P(r). The result is
-        (2 + 2 (exp(r) - 1)) * 2^(n - 1), so that n = 128 still has a normal scale. x is clamped to
-        [-87.5, 89]: the scale is 0 at the bottom (results under 2^-125 flush to zero) and the product
-        overflows to inf above ln(FLT_MAX); the clamps keep NaN."""
-        x = self.op("arith.minf", [self.op("arith.maxf", [x, self.c(_EXP_MIN)]), self.c(_EXP_MAX)])
-        t = self.fma(x, self.c(1.44269504088896341), self.c(_EXP_SHIFTER))
-        n = self.sub(t, self.c(_EXP_SHIFTER))
-        r = self.fma(n, self.c(-_LN2_HI), x)
-        r = self.fma(n, self.c(-_LN2_LO), r)
+    def exp(self, x: Value, at_most: float = math.inf) -> Value:
+        """exp(x) = 2^n exp(r) with n = round(x / ln2) and r = x - n ln2 in two exact FMAs (Cody-Waite)."""
+        return self._exponential(x, at_most, _LOG2E)
+
+    def exp2(self, x: Value, at_most: float = math.inf) -> Value:
+        """2^x = 2^n exp(r) with n = round(x) and r = (x - n) ln2 (x - n is exact)."""
+        return self._exponential(x, at_most, 1.0)
+
+    def _exponential(self, x: Value, at_most: float, log2_per_unit: float) -> Value:
+        """2^(x log2_per_unit) as 2^n exp(r), exp(r) = 1 + r + r^2 P(r) on [-ln2/2, ln2/2].
+
+        n comes from a shifter near 1.5 * 2^23: the sum's low mantissa bits hold n plus an exponent
+        bias, and shifting those bits into the exponent field makes a power of two. How 2^n is
+        applied depends on ``at_most``, a bound on x (NaN aside):
+
+        - when n cannot exceed 127, (exp(r) - 1) 2^n + 2^n in one FMA; x is clamped below where n
+          reaches -127, which makes 2^n zero;
+        - otherwise (2 + 2 (exp(r) - 1)) 2^(n - 1), so that n = 128 still has a normal scale and
+          larger x overflow to inf; x is clamped to n in [-126, 128], and results under 2^-125 flush
+          to zero.
+
+        The clamps keep NaN."""
+        if at_most * log2_per_unit <= _SINGLE_SCALE_MAX:
+            x = self.op("arith.maxf", [x, self.c(_SINGLE_SCALE_MIN / log2_per_unit)])
+            shifted, r = self._reduce(x, log2_per_unit, 127)
+            scale = self._power_of_two(shifted)
+            return self.fma(self.fma(self.mul(r, r), self.horner(r, _EXP_POLY), r), scale, scale)
+        x = self.op("arith.minf", [self.op("arith.maxf", [x, self.c(_HALF_SCALE_MIN / log2_per_unit)]),
+                                   self.c(_HALF_SCALE_MAX / log2_per_unit)])
+        shifted, r = self._reduce(x, log2_per_unit, 126)
         twice_expm1 = self.fma(self.mul(r, r), self.horner(r, [2 * c for c in _EXP_POLY]), self.add(r, r))
-        n_bits = self.op("arith.bitcast", [t], I32)
-        biased = self.op("arith.addi", [self.op("arith.shli", [n_bits, self.c(23, I32)], I32),
-                                        self.c(126 << 23, I32)], I32)
-        half_scale = self.op("arith.bitcast", [biased])
-        return self.mul(self.add(twice_expm1, self.c(2.0)), half_scale)
+        return self.mul(self.add(twice_expm1, self.c(2.0)), self._power_of_two(shifted))
+
+    def _reduce(self, x: Value, log2_per_unit: float, bias: int) -> tuple[Value, Value]:
+        """The shifted sum (low mantissa bits: n + bias) and r = ln2 (x log2_per_unit - n). In base 2, n is
+        x rounded (one instruction off the FMA pipes) and x - n is exact."""
+        shifter = self.c(_EXP_SHIFTER + bias)
+        if log2_per_unit == 1.0:
+            n = self.op("math.roundeven", [x])
+            return self.add(n, shifter), self.mul(self.sub(x, n), self.c(math.log(2.0)))
+        shifted = self.fma(x, self.c(log2_per_unit), shifter)
+        n = self.sub(shifted, shifter)
+        return shifted, self.fma(n, self.c(-_LN2_LO), self.fma(n, self.c(-_LN2_HI), x))
+
+    def _power_of_two(self, shifted: Value) -> Value:
+        """The float whose exponent field is the shifted sum's low mantissa bits: 2^(n + bias - 127)."""
+        bits = self.op("arith.bitcast", [shifted], I32)
+        return self.op("arith.bitcast", [self.op("arith.shli", [bits, self.c(23, I32)], I32)])
 
     def tanh(self, x: Value) -> Value:
         clamped = self.op("arith.minf", [self.op("arith.maxf", [x, self.c(-_TANH_CLAMP)]), self.c(_TANH_CLAMP)])
@@ -103,21 +138,37 @@ class _Builder:
         small = self.mul(x, self.horner(self.mul(x, x), _ERF_SMALL))
         t = self.div(self.c(1.0), self.add(self.c(1.0), self.mul(self.c(_ERF_P), ax)))
         poly = self.mul(self.horner(t, _ERF_AS), t)
-        tail = self.sub(self.c(1.0), self.mul(poly, self.exp(self.sub(self.c(0.0), self.mul(ax, ax)))))
+        tail = self.sub(self.c(1.0), self.mul(poly, self.exp(self.sub(self.c(0.0), self.mul(ax, ax)), at_most=0.0)))
         large = self.select(self.less(x, self.c(0.0)), self.sub(self.c(0.0), tail), tail)
         return self.select(self.less(ax, self.c(1.0)), small, large)
 
 
+_EXPANDED = ("math.exp", "math.exp2", "math.tanh", "math.erf")
+
+
+def _upper_bound(value: Value) -> float:
+    """A bound the value (NaN aside) never exceeds, read off a clamp by ``arith.minf`` with a constant."""
+    producer = value.owner if isinstance(value, OpResult) else None
+    if producer is None or producer.name != "arith.minf":
+        return math.inf
+    bounds = [v.owner.value for v in producer.operands
+              if isinstance(v, OpResult) and v.owner.name == "arith.constant"]
+    return min(bounds, default=math.inf)
+
+
 @dataclass
 class ExpandMath(Pass):
-    """Replaces f32 ``math.exp``, ``math.tanh`` and ``math.erf`` in kernels by polynomial arithmetic.
+    """Replaces f32 ``math.exp``, ``math.exp2``, ``math.tanh`` and ``math.erf`` in kernels by polynomial
+    arithmetic.
 
     Calls into libm keep LLVM from vectorizing a loop; the expansions (Cephes
     range reduction and polynomials for exp and small erf, a rational
     approximation for tanh, Abramowitz-Stegun for the erf tail) are
     straight-line arithmetic, accurate to a few ulp (erf: 1.5e-7 absolute),
-    so loops of sigmoid, GELU or softmax vectorize. f64 and other functions
-    are left to libm.
+    so loops of sigmoid, GELU or softmax vectorize. An exponential whose
+    operand is bounded (its ``at_most`` promise, or a clamp by ``arith.minf``
+    with a constant) so that 2^n stays a normal float drops its upper clamp
+    and applies 2^n in one FMA. f64 and other functions are left to libm.
     """
 
     name = "expand-math"
@@ -125,8 +176,12 @@ class ExpandMath(Pass):
     def run(self, module: Module) -> None:
         for func in module.funcs:
             for op in list(func.walk()):
-                if op.name in ("math.exp", "math.tanh", "math.erf") and op.result.type == F32:
+                if op.name in _EXPANDED and op.result.type == F32:
                     builder = _Builder(op.parent, op)
-                    value = getattr(builder, op.name.split(".")[1])(op.operands[0])
+                    if op.name in ("math.exp", "math.exp2"):
+                        bound = min(op.at_most, _upper_bound(op.operands[0]))
+                        value = getattr(builder, op.name.split(".")[1])(op.operands[0], bound)
+                    else:
+                        value = getattr(builder, op.name.split(".")[1])(op.operands[0])
                     op.result.replace_all_uses_with(value)
                     op.erase()

@@ -55,13 +55,22 @@ def _c(e: Emitter, x: Value, value) -> Value:
     return e.const(value, x.type.dtype)
 
 
+def _exp_in_divisor(e, z, function="exp"):
+    """exp(z) (or exp2) for a divisor 1 + exp(z). In f32, z is clamped where the power reaches 2^127:
+    that moves the quotient by under 1e-38 and lets expand-math use its single-scale exponential."""
+    if z.type.dtype is DType.F32:
+        z = e.min(z, _c(e, z, 88.0 if function == "exp" else 127.0))
+    return e.fn(function, z)
+
+
 def _sigmoid(e, x):
-    return e.div(_c(e, x, 1.0), e.add(_c(e, x, 1.0), e.fn("exp", e.sub(_c(e, x, 0.0), x))))
+    return e.div(_c(e, x, 1.0), e.add(_c(e, x, 1.0), _exp_in_divisor(e, e.sub(_c(e, x, 0.0), x))))
 
 
 def _softplus(e, x):
     # max(x, 0) + log1p(exp(-|x|)): exact for large |x|
-    return e.add(e.max(x, _c(e, x, 0.0)), e.fn("log1p", e.fn("exp", e.sub(_c(e, x, 0.0), e.fn("absf", x)))))
+    minus_abs = e.sub(_c(e, x, 0.0), e.fn("absf", x))
+    return e.add(e.max(x, _c(e, x, 0.0)), e.fn("log1p", e.fn("exp", minus_abs, at_most=0.0)))
 
 
 def _abs(e, x):
@@ -102,10 +111,12 @@ def _gelu(e, x, approximate):
     half, one = _c(e, x, 0.5), _c(e, x, 1.0)
     if approximate == "tanh":
         # 0.5 x (1 + tanh(u)) = x sigmoid(2u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3):
-        # one exp and a division instead of a tanh and its division
-        a = -2.0 * math.sqrt(2.0 / math.pi)
-        minus_2u = e.mul(x, e.add(_c(e, x, a), e.mul(_c(e, x, a * 0.044715), e.mul(x, x))))
-        return e.div(x, e.add(one, e.fn("exp", minus_2u)))
+        # one exponential and a division instead of a tanh and its division. The exponent is taken in
+        # base 2 with log2(e) folded into the polynomial's coefficients, which leaves exp2 no range
+        # reduction by ln 2 and adds no rounding.
+        a = -2.0 * math.sqrt(2.0 / math.pi) * math.log2(math.e)
+        exponent = e.mul(x, e.add(_c(e, x, a), e.mul(_c(e, x, a * 0.044715), e.mul(x, x))))
+        return e.div(x, e.add(one, _exp_in_divisor(e, exponent, "exp2")))
     return e.mul(e.mul(half, x), e.add(one, e.fn("erf", e.mul(x, _c(e, x, 1.0 / math.sqrt(2.0))))))
 
 
@@ -556,7 +567,7 @@ def _reduction(kind, e, op, idx, axes, keepdims, key_base):
     if kind == "log_sum_exp":
         peak = run(load, e.max, -math.inf, "max")
         safe = e.select(e.cmp("eq", peak, e.const(-math.inf, dtype)), e.const(0.0, dtype), peak)
-        total = run(lambda i: e.fn("exp", e.sub(load(i), safe)), e.add, 0, "sumexp")
+        total = run(lambda i: e.fn("exp", e.sub(load(i), safe), at_most=0.0), e.add, 0, "sumexp")
         return e.add(safe, e.fn("log", total))
     raise NotImplementedError(kind)
 
@@ -593,8 +604,8 @@ def _row_stats(e, op, idx, axes, tag):
     load = lambda in_idx: e.at(x, in_idx)  # noqa: E731
     peak = _reduce_axes(e, op, idx, axes, True, x.type.shape, load, e.max_number, -math.inf,
                         (id(op), tag, "max"))
-    total = _reduce_axes(e, op, idx, axes, True, x.type.shape, lambda i: e.fn("exp", e.sub(load(i), peak)),
-                         e.add, 0.0, (id(op), tag, "sum"))
+    total = _reduce_axes(e, op, idx, axes, True, x.type.shape,
+                         lambda i: e.fn("exp", e.sub(load(i), peak), at_most=0.0), e.add, 0.0, (id(op), tag, "sum"))
     return peak, total
 
 
@@ -605,7 +616,7 @@ def _softmax(e, op, result_index, idx):
         exps, total = _softmax_row(e, op, idx)
         return e.mul(e.load_mutable(exps, idx[-1]), e.reciprocal(total))
     peak, total = _row_stats(e, op, idx, [axis], "softmax")
-    return e.div(e.fn("exp", e.sub(e.at(op.operands[0], idx), peak)), total)
+    return e.div(e.fn("exp", e.sub(e.at(op.operands[0], idx), peak), at_most=0.0), total)
 
 
 def _softmax_row(e, op, idx) -> tuple[Value, Value]:
@@ -621,7 +632,7 @@ def _softmax_row(e, op, idx) -> tuple[Value, Value]:
     exps = e.emit(loop.AllocaOp, [], MemRefType((length,), x.type.dtype), scope=e.alloca_scope, pure=False)
 
     def term(ks):
-        value = e.fn("exp", e.sub(e.at(x, outer + [ks[0]]), peak))
+        value = e.fn("exp", e.sub(e.at(x, outer + [ks[0]]), peak), at_most=0.0)
         e.store(value, exps, ks[0])
         return value
 
