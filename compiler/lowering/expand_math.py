@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from fusecc.dialects.arith import constant_of
 from fusecc.ir.core import OP_REGISTRY, Block, Module, OpResult, Operation, Value
 from fusecc.ir.types import DType, ScalarType
 from fusecc.passes.manager import Pass
@@ -143,17 +144,18 @@ class _Builder:
         return self.select(self.less(ax, self.c(1.0)), small, large)
 
 
-_EXPANDED = ("math.exp", "math.exp2", "math.tanh", "math.erf")
+_EXPONENTIALS = ("math.exp", "math.exp2")
+_EXPANDED = (*_EXPONENTIALS, "math.tanh", "math.erf")
 
 
-def _upper_bound(value: Value) -> float:
-    """A bound the value (NaN aside) never exceeds, read off a clamp by ``arith.minf`` with a constant."""
-    producer = value.owner if isinstance(value, OpResult) else None
-    if producer is None or producer.name != "arith.minf":
-        return math.inf
-    bounds = [v.owner.value for v in producer.operands
-              if isinstance(v, OpResult) and v.owner.name == "arith.constant"]
-    return min(bounds, default=math.inf)
+def _upper_bound(op: Operation) -> float:
+    """A bound an exponential's operand (NaN aside) never exceeds: its ``at_most`` promise, or the constant
+    of a clamp by ``arith.minf``."""
+    operand = op.operands[0]
+    producer = operand.owner if isinstance(operand, OpResult) else None
+    clamps = [] if producer is None or producer.name != "arith.minf" else \
+        [c for c in map(constant_of, producer.operands) if c is not None]
+    return min([op.at_most, *clamps])
 
 
 @dataclass
@@ -177,11 +179,10 @@ class ExpandMath(Pass):
         for func in module.funcs:
             for op in list(func.walk()):
                 if op.name in _EXPANDED and op.result.type == F32:
-                    builder = _Builder(op.parent, op)
-                    if op.name in ("math.exp", "math.exp2"):
-                        bound = min(op.at_most, _upper_bound(op.operands[0]))
-                        value = getattr(builder, op.name.split(".")[1])(op.operands[0], bound)
+                    expand = getattr(_Builder(op.parent, op), op.name.split(".")[1])
+                    if op.name in _EXPONENTIALS:
+                        value = expand(op.operands[0], _upper_bound(op))
                     else:
-                        value = getattr(builder, op.name.split(".")[1])(op.operands[0])
+                        value = expand(op.operands[0])
                     op.result.replace_all_uses_with(value)
                     op.erase()
