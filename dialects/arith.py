@@ -59,18 +59,27 @@ class BinaryArithOp(ArithOp):
             raise self.error(f"expects {kind} operands, got {a.type}")
 
 
-def _binary(name: str, float_op: bool):
+class FastMathOp(BinaryArithOp):
+    """A float add, subtract or multiply the code generator may reassociate and contract into FMAs (how
+    it vectorizes float reductions), unless ``strict``: then it is evaluated as written, for arithmetic
+    whose rounding is the point (a shift that must not be folded into the sum it feeds)."""
+
+    strict = attr(bool, False)
+
+
+def _binary(name: str, float_op: bool, base: type = BinaryArithOp):
     cls_name = "".join(p.capitalize() for p in name.split(".")[1].split("_")) + "Op"
-    return type(cls_name, (BinaryArithOp,), {"name": name, "float_op": float_op})
+    return type(cls_name, (base,), {"name": name, "float_op": float_op})
 
 
-FLOAT_BINARY = ["arith.addf", "arith.subf", "arith.mulf", "arith.divf", "arith.remf", "arith.maxf",
-                "arith.minf", "arith.maxnumf", "math.powf", "math.atan2"]
+FAST_MATH = ["arith.addf", "arith.subf", "arith.mulf"]
+FLOAT_BINARY = [*FAST_MATH, "arith.divf", "arith.remf", "arith.maxf", "arith.minf", "arith.maxnumf",
+                "math.powf", "math.atan2"]
 INT_BINARY = ["arith.addi", "arith.subi", "arith.muli", "arith.divsi", "arith.divui", "arith.remsi",
               "arith.remui", "arith.maxsi", "arith.minsi", "arith.maxui", "arith.minui", "arith.andi",
               "arith.ori", "arith.xori", "arith.shli", "arith.shrsi", "arith.shrui"]
 for _name in FLOAT_BINARY:
-    _binary(_name, True)
+    _binary(_name, True, FastMathOp if _name in FAST_MATH else BinaryArithOp)
 for _name in INT_BINARY:
     _binary(_name, False)
 

@@ -138,6 +138,10 @@ class _FunctionEmitter:
         elif prefix == "math" and short in _LIBM:
             x = self[op.operands[0]]
             self.set(op, self.builder.call(self.libm(_LIBM[short], x.type), [x]))
+        elif op.name in _FAST_MATH:
+            a, b = self[op.operands[0]], self[op.operands[1]]
+            flags = () if op.attr("strict", False) else FAST
+            self.set(op, getattr(self.builder, _FAST_MATH[op.name])(a, b, flags=flags))
         elif op.name in _BINARY:
             a, b = self[op.operands[0]], self[op.operands[1]]
             self.set(op, _BINARY[op.name](self, a, b))
@@ -330,11 +334,10 @@ def _fmax_number(fe, a, b):
 #: reassociation lets LLVM vectorize float reductions; NaN and infinity semantics are kept, and division
 #: stays exact (rules multiply by a hoisted reciprocal where one is meant)
 FAST = ("reassoc", "nsz", "contract")
+#: the float ops that take ``FAST`` unless marked ``strict``
+_FAST_MATH = {"arith.addf": "fadd", "arith.subf": "fsub", "arith.mulf": "fmul"}
 
 _BINARY = {
-    "arith.addf": lambda fe, a, b: fe.builder.fadd(a, b, flags=FAST),
-    "arith.subf": lambda fe, a, b: fe.builder.fsub(a, b, flags=FAST),
-    "arith.mulf": lambda fe, a, b: fe.builder.fmul(a, b, flags=FAST),
     "arith.divf": lambda fe, a, b: fe.builder.fdiv(a, b, flags=("nsz",)),
     "arith.remf": lambda fe, a, b: fe.builder.frem(a, b), "arith.maxf": _fmax, "arith.minf": _fmin,
     "arith.maxnumf": _fmax_number,

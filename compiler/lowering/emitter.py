@@ -187,15 +187,17 @@ class Emitter:
         return out[::-1]
 
     # --- scalar arithmetic ----------------------------------------------------------
-    def binary(self, float_name: str, int_name: str, a: Value, b: Value) -> Value:
-        name = float_name if a.type.dtype.is_float else int_name
-        return self.emit(OP_REGISTRY[name], [a, b], a.type)
+    def binary(self, float_name: str, int_name: str, a: Value, b: Value, **attributes) -> Value:
+        if a.type.dtype.is_float:
+            return self.emit(OP_REGISTRY[float_name], [a, b], a.type, **attributes)
+        return self.emit(OP_REGISTRY[int_name], [a, b], a.type)
 
     def add(self, a, b):
         return self.binary("arith.addf", "arith.addi", a, b)
 
-    def sub(self, a, b):
-        return self.binary("arith.subf", "arith.subi", a, b)
+    def sub(self, a, b, strict: bool = False):
+        """a - b; ``strict`` keeps the code generator from folding a float subtraction into its users."""
+        return self.binary("arith.subf", "arith.subi", a, b, **({"strict": True} if strict else {}))
 
     def mul(self, a, b):
         return self.binary("arith.mulf", "arith.muli", a, b)
@@ -284,9 +286,9 @@ class Emitter:
         self.scope_of[id(body.args[0])] = inner
         return body.args[0], inner
 
-    def reduce(self, key: tuple, deps: list[Value], extents: list[int], dtype: DType, init,
+    def reduce(self, key: tuple, deps: list[Value], extents: list[int | Value], dtype: DType, init,
                combine: Callable[[Value, Value], Value], body: Callable[[list[Value]], Value]) -> Value:
-        """Reduce ``body(ks)`` over the loop nest ``extents`` with ``combine``.
+        """Reduce ``body(ks)`` over the loop nest ``extents`` (constants or index values) with ``combine``.
 
         The loops go in the deepest scope among ``deps`` (the indices the result
         depends on), so a row reduction runs once per row. Memoized by ``key``.
@@ -303,7 +305,7 @@ class Emitter:
         saved_current, saved_anchor = self.current, target.anchor
         scope, ks = target, []
         for extent in extents:
-            k, scope = self.open_loop(zero, self.index(extent), scope, nest=True)
+            k, scope = self.open_loop(zero, self.as_index(extent), scope, nest=True)
             ks.append(k)
         self.current = scope
         value = body(ks)

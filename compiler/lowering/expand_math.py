@@ -13,10 +13,14 @@ from fusecc.passes.manager import Pass
 F32 = ScalarType(DType.F32)
 I32 = ScalarType(DType.I32)
 
-# exp(r) = 1 + r + r^2 P(r) on [-ln2/2, ln2/2]: P of degree 4 fitted for relative error (1.1 ulp, as good
-# as Cephes' degree 5 at one FMA less)
+# exp(r) = 1 + r (1 + r P(r)) on [-ln2/2, ln2/2]: P of degree 4 fitted for relative error (as good as
+# Cephes' degree 5 at one FMA less)
 _EXP_POLY = [1.3814592966809869e-3, 8.3687175065279e-3, 4.166838899254799e-2, 1.666652113199234e-1,
              4.999999403953552e-1]
+# 2^f = 1 + f Q(f) on [-1/2, 1/2]: Q of degree 5 fitted for relative error (1.3 ulp); f is exact, so
+# base 2 needs no reduction to r = f ln2 before its polynomial
+_EXP2_POLY = [1.5353360504377633e-4, 1.3398875016719103e-3, 9.61843691766262e-3, 5.5503323674201965e-2,
+              2.4022647738456726e-1, 6.931471824645996e-1]
 # tanh(x) = x P(x^2) / Q(x^2) on [-7.9053, 7.9053] (the rational form used by Eigen and MLAS)
 _TANH_P = [-2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
            1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03]
@@ -84,44 +88,44 @@ class _Builder:
         return self._exponential(x, at_most, _LOG2E)
 
     def exp2(self, x: Value, at_most: float = math.inf) -> Value:
-        """2^x = 2^n exp(r) with n = round(x) and r = (x - n) ln2 (x - n is exact)."""
+        """2^x = 2^n 2^f with n = round(x) and f = x - n (exact)."""
         return self._exponential(x, at_most, 1.0)
 
     def _exponential(self, x: Value, at_most: float, log2_per_unit: float) -> Value:
-        """2^(x log2_per_unit) as 2^n exp(r), exp(r) = 1 + r + r^2 P(r) on [-ln2/2, ln2/2].
+        """2^(x log2_per_unit) as 2^n (1 + t Q(t)), t the reduced argument.
 
         n comes from a shifter near 1.5 * 2^23: the sum's low mantissa bits hold n plus an exponent
         bias, and shifting those bits into the exponent field makes a power of two. How 2^n is
         applied depends on ``at_most``, a bound on x (NaN aside):
 
-        - when n cannot exceed 127, (exp(r) - 1) 2^n + 2^n in one FMA; x is clamped below where n
-          reaches -127, which makes 2^n zero;
-        - otherwise (2 + 2 (exp(r) - 1)) 2^(n - 1), so that n = 128 still has a normal scale and
-          larger x overflow to inf; x is clamped to n in [-126, 128], and results under 2^-125 flush
-          to zero.
+        - when n cannot exceed 127, (t 2^n) Q(t) + 2^n in one FMA, whose product t 2^n is exact and
+          independent of the polynomial; x is clamped below where n reaches -127, which makes 2^n zero;
+        - otherwise (2 + 2 t Q(t)) 2^(n - 1), so that n = 128 still has a normal scale and larger x
+          overflow to inf; x is clamped to n in [-126, 128], and results under 2^-125 flush to zero.
 
         The clamps keep NaN."""
         if at_most * log2_per_unit <= _SINGLE_SCALE_MAX:
             x = self.op("arith.maxf", [x, self.c(_SINGLE_SCALE_MIN / log2_per_unit)])
-            shifted, r = self._reduce(x, log2_per_unit, 127)
+            shifted, t, poly = self._reduce(x, log2_per_unit, 127)
             scale = self._power_of_two(shifted)
-            return self.fma(self.fma(self.mul(r, r), self.horner(r, _EXP_POLY), r), scale, scale)
+            return self.fma(self.mul(t, scale), self.horner(t, poly), scale)
         x = self.op("arith.minf", [self.op("arith.maxf", [x, self.c(_HALF_SCALE_MIN / log2_per_unit)]),
                                    self.c(_HALF_SCALE_MAX / log2_per_unit)])
-        shifted, r = self._reduce(x, log2_per_unit, 126)
-        twice_expm1 = self.fma(self.mul(r, r), self.horner(r, [2 * c for c in _EXP_POLY]), self.add(r, r))
-        return self.mul(self.add(twice_expm1, self.c(2.0)), self._power_of_two(shifted))
+        shifted, t, poly = self._reduce(x, log2_per_unit, 126)
+        twice = self.fma(t, self.horner(t, [2 * c for c in poly]), self.c(2.0))
+        return self.mul(twice, self._power_of_two(shifted))
 
-    def _reduce(self, x: Value, log2_per_unit: float, bias: int) -> tuple[Value, Value]:
-        """The shifted sum (low mantissa bits: n + bias) and r = ln2 (x log2_per_unit - n). In base 2, n is
-        x rounded (one instruction off the FMA pipes) and x - n is exact."""
+    def _reduce(self, x: Value, log2_per_unit: float, bias: int) -> tuple[Value, Value, list[float]]:
+        """The shifted sum (low mantissa bits: n + bias), the reduced argument t and Q's coefficients,
+        with 2^(x log2_per_unit - n) = 1 + t Q(t). In base 2, n is x rounded (one instruction off the
+        FMA pipes) and t = x - n is exact; otherwise t = x - n ln2, and 1 + t Q(t) = exp(t)."""
         shifter = self.c(_EXP_SHIFTER + bias)
         if log2_per_unit == 1.0:
             n = self.op("math.roundeven", [x])
-            return self.add(n, shifter), self.mul(self.sub(x, n), self.c(math.log(2.0)))
+            return self.add(n, shifter), self.sub(x, n), _EXP2_POLY
         shifted = self.fma(x, self.c(log2_per_unit), shifter)
         n = self.sub(shifted, shifter)
-        return shifted, self.fma(n, self.c(-_LN2_LO), self.fma(n, self.c(-_LN2_HI), x))
+        return shifted, self.fma(n, self.c(-_LN2_LO), self.fma(n, self.c(-_LN2_HI), x)), [*_EXP_POLY, 1.0]
 
     def _power_of_two(self, shifted: Value) -> Value:
         """The float whose exponent field is the shifted sum's low mantissa bits: 2^(n + bias - 127)."""

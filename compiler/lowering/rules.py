@@ -515,16 +515,18 @@ def _gather_nd(e, op, result_index, idx):
 # ---------------------------------------------------------------------------------------
 # Reductions
 # ---------------------------------------------------------------------------------------
-def _reduce_axes(e, op, idx, axes, keepdims, in_shape, body_value, combine, init, key, dtype=None):
+def _reduce_axes(e, op, idx, axes, keepdims, in_shape, body_value, combine, init, key, dtype=None,
+                 extents=None):
     """Reduce the input over ``axes``; ``body_value(in_idx)`` gives the reduced term.
 
     The accumulator has the input's dtype unless ``dtype`` says otherwise (an
-    index reduction, such as the position of a maximum).
+    index reduction, such as the position of a maximum). ``extents`` replaces
+    the input's extents along ``axes`` (a run-time trip count, or a prefix).
     """
     kept = [i for i in range(len(in_shape)) if i not in axes]
     out_pos = {axis: (axis if keepdims else kept.index(axis)) for axis in kept}
     deps = [idx[out_pos[a]] for a in kept]
-    extents = [in_shape[a] for a in axes]
+    extents = [in_shape[a] for a in axes] if extents is None else extents
     dtype = dtype_of(op) if dtype is None else dtype
 
     def body(ks):
@@ -661,6 +663,13 @@ def _hardmax(e, op, result_index, idx):
     return e.select(e.cmp("eq", first, idx[axis]), e.const(1.0, dtype), e.const(0.0, dtype))
 
 
+#: how many leading elements of a normalized region average into the shift of its one-pass moments
+_SHIFT_SAMPLE = 16
+#: the largest share of the shifted sum of squares that the shift's own offset may take before the
+#: variance is recomputed around the mean (at this share its rounding error at most doubles)
+_SHIFT_SHARE = 0.25
+
+
 def _normalize(e, op, idx, axes, epsilon, rms=False):
     """(x - mean) / sqrt(var + eps) over ``axes`` (or x / sqrt(mean(x^2) + eps) when ``rms``)."""
     x = op.operands[0]
@@ -673,15 +682,53 @@ def _normalize(e, op, idx, axes, epsilon, rms=False):
         square = _reduce_axes(e, op, idx, axes, True, shape, lambda i: e.mul(load(i), load(i)), e.add, 0.0,
                               (id(op), "sumsq"))
         return e.mul(value, e.reciprocal(e.fn("sqrt", e.add(e.div(square, count), e.const(epsilon, dtype)))))
-    total = _reduce_axes(e, op, idx, axes, True, shape, load, e.add, 0.0, (id(op), "sum"))
-    mean = e.div(total, count)
+    mean, var = _moments(e, op, idx, axes, count)
+    return e.mul(e.sub(value, mean), e.reciprocal(e.fn("sqrt", e.add(var, e.const(epsilon, dtype)))))
 
-    def centered_square(i):
-        d = e.sub(load(i), mean)
+
+def _moments(e, op, idx, axes, count):
+    """Mean and variance of x over ``axes``, in one pass over x where that keeps the variance's rounding
+    error within twice the two-pass method's.
+
+    The pass sums d = x - s and d^2 around a shift s, the mean of the
+    region's first few elements: mean = s + sum(d) / n and
+    var = (sum(d^2) - sum(d)^2 / n) / n. Its rounding error grows with the
+    share sum(d)^2 / n of sum(d^2) that the shift's offset from the mean
+    takes; above ``_SHIFT_SHARE`` (a row whose first elements are not
+    typical of it), a second pass sums (x - mean)^2, as the two-pass method
+    always does. The subtraction is ``strict``: reassociated, it would turn
+    sum(x - s) back into sum(x) - n s.
+    """
+    x = op.operands[0]
+    dtype, shape = x.type.dtype, x.type.shape
+    load = lambda in_idx: e.at(x, in_idx)  # noqa: E731
+    last = axes[-1]
+    sample = min(_SHIFT_SAMPLE, shape[last])
+
+    def leading(ks):
+        return load([ks[0] if a == last else e.index(0) if a in axes else i for a, i in enumerate(idx)])
+
+    deps = [i for a, i in enumerate(idx) if a not in axes]
+    shift = e.div(e.reduce((id(op), "shift"), deps, [sample], dtype, 0.0, e.add, leading),
+                  e.const(sample, dtype))
+    offset = lambda in_idx: e.sub(load(in_idx), shift, strict=True)  # noqa: E731
+    total = _reduce_axes(e, op, idx, axes, True, shape, offset, e.add, 0.0, (id(op), "shifted sum"))
+    squares = _reduce_axes(e, op, idx, axes, True, shape, lambda i: e.mul(offset(i), offset(i)), e.add, 0.0,
+                           (id(op), "shifted squares"))
+    mean_offset = e.div(total, count)
+    mean = e.add(shift, mean_offset)
+    offset_share = e.mul(mean_offset, total)
+    recompute = e.cmp("gt", offset_share, e.mul(squares, e.const(_SHIFT_SHARE, dtype)))
+
+    def centered_square(in_idx):
+        d = e.sub(load(in_idx), mean)
         return e.mul(d, d)
 
-    var = e.div(_reduce_axes(e, op, idx, axes, True, shape, centered_square, e.add, 0.0, (id(op), "var")), count)
-    return e.mul(e.sub(value, mean), e.reciprocal(e.fn("sqrt", e.add(var, e.const(epsilon, dtype)))))
+    trips = [e.select(recompute, e.index(shape[axes[0]]), e.index(0))] + [shape[a] for a in axes[1:]]
+    centered = _reduce_axes(e, op, idx, axes, True, shape, centered_square, e.add, 0.0, (id(op), "var"),
+                            extents=trips)
+    var = e.select(recompute, centered, e.sub(squares, offset_share))
+    return mean, e.div(var, count)
 
 
 @rule("tensor.layer_normalization")
