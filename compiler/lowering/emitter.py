@@ -70,6 +70,8 @@ class Emitter:
         self.row_buffers: dict[int, Value] = {}
         #: values a block schedule computed: id -> (buffer, locate(e, index) -> offset, required row or None)
         self.block_cached: dict[int, tuple[Value, Callable, list[Value] | None]] = {}
+        #: the kernel's results: id -> the output buffer its elements are stored to (at their own index)
+        self.destinations: dict[int, Value] = {}
 
     # --- placement --------------------------------------------------------------
     def deepest_scope(self, values) -> Scope:

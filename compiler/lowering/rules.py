@@ -615,32 +615,42 @@ def _row_stats(e, op, idx, axes, tag):
 def _softmax(e, op, result_index, idx):
     axis = normalize_axis(op, op.axis, len(idx))
     if axis == len(idx) - 1 and e.in_row(idx):
-        exps, total = _softmax_row(e, op, idx)
-        return e.mul(e.load_mutable(exps, idx[-1]), e.reciprocal(total))
+        exps, start, total = _softmax_row(e, op, idx)
+        return e.mul(e.load_mutable(exps, e.iadd(start, idx[-1])), e.reciprocal(total))
     peak, total = _row_stats(e, op, idx, [axis], "softmax")
     return e.div(e.fn("exp", e.sub(e.at(op.operands[0], idx), peak), at_most=0.0), total)
 
 
-def _softmax_row(e, op, idx) -> tuple[Value, Value]:
-    """exp(x - max) of the whole row, stored while it is summed, and the sum: the output pass only divides."""
+def _softmax_row(e, op, idx) -> tuple[Value, Value, Value]:
+    """exp(x - max) of the whole row, stored while it is summed, and the sum: the output pass only divides.
+
+    The exps go where the output row will be when the softmax is a result of the kernel (the output pass
+    then rescales them in place, and the row's first write to the output overlaps the exps' arithmetic),
+    else to a stack buffer. Returns the buffer, the row's start in it, and the sum.
+    """
     key = ("softmax_row", id(op), tuple(id(i) for i in idx[:-1]))
     cached = e.memo.get(key)
-    if cached is not None and e.scope_of[id(cached[1])].encloses(e.current):
+    if cached is not None and e.scope_of[id(cached[2])].encloses(e.current):
         return cached
     x = op.operands[0]
     outer, length = e.row
     peak = _reduce_axes(e, op, idx, [len(idx) - 1], True, x.type.shape, lambda i: e.at(x, i), e.max_number,
                         -math.inf, (id(op), "softmax", "max"))
-    exps = e.emit(loop.AllocaOp, [], MemRefType((length,), x.type.dtype), scope=e.alloca_scope, pure=False)
+    exps = e.destinations.get(id(op.results[0]))
+    if exps is not None:
+        start = e.linearize(outer + [e.index(0)], x.type.shape)
+    else:
+        exps = e.emit(loop.AllocaOp, [], MemRefType((length,), x.type.dtype), scope=e.alloca_scope, pure=False)
+        start = e.index(0)
 
     def term(ks):
         value = e.fn("exp", e.sub(e.at(x, outer + [ks[0]]), peak), at_most=0.0)
-        e.store(value, exps, ks[0])
+        e.store(value, exps, e.iadd(start, ks[0]))
         return value
 
     total = e.reduce((id(op), "softmax", "sum"), outer, [length], x.type.dtype, 0.0, e.add, term)
-    e.memo[key] = (exps, total)
-    return exps, total
+    e.memo[key] = (exps, start, total)
+    return exps, start, total
 
 
 @rule("tensor.log_softmax")

@@ -89,6 +89,8 @@ def lower_region(fused: FusedOp, name: str, vector_width: int = 16) -> FuncOp:
     e = Emitter(root, _producer, buffers)
     for arg in args:
         e.scope_of[id(arg)] = root
+    for value, buffer in zip(outputs, out_buffers):
+        e.destinations.setdefault(id(value), buffer)
     plan = block_plan(fused.members, shape, buffers) if vector_width > 1 else None
     block_rows = plan.rows_per_block(shape) if plan is not None else 1
     func.attributes["extent"] = rows // block_rows
