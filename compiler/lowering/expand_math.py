@@ -13,8 +13,8 @@ from fusecc.passes.manager import Pass
 F32 = ScalarType(DType.F32)
 I32 = ScalarType(DType.I32)
 
-# exp(r) = 1 + r (1 + r P(r)) on [-ln2/2, ln2/2]: P of degree 4 fitted for relative error (as good as
-# Cephes' degree 5 at one FMA less)
+# exp(r) = 1 + r (1 + r P(r)) on [-ln2/2, ln2/2]: P of degree 4 fitted for relative error (exp is within
+# 1.26 ulp over [-86.6, 88.72]: as good as Cephes' degree 5 at one FMA less)
 _EXP_POLY = [1.3814592966809869e-3, 8.3687175065279e-3, 4.166838899254799e-2, 1.666652113199234e-1,
              4.999999403953552e-1]
 # 2^f = 1 + f Q(f) on [-1/2, 1/2]: Q of degree 5 fitted for relative error (1.3 ulp); f is exact, so

@@ -521,7 +521,7 @@ def _reduce_axes(e, op, idx, axes, keepdims, in_shape, body_value, combine, init
 
     The accumulator has the input's dtype unless ``dtype`` says otherwise (an
     index reduction, such as the position of a maximum). ``extents`` replaces
-    the input's extents along ``axes`` (a run-time trip count, or a prefix).
+    the input's extents along ``axes`` (for a run-time trip count).
     """
     kept = [i for i in range(len(in_shape)) if i not in axes]
     out_pos = {axis: (axis if keepdims else kept.index(axis)) for axis in kept}
