@@ -200,6 +200,16 @@ def test_fir_declared_type_disagrees_with_shape_rule(tmp_path):
     assert "tensor.add" in result.stderr and f"{path}:2:3" in result.stderr
 
 
+def test_fir_attribute_of_the_wrong_kind(tmp_path):
+    path = tmp_path / "strict.fir"
+    path.write_text("func @f(%a: f32, %b: f32) -> (f32) {\n"
+                    "  %d = arith.subf(%a, %b) {strict = 1} : f32\n  func.return(%d)\n}\n")
+    result = run_tool("opt_main", path)
+    assert result.returncode == 1
+    assert "'arith.subf'" in result.stderr and f"{path}:2:3" in result.stderr
+    assert "attribute 'strict' must be a boolean, got 1" in result.stderr
+
+
 def test_fir_undefined_value(tmp_path):
     path = tmp_path / "undefined.fir"
     path.write_text("func @main(%x: tensor<3xf32>) -> (tensor<3xf32>) {\n"
