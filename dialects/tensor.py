@@ -1286,7 +1286,8 @@ class CumSumOp(TensorOp):
 
 
 class CumProdOp(TensorOp):
-    """Running products along ``axis``; like ``tensor.cumsum``, a reduction over that axis per element."""
+    """Running products along ``axis``; like ``tensor.cumsum``, a reduction for fusion (each output depends
+    on a prefix of the axis)."""
 
     name = "tensor.cumprod"
     kind = OpKind.REDUCTION

@@ -772,9 +772,19 @@ def _instance_norm(e, op, result_index, idx):
 
 
 def _scan(e, op, idx, combine, identity):
-    """Cumulative ``combine`` along ``op.axis`` (exclusive and reverse as ONNX's CumSum)."""
+    """Cumulative ``combine`` along ``op.axis`` (exclusive and reverse as ONNX's CumSum).
+
+    Along the rows the nest walks, one running accumulator fills the row once (linear in the row
+    length); along any other axis, each element reduces the prefix it covers.
+    """
     x = op.operands[0]
     axis = normalize_axis(op, op.axis, len(idx))
+    if axis == len(idx) - 1 and e.in_row(idx):
+        result = op.results[0]
+        if id(result) not in e.row_cached:
+            e.cache_rows(result, idx[:-1], x.type.shape[axis],
+                         lambda em, row, outer: _scan_row(em, op, row, outer, combine, identity))
+        return e.at(result, idx)
     here = idx[axis]
     predicate = ("gt" if op.exclusive else "ge") if op.reverse else ("lt" if op.exclusive else "le")
 
@@ -785,6 +795,21 @@ def _scan(e, op, idx, combine, identity):
         return e.select(e.cmp(predicate, ks[0], here), value, _c(e, value, identity))
 
     return e.reduce((id(op), "scan"), idx, [x.type.shape[axis]], x.type.dtype, identity, combine, term)
+
+
+def _scan_row(e, op, row, outer, combine, identity) -> None:
+    """Fill ``row`` with the scan of ``x[outer, :]``, walking it backwards when ``op.reverse``."""
+    x = op.operands[0]
+    length = x.type.shape[-1]
+    zero = e.index(0)
+    acc = e.emit(loop.AllocaOp, [], MemRefType((1,), x.type.dtype), scope=e.alloca_scope, pure=False)
+    e.store(e.const(identity, x.type.dtype), acc, zero)
+    with e.loop_in(e.current, 0, length) as (j, _):
+        k = e.isub(e.index(length - 1), j) if op.reverse else j
+        before = e.load_mutable(acc, zero)
+        after = combine(before, e.at(x, outer + [k]))
+        e.store(after, acc, zero)
+        e.store(before if op.exclusive else after, row, k)
 
 
 @rule("tensor.cumsum")
