@@ -481,6 +481,47 @@ def test_formats_are_stored_as_bits():
         import_model(make_model([node], {"x": (TP.FLOAT8E4M3FN, [3])}, ["y"]))
 
 
+@pytest.mark.parametrize("name, values", [
+    ("FLOAT8E4M3FN", {0x00: 0.0, 0x01: 2.0 ** -9, 0x08: 2.0 ** -6, 0x38: 1.0, 0x7E: 448.0, 0xFE: -448.0,
+                      0x80: -0.0}),
+    ("FLOAT8E4M3FNUZ", {0x01: 2.0 ** -10, 0x40: 1.0, 0x7F: 240.0, 0xFF: -240.0}),
+    ("FLOAT8E5M2", {0x01: 2.0 ** -16, 0x3C: 1.0, 0x7B: 57344.0, 0x7C: np.inf, 0xFC: -np.inf}),
+    ("FLOAT8E5M2FNUZ", {0x01: 2.0 ** -17, 0x40: 1.0, 0x7F: 57344.0}),
+    ("FLOAT4E2M1", {0x1: 0.5, 0x2: 1.0, 0x3: 1.5, 0x4: 2.0, 0x5: 3.0, 0x6: 4.0, 0x7: 6.0, 0x8: -0.0, 0xF: -6.0}),
+    ("FLOAT8E8M0", {0x00: 2.0 ** -127, 0x7F: 1.0, 0xFE: 2.0 ** 127}),
+    ("INT4", {0x7: 7, 0x8: -8, 0xF: -1}),
+    ("UINT4", {0xF: 15}),
+    ("INT2", {0x1: 1, 0x2: -2, 0x3: -1}),
+    ("UINT2", {0x3: 3}),
+])
+def test_format_values_come_from_the_format_definition(name, values):
+    """Each code's value, from OCP's float8/float4 definitions and two's complement, not from a library."""
+    from fusecc.frontend.formats import FORMATS, value_table
+    table = value_table(next(f for f in FORMATS.values() if f.name == name))
+    for code, value in values.items():
+        assert table[code] == value and np.signbit(table[code]) == np.signbit(value), (hex(code), table[code])
+    nan_codes = {"FLOAT8E4M3FN": [0x7F, 0xFF], "FLOAT8E4M3FNUZ": [0x80], "FLOAT8E5M2FNUZ": [0x80],
+                 "FLOAT8E5M2": [0x7D, 0x7E, 0x7F, 0xFD, 0xFE, 0xFF], "FLOAT8E8M0": [0xFF]}.get(name, [])
+    assert np.flatnonzero(np.isnan(table.astype(np.float64))).tolist() == nan_codes
+
+
+@pytest.mark.parametrize("to", [TP.INT4, TP.UINT4, TP.INT2, TP.UINT2])
+def test_float_to_small_int_truncates_toward_zero_and_keeps_the_low_bits(to):
+    """Out of the format's range ONNX leaves Cast undefined; fusecc keeps the low bits of the truncated
+    value, as it does for int8 (whatever the installed ml_dtypes computes)."""
+    import fusecc
+    from fusecc.frontend.formats import FORMATS
+    fmt = FORMATS[to]
+    x = np.array([-300.7, -9, -8.5, -7.9, -1.5, -0.5, -0.0, 0.4, 1.99, 2.5, 3.5, 7.9, 8, 15.5, 16, 17.2, 255,
+                  300.7, np.nan, np.inf, -np.inf], np.float32)
+    model = make_model([helper.make_node("Cast", ["x"], ["y"], to=to)], {"x": (F, [x.size])}, ["y"],
+                       opset=25)
+    (bits,) = fusecc.compile(model).run({"x": x})
+    finite = np.where(np.isfinite(x), x, 0)
+    expected = (np.trunc(finite).astype(np.int64) & (2 ** fmt.bits - 1)).astype(np.uint8)
+    np.testing.assert_array_equal(bits, expected)
+
+
 # --------------------------------------------------------------------------------------
 # The light model zoo shipped with onnx
 # --------------------------------------------------------------------------------------

@@ -76,8 +76,62 @@ def run_case(case) -> None:
 
     rep = backend.prepare(case.model)
     for inputs, expected in case.data_sets:
-        outputs = rep.run([array(x) for x in inputs])
-        Runner.assert_similar_outputs([array(y) for y in expected], outputs, case.rtol, case.atol)
+        feeds = [array(x) for x in inputs]
+        outputs = rep.run(feeds)
+        expected = [array(y) for y in expected]
+        for index, undefined in undefined_elements(case.model, feeds).items():
+            expected[index] = _with_elements_of(expected[index], outputs[index], undefined)
+        Runner.assert_similar_outputs(expected, outputs, case.rtol, case.atol)
+
+
+def undefined_elements(model, feeds: list) -> dict:
+    """{output index: mask} of the output elements ONNX leaves undefined, for a one-node Cast model.
+
+    ONNX's Cast defines a float cast to an integer type only within the type's
+    range. Outside it the node tests' expected data is whatever the installed
+    ``ml_dtypes`` computes, which changed between releases (0.5 wraps to the low
+    bits, 0.7 gives 0), so those elements are not compared; fusecc's own rule
+    (truncate toward zero, keep the low bits) is tested in ``tests/test_ops.py``.
+    """
+    import numpy as np
+    import onnx
+
+    from fusecc.frontend.formats import FORMATS, value_table
+
+    nodes = model.graph.node
+    if len(nodes) != 1 or nodes[0].op_type not in ("Cast", "CastLike") or len(feeds) < 1:
+        return {}
+    source = np.asarray(feeds[0])
+    if source.dtype.kind != "f":
+        return {}
+    node = nodes[0]
+    if node.op_type == "Cast":
+        target = next(a.i for a in node.attribute if a.name == "to")
+    else:
+        target = model.graph.input[1].type.tensor_type.elem_type
+    if target in FORMATS:
+        if FORMATS[target].kind != "int":
+            return {}
+        table = value_table(FORMATS[target])
+        low, high = int(table.min()), int(table.max())
+    else:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(target)
+        if dtype.kind not in "iu":
+            return {}
+        low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+    with np.errstate(invalid="ignore"):
+        truncated = np.trunc(source.astype(np.float64))
+        return {0: ~((truncated >= low) & (truncated <= high))}
+
+
+def _with_elements_of(expected, actual, mask):
+    """``expected`` with the masked elements taken from ``actual`` (compared bit for bit through their storage)."""
+    import numpy as np
+
+    from fusecc.frontend.formats import from_storage, to_storage
+
+    merged = np.where(mask, to_storage(np.asarray(actual)), to_storage(np.asarray(expected)))
+    return merged.view(expected.dtype) if merged.dtype != expected.dtype else merged
 
 
 @dataclass

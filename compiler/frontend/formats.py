@@ -38,6 +38,74 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Minifloat:
+    """The bit layout of a small float format: sign, exponent and mantissa fields, and its special codes.
+
+    ``specials`` says which codes are not finite numbers:
+
+    * ``"ieee"``: an all-ones exponent holds infinity (mantissa 0) or NaN (float8e5m2);
+    * ``"fn"``: only the all-ones exponent and mantissa code is NaN, there is no infinity (float8e4m3fn);
+    * ``"fnuz"``: the negative-zero code is the only NaN, so zero is unsigned (float8e4m3fnuz, float8e5m2fnuz);
+    * ``"finite"``: every code is a number (float4e2m1).
+    """
+
+    exponent_bits: int
+    mantissa_bits: int
+    bias: int
+    specials: str
+
+    @property
+    def bits(self) -> int:
+        return 1 + self.exponent_bits + self.mantissa_bits
+
+    @property
+    def sign_bit(self) -> int:
+        return 1 << (self.bits - 1)
+
+    @property
+    def _top_exponent(self) -> int:
+        return (1 << self.exponent_bits) - 1
+
+    def value(self, code: int) -> float:
+        """The number a code holds (NaN and infinities included)."""
+        sign = -1.0 if code & self.sign_bit else 1.0
+        exponent = (code >> self.mantissa_bits) & self._top_exponent
+        mantissa = code & ((1 << self.mantissa_bits) - 1)
+        if self.specials == "fnuz" and code == self.sign_bit:
+            return float("nan")
+        if self.specials == "fn" and code & ~self.sign_bit == self.sign_bit - 1:
+            return float("nan")
+        if self.specials == "ieee" and exponent == self._top_exponent:
+            return sign * float("inf") if mantissa == 0 else float("nan")
+        if exponent == 0:  # zero and the subnormals
+            return sign * mantissa * 2.0 ** (1 - self.bias - self.mantissa_bits)
+        return sign * (1 + mantissa / (1 << self.mantissa_bits)) * 2.0 ** (exponent - self.bias)
+
+    @property
+    def nan_code(self) -> int:
+        """The code a NaN converts to: the positive quiet NaN, or the only one; float4e2m1 has none and
+        takes NaN to its negative-zero code (as onnx's reference conversion does)."""
+        if self.specials == "ieee":
+            return (self._top_exponent << self.mantissa_bits) | (1 << (self.mantissa_bits - 1))
+        if self.specials == "fn":
+            return self.sign_bit - 1
+        return self.sign_bit  # fnuz: the negative-zero code; finite: -0
+
+    @property
+    def overflow_code(self) -> int:
+        """What a magnitude beyond the largest finite value becomes without saturation."""
+        if self.specials == "ieee":
+            return self._top_exponent << self.mantissa_bits  # infinity
+        if self.specials == "finite":
+            return self.sign_bit - 1  # the largest value: there is nothing beyond it
+        return self.nan_code
+
+    @property
+    def negative_zero(self) -> bool:
+        return self.specials != "fnuz"
+
+
+@dataclass(frozen=True)
 class Format:
     """An element type stored as its bits in an unsigned integer dtype."""
 
@@ -49,6 +117,8 @@ class Format:
     #: "bfloat16", "float" (a table of values), "e8m0" or "int"
     kind: str
     bits: int
+    #: the bit layout of a "float" format
+    layout: Minifloat | None = None
 
     def __str__(self) -> str:
         return self.name.lower()
@@ -72,11 +142,13 @@ class Format:
 
 _FORMATS = [
     Format("BFLOAT16", TensorProto.BFLOAT16, DType.U16, "bfloat16", "bfloat16", 16),
-    Format("FLOAT8E4M3FN", TensorProto.FLOAT8E4M3FN, DType.U8, "float8_e4m3fn", "float", 8),
-    Format("FLOAT8E4M3FNUZ", TensorProto.FLOAT8E4M3FNUZ, DType.U8, "float8_e4m3fnuz", "float", 8),
-    Format("FLOAT8E5M2", TensorProto.FLOAT8E5M2, DType.U8, "float8_e5m2", "float", 8),
-    Format("FLOAT8E5M2FNUZ", TensorProto.FLOAT8E5M2FNUZ, DType.U8, "float8_e5m2fnuz", "float", 8),
-    Format("FLOAT4E2M1", TensorProto.FLOAT4E2M1, DType.U8, "float4_e2m1fn", "float", 4),
+    Format("FLOAT8E4M3FN", TensorProto.FLOAT8E4M3FN, DType.U8, "float8_e4m3fn", "float", 8, Minifloat(4, 3, 7, "fn")),
+    Format("FLOAT8E4M3FNUZ", TensorProto.FLOAT8E4M3FNUZ, DType.U8, "float8_e4m3fnuz", "float", 8,
+           Minifloat(4, 3, 8, "fnuz")),
+    Format("FLOAT8E5M2", TensorProto.FLOAT8E5M2, DType.U8, "float8_e5m2", "float", 8, Minifloat(5, 2, 15, "ieee")),
+    Format("FLOAT8E5M2FNUZ", TensorProto.FLOAT8E5M2FNUZ, DType.U8, "float8_e5m2fnuz", "float", 8,
+           Minifloat(5, 2, 16, "fnuz")),
+    Format("FLOAT4E2M1", TensorProto.FLOAT4E2M1, DType.U8, "float4_e2m1fn", "float", 4, Minifloat(2, 1, 1, "finite")),
     Format("FLOAT8E8M0", TensorProto.FLOAT8E8M0, DType.U8, "float8_e8m0fnu", "e8m0", 8),
     Format("INT4", TensorProto.INT4, DType.U8, "int4", "int", 4),
     Format("UINT4", TensorProto.UINT4, DType.U8, "uint4", "int", 4),
@@ -120,10 +192,21 @@ def from_storage(array: np.ndarray, code: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 @lru_cache(maxsize=None)
 def value_table(fmt: Format) -> np.ndarray:
-    """The value of every bit pattern, indexed by the bits (float32, or int8/uint8 for the ints)."""
-    codes = np.arange(2 ** fmt.bits, dtype=np.uint8)
-    values = codes.view(fmt.numpy)
-    return values.astype(np.float32 if fmt.kind != "int" else fmt.decoded.numpy)
+    """The value of every bit pattern, indexed by the bits (float32, or int8/uint8 for the ints).
+
+    Computed from the format's definition, so no library's conversion decides a value.
+    """
+    codes = np.arange(2 ** fmt.bits)
+    if fmt.kind == "int":
+        wrapped = codes - 2 ** fmt.bits * (codes >= 2 ** (fmt.bits - 1)) if fmt.signed else codes
+        return wrapped.astype(fmt.decoded.numpy)
+    if fmt.kind == "e8m0":
+        with np.errstate(over="ignore"):
+            values = np.ldexp(1.0, codes - 127)
+        return np.where(codes == 0xFF, np.nan, values).astype(np.float32)
+    if fmt.layout is None:
+        raise ValueError(f"{fmt} is decoded from its bits, not from a table")
+    return np.array([fmt.layout.value(int(c)) for c in codes], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -142,16 +225,15 @@ class _Rounding:
 @lru_cache(maxsize=None)
 def rounding(fmt: Format, saturate: bool) -> _Rounding:
     values = value_table(fmt)
-    half = 2 ** (fmt.bits - 1)
+    layout = fmt.layout
+    half = layout.sign_bit
     positive = [(float(values[c]), c) for c in range(half) if np.isfinite(values[c])]
     positive.sort()
     finite = np.array([v for v, _ in positive], dtype=np.float64)
     codes = [c for _, c in positive]
     midpoints = list((finite[:-1] + finite[1:]) / 2)
     ties = [m if codes[j] % 2 else np.nan for j, m in enumerate(midpoints)]
-    with np.errstate(all="ignore"):
-        probe = np.array([np.inf, np.nan, -0.0], dtype=np.float32).astype(fmt.numpy).view(np.uint8)
-    overflow, nan_code, negative_zero = int(probe[0]), int(probe[1]), int(probe[2]) != 0
+    overflow = layout.overflow_code
     if not saturate and not np.isfinite(values[overflow]):
         # beyond the largest value the next step up is the overflow code (infinity or NaN)
         step = finite[-1] - finite[-2]
@@ -159,7 +241,8 @@ def rounding(fmt: Format, saturate: bool) -> _Rounding:
         ties.append(midpoints[-1] if codes[-1] % 2 else np.nan)
         codes.append(overflow)
     return _Rounding(np.array(midpoints, dtype=np.float32), np.array(ties, dtype=np.float32),
-                     np.array(codes, dtype=np.uint8), float(finite[-1]), half, negative_zero, nan_code)
+                     np.array(codes, dtype=np.uint8), float(finite[-1]), half, layout.negative_zero,
+                     layout.nan_code)
 
 
 # --------------------------------------------------------------------------------------
