@@ -53,7 +53,8 @@ class Scope:
 class Emitter:
     """Emits loop-dialect ops into a kernel function, tracking the scope of each value."""
 
-    def __init__(self, root: Scope, producer_rule: Callable, buffers: dict[int, Value]):
+    def __init__(self, root: Scope, producer_rule: Callable, buffers: dict[int, Value],
+                 row_fill_rule: Callable[[Value], Callable | None] = lambda value: None):
         self.root = root
         self.current = root
         self.scope_of: dict[int, Scope] = {}
@@ -61,10 +62,12 @@ class Emitter:
         self.consts: dict[tuple, Value] = {}
         self.known: dict[int, int | float] = {}
         self.producer_rule = producer_rule
+        #: value -> how its producer fills a whole cached row, or None to compute it element by element
+        self.row_fill_rule = row_fill_rule
         self.buffers = buffers
         self.alloca_scope = root
-        #: the loop nest's row: its index values (all but the last dimension) and the row length
-        self.row: tuple[list[Value], int] | None = None
+        #: the loop nest's row: its index values (all but the last dimension)
+        self.row: list[Value] | None = None
         #: values computed once per row into a stack buffer: id -> (row index values, row length)
         self.row_cached: dict[int, tuple[list[Value], int]] = {}
         self.row_buffers: dict[int, Value] = {}
@@ -72,6 +75,8 @@ class Emitter:
         self.block_cached: dict[int, tuple[Value, Callable, list[Value] | None]] = {}
         #: the kernel's results: id -> the output buffer its elements are stored to (at their own index)
         self.destinations: dict[int, Value] = {}
+        #: buffers the kernel fills (cached rows and blocks): id -> the scope whose code fills them
+        self.filled_in: dict[int, Scope] = {}
 
     # --- placement --------------------------------------------------------------
     def deepest_scope(self, values) -> Scope:
@@ -254,7 +259,13 @@ class Emitter:
 
     # --- memory -----------------------------------------------------------------------
     def load(self, buffer: Value, linear: Value) -> Value:
-        return self.emit(loop.LoadOp, [buffer, linear], ScalarType(buffer.type.dtype))
+        """``buffer[linear]``, placed with its operands; a buffer the kernel fills is read no higher than
+        the scope that fills it (a cached row read at a constant column still follows the row's fill)."""
+        scope = self.deepest_scope([buffer, linear])
+        filled = self.filled_in.get(id(buffer))
+        if filled is not None and filled.depth > scope.depth:
+            scope = filled
+        return self.emit(loop.LoadOp, [buffer, linear], ScalarType(buffer.type.dtype), scope=scope)
 
     def at_buffer(self, value: Value, linear: Value) -> Value:
         """``value`` (a region input, so a buffer) at a linear index."""
@@ -343,7 +354,8 @@ class Emitter:
 
         ``fill(e, row_buffer, outer)`` writes the whole row (compute ops use
         this to run their reduction outside a vectorizable loop over the
-        row); by default each element is computed by the producer's rule.
+        row); by default the producer's ``row_fill_rule`` does, or else each
+        element is computed by the producer's rule.
         """
         self.row_cached[id(value)] = (outer, length, fill)
 
@@ -364,14 +376,18 @@ class Emitter:
                          pure=False)
 
     def in_row(self, index: list[Value]) -> bool:
-        """Whether ``index`` walks the nest's current row along its last axis."""
-        return self.row is not None and len(index) == len(self.row[0]) + 1 and \
-            all(a is b for a, b in zip(index, self.row[0]))
+        """Whether ``index`` walks a row at the nest's current row index (along its last axis, which may
+        be longer than the nest's: a reduction keeping its last axis walks its operand's row)."""
+        return self.row is not None and len(index) == len(self.row) + 1 and \
+            all(a is b for a, b in zip(index, self.row))
 
-    def cache_block(self, value: Value, block: Value, locate: Callable, row: list[Value] | None) -> None:
-        """Reads of ``value`` come from the block buffer a schedule filled: at ``locate(e, index)``,
-        for any index of the current block, or only for indices in the nest's ``row`` when given."""
+    def cache_block(self, value: Value, block: Value, locate: Callable, row: list[Value] | None,
+                    filled_in: Scope) -> None:
+        """Reads of ``value`` come from the block buffer a schedule filled in ``filled_in``: at
+        ``locate(e, index)``, for any index of the current block, or only for indices in the nest's
+        ``row`` when given."""
         self.block_cached[id(value)] = (block, locate, row)
+        self.filled_in[id(block)] = filled_in
 
     def _in_block(self, value: Value, index: list[Value]) -> bool:
         entry = self.block_cached.get(id(value))
@@ -396,8 +412,10 @@ class Emitter:
         self.row_buffers[id(value)] = row
         saved = self.current
         row_scope = self.deepest_scope(outer) if outer else self.root
+        self.filled_in[id(row)] = row_scope
         entry = self.row_cached.pop(id(value))
         self.current = row_scope
+        fill = fill or self.row_fill_rule(value)
         if fill is not None:
             fill(self, row, outer)
         else:

@@ -586,11 +586,14 @@ def _arg_reduce(e, op, result_index, idx):
     x = op.operands[0]
     axis = normalize_axis(op, op.axis, x.type.rank)
     kind = "max" if op.name == "tensor.argmax" else "min"
-    best = _reduction(kind, e, op, idx, [axis], op.keepdims, id(op))
+    best = _reduction(kind, e, op, idx, [axis], op.keepdims, id(op))  # NaN when the line holds one
     size = x.type.shape[axis]
 
     def position(in_idx):
-        hit = e.cmp("eq", e.at(x, in_idx), best)
+        value = e.at(x, in_idx)
+        hit = e.cmp("eq", value, best)
+        if x.type.dtype.is_float:  # a NaN is the line's maximum and minimum, as numpy's argmax/argmin
+            hit = e.logical("arith.ori", hit, e.cmp("ne", value, value))
         return e.select(hit, in_idx[axis], e.index(-1 if op.select_last_index else size))
 
     combine = e.imax if op.select_last_index else e.imin
@@ -633,7 +636,7 @@ def _softmax_row(e, op, idx) -> tuple[Value, Value, Value]:
     if cached is not None and e.scope_of[id(cached[2])].encloses(e.current):
         return cached
     x = op.operands[0]
-    outer, length = e.row
+    outer, length = idx[:-1], x.type.shape[-1]  # the softmax's own row: a reduction may walk it from a 1-long one
     peak = _reduce_axes(e, op, idx, [len(idx) - 1], True, x.type.shape, lambda i: e.at(x, i), e.max_number,
                         -math.inf, (id(op), "softmax", "max"))
     exps = e.destinations.get(id(op.results[0]))
@@ -782,8 +785,7 @@ def _scan(e, op, idx, combine, identity):
     if axis == len(idx) - 1 and e.in_row(idx):
         result = op.results[0]
         if id(result) not in e.row_cached:
-            e.cache_rows(result, idx[:-1], x.type.shape[axis],
-                         lambda em, row, outer: _scan_row(em, op, row, outer, combine, identity))
+            e.cache_rows(result, idx[:-1], x.type.shape[axis])  # filled by ``row_fill``
         return e.at(result, idx)
     here = idx[axis]
     predicate = ("gt" if op.exclusive else "ge") if op.reverse else ("lt" if op.exclusive else "le")
@@ -812,14 +814,28 @@ def _scan_row(e, op, row, outer, combine, identity) -> None:
         e.store(before if op.exclusive else after, row, k)
 
 
-@rule("tensor.cumsum")
-def _cumsum(e, op, result_index, idx):
-    return _scan(e, op, idx, e.add, 0)
+#: scans: op name -> (the Emitter method combining two values, its identity)
+_SCANS = {"tensor.cumsum": ("add", 0), "tensor.cumprod": ("mul", 1)}
 
 
-@rule("tensor.cumprod")
-def _cumprod(e, op, result_index, idx):
-    return _scan(e, op, idx, e.mul, 1)
+@rule(*_SCANS)
+def _cumulative(e, op, result_index, idx):
+    combine, identity = _SCANS[op.name]
+    return _scan(e, op, idx, getattr(e, combine), identity)
+
+
+def row_fill(value: Value) -> Callable | None:
+    """How a cached row of ``value`` is filled whole, for ops that compute a row better at once than
+    element by element (a scan along the row: one running accumulator), else None.
+
+    Every cache of such a row uses it, whoever asked for the cache (the scan itself, or a softmax or
+    reduction reading the scan's row), so a row is never filled by reading itself.
+    """
+    op = value.op
+    if op.name not in _SCANS or normalize_axis(op, op.axis, value.type.rank) != value.type.rank - 1:
+        return None
+    combine, identity = _SCANS[op.name]
+    return lambda e, row, outer: _scan_row(e, op, row, outer, getattr(e, combine), identity)
 
 
 @rule("tensor.reverse_sequence")

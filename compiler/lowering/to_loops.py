@@ -14,7 +14,7 @@ from fusecc.passes.fuse import ROW_CACHE_LIMIT, reduced_axes
 from fusecc.passes.manager import Pass
 
 from .emitter import Emitter, Scope
-from .rules import RULES, row_schedule
+from .rules import RULES, row_fill, row_schedule
 from .schedules import block_plan
 
 INDEX = ScalarType(DType.INDEX)
@@ -86,7 +86,7 @@ def lower_region(fused: FusedOp, name: str, vector_width: int = 16) -> FuncOp:
     out_buffers = args[len(in_types):len(in_types) + len(out_types)]
     begin, end = args[-2], args[-1]
     root = Scope(func.body, None)
-    e = Emitter(root, _producer, buffers)
+    e = Emitter(root, _producer, buffers, row_fill)
     for arg in args:
         e.scope_of[id(arg)] = root
     for value, buffer in zip(outputs, out_buffers):
@@ -108,7 +108,7 @@ def lower_region(fused: FusedOp, name: str, vector_width: int = 16) -> FuncOp:
     outer = e.delinearize(row, shape[:-1]) if shape else []
     if plan is not None:
         e.cache_block(plan.op.results[0], block_buffer, lambda em, index: locate(em, index, in_block),
-                      None if plan.channels else outer)
+                      None if plan.channels else outer, block_scope)
     if shape:
         col, inner_scope = e.open_loop(e.index(0), e.index(shape[-1]), row_scope, nest=True)
         e.current = inner_scope
@@ -116,7 +116,7 @@ def lower_region(fused: FusedOp, name: str, vector_width: int = 16) -> FuncOp:
     else:
         idx = []
     if shape and shape[-1] <= ROW_CACHE_LIMIT:
-        e.row = (outer, shape[-1])
+        e.row = outer
         for value in _row_reduced_values(fused, shape):
             e.cache_rows(value, outer, shape[-1])
         for op in fused.members:
