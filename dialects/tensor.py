@@ -79,6 +79,21 @@ class TensorOp(Operation):
     def in_types(self) -> list[TensorType]:
         return [v.type for v in self.operands]
 
+    def constant_operand(self, index: int) -> np.ndarray | None:
+        """The value of operand ``index`` when a ``tensor.constant`` produces it."""
+        producer = getattr(self.operands[index], "op", None)
+        return producer.value.value if isinstance(producer, ConstantOp) else None
+
+    def check_indices(self, index: int, size: int | None, what: str) -> None:
+        """A constant operand ``index`` of indices must lie in [-size, size) (ONNX Runtime refuses others)."""
+        indices = self.constant_operand(index)
+        if indices is None or size is None or indices.size == 0:
+            return
+        bad = (indices < -size) | (indices >= size)
+        if bad.any():
+            raise self.error(f"index {int(indices[bad].flat[0])} is out of range for {what} of size {size} "
+                             f"(valid: {-size} to {size - 1})")
+
     def infer_types(self) -> list[TensorType]:
         """The result types implied by the operand types and attributes."""
         raise NotImplementedError(self.name)
@@ -998,6 +1013,7 @@ class GatherOp(TensorOp):
         if indices.dtype not in (DType.I32, DType.I64):
             raise self.error(f"indices must be i32 or i64, got {indices.dtype}")
         axis = normalize_axis(self, self.axis, data.rank)
+        self.check_indices(1, data.shape[axis], f"axis {axis}")
         return [TensorType(data.shape[:axis] + indices.shape + data.shape[axis + 1:], data.dtype)]
 
     def reference(self, data, indices):
@@ -1019,7 +1035,8 @@ class GatherElementsOp(TensorOp):
             raise self.error(f"indices must be i32 or i64, got {indices.dtype}")
         if data.rank != indices.rank:
             raise self.error(f"data {data} and indices {indices} must have the same rank")
-        normalize_axis(self, self.axis, data.rank)
+        axis = normalize_axis(self, self.axis, data.rank)
+        self.check_indices(1, data.shape[axis], f"axis {axis}")
         return [TensorType(indices.shape, data.dtype)]
 
     def reference(self, data, indices):
@@ -1361,6 +1378,8 @@ class TopKOp(TensorOp):
     def infer_types(self):
         x = self.in_types[0]
         axis = normalize_axis(self, self.axis, x.rank)
+        if self.k < 0 or (x.shape[axis] is not None and self.k > x.shape[axis]):
+            raise self.error(f"k={self.k} must lie in [0, {x.shape[axis]}], the size of axis {axis}")
         shape = x.shape[:axis] + (self.k,) + x.shape[axis + 1:]
         return [TensorType(shape, x.dtype), TensorType(shape, DType.I64)]
 

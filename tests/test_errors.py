@@ -295,3 +295,95 @@ def test_unknown_pass_option_names_the_options(tmp_path):
     assert result.returncode == 1
     assert "'fuse'" in result.stderr and "no-such-option" in result.stderr and "options:" in result.stderr
 
+
+
+# --------------------------------------------------------------------------------------
+# Invalid models that ONNX Runtime refuses are refused, naming the node or input
+# --------------------------------------------------------------------------------------
+def _one_input_model(nodes, shape=(3, 4), output_type=TP.FLOAT, initializers=()):
+    graph = helper.make_graph(nodes, "invalid", [helper.make_tensor_value_info("x", TP.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", output_type, None)], list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("model, message", [
+    (_one_input_model([helper.make_node("Relu", ["x"], ["y"], name="a"), helper.make_node("Neg", ["x"], ["y"], name="b")]),
+     r"^ONNX node 'b' \(Neg\): its output 'y' is already produced by node 'a' \(Relu\)"),
+    (_one_input_model([helper.make_node("Relu", ["x"], ["x"], name="a"), helper.make_node("Neg", ["x"], ["y"])]),
+     r"^ONNX node 'a' \(Relu\): its output 'x' is already produced by a graph input"),
+    (_one_input_model([helper.make_node("Relu", ["x"], ["y"])], output_type=TP.INT64),
+     r"^ONNX graph output 'y' is declared INT64, but the graph computes it as FLOAT$"),
+    (_one_input_model([helper.make_node("Relu", ["x"], ["y"])], shape=(3, -4)),
+     r"^ONNX graph input 'x': dimension 1 is -4"),
+    (_one_input_model([helper.make_node("Relu", ["x"], ["y"])], shape=(2 ** 40, 2 ** 30)),
+     r"^ONNX graph input 'x': tensor<1099511627776x1073741824xf32> holds \d+ elements, more than 64-bit"),
+    (_one_input_model([helper.make_node("TopK", ["x", "k"], ["y", "i"], name="top")],
+                      initializers=[onnx.numpy_helper.from_array(np.array([5], np.int64), "k")]),
+     r"^ONNX node 'top' \(TopK, opset 18\): .*k=5 must lie in \[0, 4\], the size of axis 1"),
+    (_one_input_model([helper.make_node("Gather", ["x", "i"], ["y"], name="pick", axis=1)],
+                      initializers=[onnx.numpy_helper.from_array(np.array([0, -5], np.int64), "i")]),
+     r"^ONNX node 'pick' \(Gather, opset 18\): .*index -5 is out of range for axis 1 of size 4 \(valid: -4 to 3\)"),
+    (_one_input_model([helper.make_node("GatherElements", ["x", "i"], ["y"], name="pick", axis=0)],
+                      initializers=[onnx.numpy_helper.from_array(np.full((3, 4), 3, np.int64), "i")]),
+     r"^ONNX node 'pick' \(GatherElements, opset 18\): .*index 3 is out of range for axis 0 of size 3"),
+], ids=["two-producers", "output-is-an-input", "declared-dtype", "negative-dim", "overflowing-dims", "topk-k",
+        "gather-index", "gather-elements-index"])
+def test_invalid_model_is_refused(model, message):
+    with pytest.raises(FrontendError, match=message):
+        fusecc.compile(model)
+
+
+def test_large_constant_results_are_computed_at_run_time():
+    """A 4 GiB ConstantOfShape from a 100-byte model is not folded at compile time."""
+    shape = onnx.numpy_helper.from_array(np.array([1 << 30], np.int64), "s")
+    graph = helper.make_graph([helper.make_node("ConstantOfShape", ["s"], ["c"]),
+                               helper.make_node("Slice", ["c", "lo", "hi"], ["y"])], "big", [],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, None)],
+                              [shape, onnx.numpy_helper.from_array(np.array([0], np.int64), "lo"),
+                               onnx.numpy_helper.from_array(np.array([3], np.int64), "hi")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    from fusecc.frontend.onnx_import import import_model
+    module = import_model(model)
+    assert any(op.name == "tensor.constant_of_shape" for op in module.main.body.ops)
+    np.testing.assert_array_equal(fusecc.compile(model).run({})[0], np.zeros(3, np.float32))
+
+
+def test_missing_external_data_is_one_line(tmp_path):
+    weights = onnx.numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "ext",
+                              [helper.make_tensor_value_info("x", TP.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TP.FLOAT, None)], [weights])
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(helper.make_model(graph), path, save_as_external_data=True, location="ext.bin",
+                    size_threshold=0)
+    os.unlink(tmp_path / "ext.bin")
+    result = run_tool("main", path, "-o", tmp_path / "lib.so")
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"fusecc: error: cannot read ONNX model '{path}': its external data: ")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_reproducers_go_to_one_directory_that_keeps_the_newest(tmp_path, monkeypatch):
+    import fusecc.lowering  # noqa: F401  (registers lower-to-loops)
+    from fusecc.ir.parser import parse_module
+    from fusecc.passes.manager import KEPT_REPRODUCERS, PassError, PassManager, parse_pipeline
+    failing = tmp_path / "two_shapes.fir"
+    failing.write_text(
+        "func @main(%x: tensor<2x3xf32>) -> (tensor<2x3xf32>, tensor<3xf32>) {\n"
+        "  %0, %1 = kernel.fused(%x) {pattern = \"reduction\"} ({\n"
+        "  ^(%a: tensor<2x3xf32>):\n"
+        "    %r = tensor.relu(%a) : tensor<2x3xf32>\n"
+        "    %s = tensor.reduce_sum(%a) {axes = [0], keepdims = 0} : tensor<3xf32>\n"
+        "    kernel.yield(%r, %s)\n"
+        "  }) : tensor<2x3xf32>, tensor<3xf32>\n"
+        "  func.return(%0, %1)\n}\n")
+    directory = tmp_path / "repro"
+    monkeypatch.setenv("FUSECC_REPRO_DIR", str(directory))
+    named = []
+    for _ in range(KEPT_REPRODUCERS + 3):
+        with pytest.raises(PassError, match="must share a shape") as info:
+            PassManager(parse_pipeline("lower-to-loops")).run(parse_module(failing.read_text()))
+        named.append(re.search(r"reproducer: fusecc-opt (\S+)", str(info.value))[1])
+    assert all(os.path.dirname(path) == str(directory) for path in named)
+    assert sorted(os.listdir(directory)) == sorted(os.path.basename(p) for p in named[-KEPT_REPRODUCERS:])
+    assert os.stat(directory).st_mode & 0o777 == 0o700

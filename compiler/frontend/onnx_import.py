@@ -41,6 +41,7 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 
 from fusecc.dialects import tensor as T
 from fusecc.ir import DenseAttr, DType, FuncOp, Module, OpResult, ReturnOp, TensorType, Value, VerifyError
+from fusecc.passes.fold_constants import MAX_FOLDED_ELEMENTS
 
 from . import formats
 from .formats import FORMATS, Format
@@ -134,7 +135,7 @@ def load_model(model) -> onnx.ModelProto:
         from onnx.external_data_helper import load_external_data_for_model
         try:
             load_external_data_for_model(proto, os.path.dirname(os.path.abspath(path)))
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, onnx.checker.ValidationError) as error:
             raise FrontendError(f"cannot read ONNX model '{source}': its external data: {error}") from None
     return proto
 
@@ -320,6 +321,7 @@ class _Importer:
         self.graph_inputs = {vi.name for vi in inputs}
         self.used = {name for node in graph.node for name in node.input if name}
         self.used.update(vi.name for vi in graph.output)
+        self.check_single_producers()
 
         for index in self.topological_order():
             self.convert(graph.node[index], index)
@@ -329,12 +331,45 @@ class _Importer:
             if vi.name not in self.values and vi.name not in self.pending:
                 raise FrontendError(f"ONNX graph output '{vi.name}' is not produced by any node, input or initializer")
             results.append(self.value(vi.name))
+            self.check_declared_type(vi, results[-1])
         self.func.body.append(ReturnOp.create(results))
         self.func.result_types = [v.type for v in results]
         self.finish_constants()
         module = Module([self.func])
         module.verify()
         return module
+
+    def check_single_producers(self) -> None:
+        """Every value has one producer: a node output named twice, or naming a graph input or an
+        initializer, is an invalid model (ONNX Runtime refuses it)."""
+        producers = {name: "a graph input" for name in self.graph_inputs}
+        producers.update({name: "an initializer" for name in self.pending})
+        for index, node in enumerate(self.graph.node):
+            label = f"ONNX node '{node.name or f'<unnamed #{index}>'}' ({node.op_type})"
+            for name in node.output:
+                if not name:
+                    continue
+                if name in producers:
+                    raise FrontendError(f"{label}: its output '{name}' is already produced by {producers[name]}; "
+                                        "each value of an ONNX graph has one producer")
+                producers[name] = label.replace("ONNX node", "node", 1)
+
+    def check_declared_type(self, vi: onnx.ValueInfoProto, value: Value) -> None:
+        """A graph output declared with an element type must be computed with that type."""
+        declared = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+        if not declared:
+            return
+        fmt = FORMATS.get(declared)
+        computed_fmt = self.formats.get(id(value))
+        if fmt is not None or computed_fmt is not None:
+            matches = fmt is computed_fmt
+            computed = str(computed_fmt) if computed_fmt is not None else str(value.type.dtype)
+        else:
+            matches = ONNX_DTYPES.get(declared) is value.type.dtype
+            computed = dtype_name(next((c for c, d in ONNX_DTYPES.items() if d is value.type.dtype), 0))
+        if not matches:
+            raise FrontendError(f"ONNX graph output '{vi.name}' is declared {dtype_name(declared)}, but the "
+                                f"graph computes it as {computed}")
 
     def input_type(self, vi: onnx.ValueInfoProto) -> TensorType:
         where = f"ONNX graph input '{vi.name}'"
@@ -347,19 +382,22 @@ class _Importer:
         dtype = fmt.storage if fmt is not None else ONNX_DTYPES[tensor_type.elem_type]
         declared = None
         if tensor_type.HasField("shape"):
-            declared = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else None
-                             for d in tensor_type.shape.dim)
+            for axis, d in enumerate(tensor_type.shape.dim):
+                if d.HasField("dim_value") and d.dim_value < 0:
+                    raise FrontendError(f"{where}: dimension {axis} is {d.dim_value}; a dimension is a size "
+                                        "(0 or more) or a symbol")
+            declared = tuple(d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim)
         override = self.input_shapes.get(vi.name)
         if override is None:
             if declared is None:
                 raise FrontendError(f"{where} has no shape (unknown rank); pass "
                                     f"input_shapes={{'{vi.name}': (...)}} to import_model")
-            return TensorType(declared, dtype)
+            return _tensor_type(declared, dtype, where)
         shape = tuple(None if d is None or int(d) < 0 else int(d) for d in override)
         if declared is not None and len(declared) != len(shape):
             raise FrontendError(f"{where}: input_shapes gives rank {len(shape)} {tuple(override)}, "
                                 f"but the model declares rank {len(declared)}")
-        return TensorType(shape, dtype)
+        return _tensor_type(shape, dtype, where)
 
     def dynamic_inputs(self) -> list[tuple[str, TensorType]]:
         return [(name, arg.type) for name, arg in zip(self.func.attributes["input_names"], self.func.args)
@@ -652,7 +690,10 @@ class _Importer:
         return list(op.results)
 
     def fold(self, ctx: NodeContext, op: T.TensorOp, arrays: list[np.ndarray]) -> list[Value] | None:
-        """Evaluate ``op`` on constant operands; ``None`` when no numpy kernel is available."""
+        """Evaluate ``op`` on constant operands; ``None`` when no numpy kernel is available or a result
+        is too large to hold as a constant (the op is then computed at run time)."""
+        if any(not r.type.is_static or r.type.num_elements > MAX_FOLDED_ELEMENTS for r in op.results):
+            return None
         try:
             outputs = op.reference(*arrays)
             attrs = [DenseAttr(np.asarray(out), r.type) for out, r in zip(outputs, op.results)]
@@ -698,6 +739,13 @@ class _Importer:
         if fmt is not None:
             return formats.to_storage(np.asarray(array, dtype=fmt.numpy))
         return np.asarray(array, dtype=ONNX_DTYPES[tensor.data_type].numpy)
+
+
+def _tensor_type(shape: tuple, dtype: DType, where: str) -> TensorType:
+    try:
+        return TensorType(shape, dtype)
+    except ValueError as error:
+        raise FrontendError(f"{where}: {error}") from None
 
 
 def _float(value: float) -> float:

@@ -7,6 +7,8 @@ loop-level dialect loads from and stores to. A dimension is an ``int`` or
 
 from __future__ import annotations
 
+import math
+
 import enum
 from dataclasses import dataclass
 
@@ -92,12 +94,22 @@ class ScalarType(Type):
         return str(self.dtype)
 
 
+#: the most bytes a shaped value may hold: kernels address elements with signed 64-bit offsets
+MAX_BYTES = 2 ** 63 - 1
+
+
 @dataclass(frozen=True)
 class ShapedType(Type):
     shape: tuple[Dim, ...]
     dtype: DType
 
     keyword = ""
+
+    def __post_init__(self):
+        if any(d is not None and d < 0 for d in self.shape):
+            raise ValueError(f"{self} has a negative dimension")
+        if self.is_static and math.prod(self.shape) * self.dtype.itemsize > MAX_BYTES:
+            raise ValueError(f"{self} holds {math.prod(self.shape)} elements, more than 64-bit offsets address")
 
     def __str__(self) -> str:
         return f"{self.keyword}<{_shape_text(self.shape)}{self.dtype}>"
@@ -114,7 +126,7 @@ class ShapedType(Type):
     def num_elements(self) -> int:
         if not self.is_static:
             raise ValueError(f"{self} has dynamic dimensions")
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def nbytes(self) -> int:

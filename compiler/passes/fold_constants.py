@@ -15,6 +15,11 @@ from .shape_inference import refine
 from .rewrite import constant_value, make_constant, replace_op, resource_names
 
 
+#: the largest result folded to a constant, in elements (64 MiB of f32): a larger one stays an op
+#: computed at run time, so a small model never asks for gigabytes at compile time
+MAX_FOLDED_ELEMENTS = 1 << 24
+
+
 @dataclass
 class FoldConstants(Pass):
     """Evaluates tensor ops whose operands are all constants, replacing them by constants.
@@ -27,7 +32,7 @@ class FoldConstants(Pass):
     """
 
     name = "fold-constants"
-    max_elements: int = 1 << 24
+    max_elements: int = MAX_FOLDED_ELEMENTS
 
     def run(self, module: Module) -> None:
         taken = resource_names(module)

@@ -25,6 +25,24 @@ from fusecc.ir.printer import print_module
 PASS_REGISTRY: dict[str, type["Pass"]] = {}
 
 
+#: reproducers of failed passes kept in ``reproducer_directory()``; older ones are removed
+KEPT_REPRODUCERS = 16
+
+
+def reproducer_directory() -> str:
+    """Where failed passes leave their reproducers: ``$FUSECC_REPRO_DIR``, else one private directory
+    per user under the system's temporary directory."""
+    return os.environ.get("FUSECC_REPRO_DIR") or os.path.join(tempfile.gettempdir(),
+                                                              f"fusecc-reproducers-{os.getuid()}")
+
+
+def _keep_newest(directory: str, count: int) -> None:
+    names = sorted((name for name in os.listdir(directory) if name.startswith("repro_") and name.endswith(".fir")),
+                   reverse=True)
+    for name in names[count:]:
+        os.unlink(os.path.join(directory, name))
+
+
 class PassError(IRError):
     """A pass failed; the message names the pass and, when written, the reproducer."""
 
@@ -174,11 +192,14 @@ class PassManager:
         """Write the IR as it stood before pass ``number``, and the pipeline from there that fails."""
         try:
             remaining = ",".join(p.describe() for p in self.passes[number:])
-            handle = tempfile.NamedTemporaryFile("w", suffix=".fir", prefix="fusecc_repro_", delete=False)
-            with handle:
-                handle.write(f"// Reproducer: fusecc-opt {handle.name} --pass-pipeline=\"{remaining}\"\n")
+            directory = reproducer_directory()
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            path = os.path.join(directory, f"repro_{time.time_ns():020d}_{os.getpid()}.fir")  # names sort by age
+            with open(path, "x") as handle:
+                handle.write(f"// Reproducer: fusecc-opt {path} --pass-pipeline=\"{remaining}\"\n")
                 handle.write(before)
-            return f"\nreproducer: fusecc-opt {handle.name} --pass-pipeline=\"{remaining}\""
+            _keep_newest(directory, KEPT_REPRODUCERS)
+            return f"\nreproducer: fusecc-opt {path} --pass-pipeline=\"{remaining}\""
         except OSError:
             return ""
 
