@@ -622,6 +622,16 @@ gemm("alpha-no-c", (7, 13), (13, 5), alpha=-1.5)
 gemm("1x1", (1, 1), (1, 1), (1,))
 gemm("moderate-64x256x128", (64, 256), (128, 256), (128,), transB=1)
 add("Gemm-all-inputs", "Gemm", [X((7, 13)), X((13, 5)), X((7, 5))], {"alpha": 2.0, "beta": 0.5})
+add("Gemm-transB-computed-B-alpha", "Gemm", [X((7, 13)), X((37, 13)), W((37,))], {"transB": 1, "alpha": 0.5})
+graph("fused-MatMul-Add-Reshape-Transpose-into-heads",
+      [("MatMul", ["x", "w"], ["m"], {}), ("Add", ["m", "b"], ["a"], {}), ("Reshape", ["a", "s"], ["r"], {}),
+       ("Transpose", ["r"], ["y"], {"perm": [0, 2, 1, 3]})],
+      {"x": X((1, 12, 32)), "w": W((32, 48)), "b": W((48,)), "s": C([1, 12, 4, 12])}, ["y"])
+graph("fused-MatMul-Transpose-square", [("MatMul", ["x", "w"], ["m"], {}), ("Transpose", ["m"], ["t"], {}),
+                                        ("Relu", ["t"], ["y"], {})], {"x": X((24, 24)), "w": W((24, 24))}, ["y"])
+graph("Gemm-transB-shared-weight-two-layers",
+      [("Gemm", ["x", "w"], ["h"], {"transB": 1}), ("Relu", ["h"], ["r"], {}),
+       ("Gemm", ["r", "w"], ["y"], {"transB": 1})], {"x": X((6, 24)), "w": W((24, 24))}, ["y"])
 
 
 def matmul(case_id, a, b, b_weight=False):
@@ -1045,6 +1055,8 @@ add("MaxPool-nan-1x2x6x6", "MaxPool", [X((1, 2, 6, 6), "f32", "special")], {"ker
 add("TopK-k3-7x13", "TopK", [X((7, 13)), C([3])], outputs=2)
 add("TopK-smallest-axis0-7x13", "TopK", [X((7, 13)), C([2])], {"axis": 0, "largest": 0}, outputs=2)
 graph("TopK-values-only-7x13", [("TopK", ["x", "k"], ["y", "indices"], {})], {"x": X((7, 13)), "k": C([4])}, ["y"])
+add("TopK-nan-largest-7x13", "TopK", [X((7, 13), "f32", "special"), C([5])], outputs=2)
+add("TopK-nan-smallest-k-all-7x13", "TopK", [X((7, 13), "f32", "special"), C([13])], {"largest": 0}, outputs=2)
 add("TopK-ties-k-all-3x5x7", "TopK", [X((3, 5, 7), "f32", "ties"), C([7])], outputs=2)
 add("TopK-ties-axis1-3x5x7", "TopK", [X((3, 5, 7), "f32", "ties"), C([3])], {"axis": 1}, outputs=2)
 add("TopK-i64-smallest-7x13", "TopK", [X((7, 13), "i64", "int"), C([5])], {"largest": 0}, outputs=2)

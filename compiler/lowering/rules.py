@@ -1284,7 +1284,8 @@ def _topk(e, op, result_index, idx):
 
     Pass p takes the best element that ranks after the one pass p-1 took (ranking
     by value, then by lower index): a max reduction finds its value, a min
-    reduction its first position. NaNs are never selected.
+    reduction its first position. A NaN is the largest value, as in ONNX
+    Runtime and PyTorch: first when ``largest``, last otherwise.
     """
     axis = normalize_axis(op, op.axis, op.operands[0].type.rank)
     others = idx[:axis] + idx[axis + 1:]
@@ -1300,12 +1301,29 @@ def _topk_line(e, op, idx, axis):
     x = op.operands[0]
     dtype = x.type.dtype
     n, k = x.type.shape[axis], op.k
-    worse = "lt" if op.largest else "gt"
-    combine = e.max if op.largest else e.min
     worst = float_limit(dtype, -1 if op.largest else 1)
     values = e.emit(loop.AllocaOp, [], MemRefType((max(k, 1),), dtype), scope=e.alloca_scope, pure=False)
     positions = e.emit(loop.AllocaOp, [], MemRefType((max(k, 1),), DType.I64), scope=e.alloca_scope, pure=False)
     scope = e.deepest_scope(idx[:axis] + idx[axis + 1:])
+
+    def isnan(value):
+        return e.cmp("ne", value, value) if dtype.is_float else e.const(False, DType.I1)
+
+    def both(a, b):
+        return e.logical("arith.andi", a, b)
+
+    def either(a, b):
+        return e.logical("arith.ori", a, b)
+
+    def ranks_after(value, last):
+        """``value`` comes after ``last`` in the order TopK takes them (a NaN is the largest value)."""
+        if op.largest:
+            return either(e.cmp("lt", value, last), both(isnan(last), e.cmp("eq", isnan(value), e.const(False, DType.I1))))
+        return either(e.cmp("gt", value, last), both(isnan(value), e.cmp("eq", isnan(last), e.const(False, DType.I1))))
+
+    def same(a, b):
+        return either(e.cmp("eq", a, b), both(isnan(a), isnan(b)))
+
     with e.loop_in(scope, 0, k) as (p, _):
         first = e.cmp("eq", p, e.index(0))
         before = e.imax(e.isub(p, e.index(1)), e.index(0))
@@ -1319,17 +1337,26 @@ def _topk_line(e, op, idx, axis):
 
         def eligible(i):
             value = at(i)
-            later = e.logical("arith.ori", e.cmp(worse, value, last_value), e.logical(
-                "arith.andi", e.cmp("eq", value, last_value), e.cmp("gt", i, last_position)))
-            ok = e.logical("arith.ori", first, later)
-            return e.logical("arith.andi", ok, e.cmp("eq", value, value)) if dtype.is_float else ok
+            later = either(ranks_after(value, last_value), both(same(value, last_value), e.cmp("gt", i, last_position)))
+            return either(first, later)
 
         deps = [p] + idx[:axis] + idx[axis + 1:]
-        best = e.reduce((id(op), "topk", "value"), deps, [n], dtype, worst, combine,
-                        lambda ks: e.select(eligible(ks[0]), at(ks[0]), e.const(worst, dtype)))
+        if op.largest:  # the maximum propagates a NaN, the largest value
+            best = e.reduce((id(op), "topk", "value"), deps, [n], dtype, worst, e.max,
+                            lambda ks: e.select(eligible(ks[0]), at(ks[0]), e.const(worst, dtype)))
+        else:  # the smallest number; NaN only when every eligible element is one
+            def number(i):
+                return both(eligible(i), e.cmp("eq", isnan(at(i)), e.const(False, DType.I1)))
+
+            smallest = e.reduce((id(op), "topk", "value"), deps, [n], dtype, worst, e.min,
+                                lambda ks: e.select(number(ks[0]), at(ks[0]), e.const(worst, dtype)))
+            best = smallest
+            if dtype.is_float:
+                found = e.reduce((id(op), "topk", "found"), deps, [n], DType.I1, False, either,
+                                 lambda ks: number(ks[0]))
+                best = e.select(found, smallest, e.const(math.nan, dtype))
         where = e.reduce((id(op), "topk", "position"), deps, [n], DType.INDEX, n, e.imin,
-                         lambda ks: e.select(e.logical("arith.andi", eligible(ks[0]), e.cmp("eq", at(ks[0]), best)),
-                                             ks[0], e.index(n)))
+                         lambda ks: e.select(both(eligible(ks[0]), same(at(ks[0]), best)), ks[0], e.index(n)))
         e.store(best, values, p)
         e.store(e.cast(e.imin(where, e.index(n - 1)), DType.I64), positions, p)
     return values, positions

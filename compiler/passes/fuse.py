@@ -16,6 +16,9 @@ from .outline import wrap_in_region
 
 #: operands that micro-kernels stream from memory as vectors: nothing fuses into them
 STREAMED_OPERANDS = {"tensor.matmul": (1,), "tensor.gemm": (1,), "tensor.conv": (0,)}
+#: contractions computed a block of result rows at a time: their region must read each result element
+#: at the region's own index (through elementwise ops), the only reads the block buffer serves
+ROW_BLOCKED = {"tensor.matmul", "tensor.gemm"}
 #: output columns per micro-kernel tile: a matmul's A element is read once per tile
 COLUMN_TILE = 64
 
@@ -128,11 +131,14 @@ class Group:
     reads: dict[int, float] = field(default_factory=dict)
     #: whether an op's last axis is the region's last axis (index passed through unchanged)
     aligned: dict[int, bool] = field(default_factory=dict)
+    #: whether the region reads an op's result at the region's own index, element for element
+    direct: dict[int, bool] = field(default_factory=dict)
 
     def __post_init__(self):
         self.ops.append(self.root)
         self.reads[id(self.root)] = 1.0
         self.aligned[id(self.root)] = True
+        self.direct[id(self.root)] = True
 
     @property
     def shape(self):
@@ -306,22 +312,25 @@ class Fuse(Pass):
                     continue
                 reads = group.reads[id(consumer)] * reads_per_element(consumer, index)
                 aligned = group.aligned[id(consumer)] and _keeps_last_axis(consumer, index)
-                reason = self.can_fuse(producer, consumer, index, group, owner, reads, aligned)
+                direct = group.direct[id(consumer)] and _reads_at_own_index(consumer, index)
+                reason = self.can_fuse(producer, consumer, index, group, owner, reads, aligned, direct)
                 self.decisions.append(Decision(producer, consumer, reason))
                 if reason is None:
                     group.ops.append(producer)
                     group.reads[id(producer)] = reads
                     group.aligned[id(producer)] = aligned
+                    group.direct[id(producer)] = direct
                     owner[id(producer)] = group
                     worklist.append(producer)
 
     def can_fuse(self, producer: Operation, consumer: Operation, operand_index: int, group: Group,
-                 owner: dict[int, Group], reads: float, aligned: bool = True) -> str | None:
+                 owner: dict[int, Group], reads: float, aligned: bool = True, direct: bool = True) -> str | None:
         """``None`` if ``producer`` may join ``group``, else the reason it may not.
 
         ``reads`` is how often the region would compute each of the
         producer's elements; ``aligned`` whether the producer's last axis is
-        the region's (so per-row work hoists out of the inner loop).
+        the region's (so per-row work hoists out of the inner loop);
+        ``direct`` whether the region reads the producer at its own index.
         """
         if producer.kind is OpKind.OPAQUE:
             return "opaque op"
@@ -360,6 +369,9 @@ class Fuse(Pass):
                 return "the region walks other channels than the conv's output (its block schedule needs them)"
             if reads != 1.0:
                 return f"compute result would be recomputed {reads:.0f} times per element"
+            if producer.name in ROW_BLOCKED and not direct:
+                return ("the region reads its result through index arithmetic (a transpose or reshape), which its "
+                        "block schedule cannot serve")
             return None
         return f"{kind.value} op"
 
@@ -374,6 +386,12 @@ def _keeps_last_axis(consumer: Operation, index: int) -> bool:
     if consumer.kind is OpKind.REDUCTION and index == 0:
         return reduced_axes(consumer) == [out.type.rank - 1]
     return False
+
+
+def _reads_at_own_index(consumer: Operation, index: int) -> bool:
+    """Whether ``consumer`` reads element i of operand ``index`` for its own element i, and only then."""
+    operand, out = consumer.operands[index], consumer.results[0]
+    return consumer.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST) and operand.type.shape == out.type.shape
 
 
 def _free_epilogue_host(op: Operation, depth: int = 8) -> Operation | None:
