@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after this phase and print the IR")
     parser.add_argument("--input-shape", action="append", type=_parse_shape, default=[], metavar="NAME=DIMS",
                         help="fix an input's shape, e.g. x=1x3x224x224 (repeatable)")
+    parser.add_argument("--name", help="prefix of a shared library's C API and header macros, a C identifier "
+                        "(default: from the output file name, model.so -> model_run, MODEL_INPUT_0_NAME, ...)")
     parser.add_argument("--list-ops", action="store_true", help="list the supported ONNX ops and exit")
+    parser.add_argument("--list-cpus", action="store_true",
+                        help="list the CPU and feature names FUSECC_CPU and FUSECC_CPU_FEATURES accept, and exit")
     parser.add_argument("--fusion-report", action="store_true",
                         help="print each fused region and the kernel count, then exit")
     parser.add_argument("--elide-weights", action="store_true", help="with --emit=ir: leave weights out")
@@ -97,8 +101,14 @@ def _run(parser, args) -> int:
         print("\n".join(ops))
         print(f"# {len(ops)} ONNX op types", file=sys.stderr)
         return 0
+    if args.list_cpus:
+        from fusecc.codegen.cpu import ask_llvm
+        names = ask_llvm("", "")
+        print("# CPUs (FUSECC_CPU; 'host' is this machine's)", *names.cpus,
+              "# features (FUSECC_CPU_FEATURES=+name,-name,...)", *names.features, sep="\n")
+        return 0
     if not args.model:
-        parser.error("a model is required (or --list-ops)")
+        parser.error("a model is required (or --list-ops, --list-cpus)")
     from fusecc.driver import Options, load_module, lower, run_phases
     from fusecc.ir.printer import print_module
 
@@ -128,7 +138,7 @@ def _run(parser, args) -> int:
     llvm_module, weights = emit_llvm(module)
     if emit == "so":
         output = args.output or "model.so"
-        build_shared_library(llvm_module, weights.blob(), info["workspace_size"], info, output, opt_level)
+        build_shared_library(llvm_module, weights.blob(), info, output, opt_level, args.name)
         print(f"wrote {output} and {os.path.splitext(output)[0]}.h ({len(info['kernels'])} kernels)",
               file=sys.stderr)
         return 0

@@ -144,10 +144,10 @@ def compile_model(source, options: Options | None = None):
     library = target.JitLibrary(module_ref)
     blob = weights.blob()
 
-    def save(path: str) -> None:
+    def save(path: str, name: str | None = None) -> None:
         aot_module, aot_weights = emit_llvm(module)
-        build_shared_library(aot_module, aot_weights.blob(), info["workspace_size"], info, path, options.opt_level)
+        build_shared_library(aot_module, aot_weights.blob(), info, path, options.opt_level, name)
 
     if options.debug >= 1:
         sys.stderr.write(f"[fusecc] compiled in {time.perf_counter() - start:.2f} s\n")
-    return from_jit(library.address(ENTRY), blob, info["workspace_size"], info, library, save)
+    return from_jit(library.address(ENTRY), blob, info, library, save)

@@ -3,20 +3,21 @@
 The native code comes from the in-process JIT (the entry takes the weights
 blob and a workspace from here) or from a shared library built by
 ``fusecc model.onnx -o lib.so`` (weights embedded; it allocates its own
-workspace). This module never imports the compiler.
+workspace; see ``library``). A model owns that code and frees it when closed.
+This module never imports the compiler.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import os
-import shutil
-import tempfile
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+
+from .library import SharedLibrary
 
 
 class InputError(ValueError):
@@ -67,16 +68,40 @@ def _pointer_array(arrays: list[np.ndarray]):
     return pointers
 
 
-@dataclass
+@dataclass(eq=False)
 class CompiledModel:
-    """A compiled model: ``run(feeds)`` or ``model(*arrays)`` returns the outputs in graph order."""
+    """A compiled model: ``run(feeds)`` or ``model(*arrays)`` returns the outputs in graph order.
+
+    It owns its native code (``native``: a JIT engine or a shared library, anything with ``close()``) and
+    frees it on :meth:`close`, at the end of a ``with`` block, or when it is garbage-collected, whichever
+    comes first. Closing while another thread runs the model is not allowed.
+    """
 
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     kernels: list[KernelInfo]
     invoke: Callable[[object, object], None] = field(repr=False)
-    saver: Callable[[str], None] | None = field(default=None, repr=False)
-    keepalive: object = field(default=None, repr=False)
+    native: object = field(repr=False)
+    saver: Callable[[str, str | None], None] | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        # the finalizer holds the native code, not the model; at interpreter exit the process frees it anyway
+        self._finalizer = weakref.finalize(self, self.native.close)
+        self._finalizer.atexit = False
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def close(self) -> None:
+        """Free the native code now; ``run`` raises afterwards. Closing twice is harmless."""
+        self._finalizer()
+
+    def __enter__(self) -> "CompiledModel":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def _check(self, feeds: dict) -> list[np.ndarray]:
         if not isinstance(feeds, dict):
@@ -101,6 +126,8 @@ class CompiledModel:
         return arrays
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.closed:
+            raise ValueError("run() on a closed model")
         arrays = self._check(feeds)
         outputs = [np.empty(spec.shape, dtype=spec.dtype) for spec in self.outputs]
         in_ptrs, out_ptrs = _pointer_array(arrays), _pointer_array(outputs)
@@ -113,43 +140,38 @@ class CompiledModel:
                              f"({', '.join(s.name for s in self.inputs)}), got {len(arrays)}")
         return self.run({spec.name: array for spec, array in zip(self.inputs, arrays)})
 
-    def save(self, path: str) -> None:
-        """Write a shared library (with a C header beside it) that ``fusecc.load`` reads back."""
+    def save(self, path: str, name: str | None = None) -> None:
+        """Write a shared library (with a C header beside it) that ``fusecc.load`` reads back; ``name``
+        prefixes its C API (default: from the file name, ``model.so`` -> ``model_run``, ...)."""
         if self.saver is None:
             raise RuntimeError("this model was loaded from a shared library; copy that file instead")
-        self.saver(str(path))
+        self.saver(str(path), name)
 
     def info(self) -> dict:
         return {"inputs": [s.to_json() for s in self.inputs], "outputs": [s.to_json() for s in self.outputs],
                 "kernels": [k.to_json() for k in self.kernels]}
 
 
+def _model(info: dict, invoke, native, saver) -> CompiledModel:
+    return CompiledModel([TensorSpec.from_json(d) for d in info["inputs"]],
+                         [TensorSpec.from_json(d) for d in info["outputs"]],
+                         [KernelInfo.from_json(d) for d in info["kernels"]], invoke, native, saver)
+
+
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
 
-def from_jit(entry_address: int, weights: bytes, workspace_size: int, info: dict, keepalive,
-             saver=None) -> CompiledModel:
-    """Wrap a JIT-compiled ``fusecc_main`` (which takes the weights and a workspace)."""
+def from_jit(entry_address: int, weights: bytes, info: dict, native, saver=None) -> CompiledModel:
+    """Wrap a JIT-compiled ``fusecc_main`` (which takes the weights and a workspace) owned by ``native``."""
     entry = _ENTRY(entry_address)
     blob = np.frombuffer(weights, dtype=np.uint8) if weights else np.zeros(1, dtype=np.uint8)
-    weights_ptr = blob.ctypes.data
+    workspace_size = info["workspace_size"]
 
     def invoke(in_ptrs, out_ptrs):
         workspace = np.empty(max(workspace_size, 1), dtype=np.uint8)
-        entry(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), weights_ptr, workspace.ctypes.data)
+        entry(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), blob.ctypes.data, workspace.ctypes.data)
 
-    return CompiledModel([TensorSpec.from_json(d) for d in info["inputs"]],
-                         [TensorSpec.from_json(d) for d in info["outputs"]],
-                         [KernelInfo.from_json(d) for d in info["kernels"]], invoke, saver, (keepalive, blob))
-
-
-def _private_copy(path: str) -> str:
-    """A copy of the library under a fresh name: the dynamic loader returns an already-loaded
-    library for a path it has seen, which would keep serving an older build of the same file."""
-    handle, copy = tempfile.mkstemp(prefix="fusecc_model_", suffix=".so")
-    os.close(handle)
-    shutil.copyfile(path, copy)
-    return copy
+    return _model(info, invoke, native, saver)
 
 
 def load(path: str) -> CompiledModel:
@@ -157,28 +179,5 @@ def load(path: str) -> CompiledModel:
     path = os.path.abspath(str(path))
     if not os.path.isfile(path):
         raise OSError(f"cannot load compiled model '{path}': no such file")
-    copy = _private_copy(path)
-    try:
-        library = ctypes.CDLL(copy)
-    except OSError as exc:
-        raise OSError(f"cannot load compiled model '{path}': {exc}") from None
-    finally:
-        os.unlink(copy)
-    try:
-        info_fn = library.fusecc_model_info
-        run_fn = library.fusecc_run
-    except AttributeError:
-        raise OSError(f"'{path}' is not a fusecc model library (no fusecc_model_info symbol)") from None
-    info_fn.restype = ctypes.c_char_p
-    info = json.loads(info_fn().decode())
-    run_fn.restype = ctypes.c_int
-    run_fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-
-    def invoke(in_ptrs, out_ptrs):
-        status = run_fn(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs))
-        if status != 0:
-            raise MemoryError(f"'{path}': fusecc_run failed with status {status} (workspace allocation)")
-
-    return CompiledModel([TensorSpec.from_json(d) for d in info["inputs"]],
-                         [TensorSpec.from_json(d) for d in info["outputs"]],
-                         [KernelInfo.from_json(d) for d in info["kernels"]], invoke, None, library)
+    library = SharedLibrary(path)
+    return _model(library.info(), library.run, library, None)

@@ -1,7 +1,6 @@
 """Tests for fusecc.codegen.target (LLVM target, pipeline, JIT, AOT linking)."""
 
 import ctypes
-import importlib.util
 import math
 import os
 import subprocess
@@ -10,16 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-try:
-    from fusecc.codegen import target
-except ImportError:  # package not installed yet: load the file by path
-    _path = os.path.join(os.path.dirname(__file__), os.pardir, "compiler",
-                         "codegen", "target.py")
-    _spec = importlib.util.spec_from_file_location(
-        "fusecc_codegen_target", os.path.abspath(_path))
-    target = importlib.util.module_from_spec(_spec)
-    sys.modules[_spec.name] = target
-    _spec.loader.exec_module(target)
+from fusecc.codegen import target
+from fusecc.codegen.cpu import CPUID_FEATURES
 
 
 F32P = ctypes.POINTER(ctypes.c_float)
@@ -290,3 +281,88 @@ def test_link_errors(tmp_path, monkeypatch):
     assert "failed" in str(info.value)
     assert not (tmp_path / "y.so").exists()
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
+def _x86_64():
+    import llvmlite.binding as llvm
+    return llvm.get_process_triple().startswith("x86_64")
+
+
+@pytest.mark.skipif(not _x86_64(), reason="CPU features are checked on x86-64 only")
+@pytest.mark.parametrize("cpu, present, absent", [
+    ("x86-64", [], ["sse3", "avx", "avx2", "avx512f"]),
+    ("x86-64-v3", ["sse4.2", "avx", "avx2", "fma", "bmi2", "f16c", "movbe"], ["avx512f", "amx-tile"]),
+    ("x86-64-v4", ["avx2", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd"], ["avx512fp16", "amx-tile"]),
+])
+def test_cpu_requirements_follow_the_target(monkeypatch, cpu, present, absent):
+    """The features a module needs are its target's, as LLVM implies them from the CPU name."""
+    monkeypatch.setenv("FUSECC_CPU", cpu)
+    monkeypatch.delenv("FUSECC_CPU_FEATURES", raising=False)
+    requirements = target.cpu_requirements(target.parse_and_optimize(VADD_IR, 2))
+    assert requirements.cpu == cpu
+    assert set(present) <= set(requirements.features)
+    assert not set(absent) & set(requirements.features)
+    monkeypatch.setenv("FUSECC_CPU_FEATURES", "+avx512f,-avx2")  # disabling AVX2 disables what builds on it
+    assert "avx512f" not in target.cpu_requirements(target.parse_and_optimize(VADD_IR, 2)).features
+
+
+@pytest.mark.skipif(not _x86_64(), reason="CPU features are checked on x86-64 only")
+def test_jit_refuses_code_this_cpu_cannot_run(monkeypatch):
+    import llvmlite.binding as llvm
+    target._initialize()
+    host = llvm.get_host_cpu_features()
+    lacking = [name for name in CPUID_FEATURES if not host.get(name, False)]
+    if not lacking:
+        pytest.skip("this CPU has every feature fusecc checks")
+    monkeypatch.delenv("FUSECC_CPU", raising=False)
+    monkeypatch.setenv("FUSECC_CPU_FEATURES", f"{host.flatten()},+{lacking[-1]}")
+    module = target.parse_and_optimize(VADD_IR, 2)
+    with pytest.raises(target.CodegenError, match=f"uses .*{lacking[-1]}.*which this CPU lacks"):
+        target.JitLibrary(module)
+
+
+BAD_TARGETS = r"""
+import os, sys
+from fusecc.codegen import target
+from fusecc.codegen.cpu import TargetError
+for cpu, features in [("i386", None), ("skylake-avx", None), (None, "avx2"), (None, "+avx512"), (None, "-64bit"),
+                      ("x86-64", "-sse")]:
+    for name, value in (("FUSECC_CPU", cpu), ("FUSECC_CPU_FEATURES", features)):
+        os.environ.pop(name, None)
+        if value is not None:
+            os.environ[name] = value
+    try:
+        target.parse_and_optimize("define void @f() {\n  ret void\n}\n", 2)
+    except TargetError as error:
+        print(error)
+    else:
+        print("compiled")
+"""
+
+
+@pytest.mark.skipif(not _x86_64(), reason="the cases name x86 CPUs and features")
+def test_bad_cpu_environment_raises_a_catchable_error():
+    """A target LLVM would end the process on is refused with one line naming the variable and its value;
+    the process survives to print every case."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FUSECC_CPU", "FUSECC_CPU_FEATURES")}
+    ran = subprocess.run([sys.executable, "-c", BAD_TARGETS], capture_output=True, text=True, env=env, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.stdout.splitlines()
+    assert len(lines) == 6, ran.stdout
+    i386, misspelt, unsigned, unknown, no_64bit, no_sse = lines
+    assert "CPU 'i386'" in i386 and "64-bit code requested" in i386 and "FUSECC_CPU" in i386
+    assert misspelt.startswith("FUSECC_CPU='skylake-avx' is not a CPU LLVM knows (did you mean skylake-avx512")
+    assert "fusecc --list-cpus" in misspelt
+    assert unsigned.startswith("FUSECC_CPU_FEATURES='avx2': 'avx2' needs a + or - sign")
+    assert unknown.startswith("FUSECC_CPU_FEATURES='+avx512': 'avx512' is not a feature LLVM knows (did you mean")
+    assert "features '-64bit'" in no_64bit and "FUSECC_CPU_FEATURES" in no_64bit
+    assert "SSE register return with SSE disabled" in no_sse
+
+
+@pytest.mark.skipif(not _x86_64(), reason="x86 CPU names")
+@pytest.mark.parametrize("cpu, lanes", [("x86-64", 4), ("x86-64-v3", 8), ("x86-64-v4", 16)])
+def test_vector_width_follows_the_cpu_named(monkeypatch, cpu, lanes):
+    """A CPU named without a feature string brings its own features: x86-64-v4 has AVX-512."""
+    monkeypatch.setenv("FUSECC_CPU", cpu)
+    monkeypatch.delenv("FUSECC_CPU_FEATURES", raising=False)
+    assert target.preferred_vector_width(4) == lanes

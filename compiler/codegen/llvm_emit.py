@@ -7,6 +7,11 @@ kernels with symbolic extents, and [begin, end) is the slice of the outermost
 graph becomes ``void fusecc_main(ptr inputs, ptr outputs, ptr weights, ptr
 workspace)``, which launches the kernels in order. Weights are laid out in one
 blob (64-byte aligned) that the caller passes in; ``weights_blob`` returns it.
+
+Kernels have internal linkage: no symbol of one model can stand in for
+another's when several share a process, and calls to them never go through a
+PLT. ``fusecc_main`` is the one external symbol (the JIT looks it up; a shared
+library hides it behind its C API, see ``aot``).
 """
 
 from __future__ import annotations
@@ -425,7 +430,10 @@ _HANDLERS = {
 
 def _emit_kernel(module: ir.Module, func: FuncOp) -> None:
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I64]), name=func.sym_name)
+    fn.linkage = "internal"
     fn.attributes.add("nounwind")
+    # each kernel stays a function of its own, named in profiles and assembly, however small
+    fn.attributes.add("noinline")
     bufs, _dims, begin, end = fn.args
     bufs.name, _dims.name, begin.name, end.name = "bufs", "dims", "begin", "end"
     fe = _FunctionEmitter(module, fn)

@@ -26,6 +26,12 @@ in the spirit of numba's ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES``:
 ``FUSECC_CPU_FEATURES``
     LLVM feature string such as ``+avx2,+fma,-avx512f``.
 
+Either variable is checked (``cpu.check_target``) before LLVM sees it, since
+LLVM ends the process on a target it cannot compile for; a bad value raises
+``cpu.TargetError``.  :func:`cpu_requirements` tells which CPU features code
+compiled for the target needs; :class:`JitLibrary` refuses code this CPU
+cannot run.
+
 All machines use ``reloc='pic'`` and the small code model, which is what an
 object destined for ``cc -shared`` needs.  MCJIT takes ownership of the target
 machine it is given, so each :class:`JitLibrary` gets its *own* machine with
@@ -45,6 +51,7 @@ through the declarations returned by :func:`incbin_ir_declarations`.
 from __future__ import annotations
 
 import ctypes.util
+import functools
 import math
 import os
 import re
@@ -56,16 +63,21 @@ import threading
 import uuid
 from typing import Iterable
 
+from . import cpu
+from .cpu import CPU_VARIABLE, FEATURES_VARIABLE
+
 __all__ = [
     "CodegenError",
     "host_target_machine",
     "host_cpu_name",
     "host_cpu_features",
+    "cpu_requirements",
     "parse_and_optimize",
     "emit_assembly",
     "emit_object",
     "JitLibrary",
     "link_shared_library",
+    "baseline_c_flags",
     "find_c_compiler",
     "incbin_module_asm",
     "incbin_ir_declarations",
@@ -130,13 +142,21 @@ def _check_opt_level(opt_level) -> int:
     return opt_level
 
 
+def _cpu_from_environment() -> str | None:
+    """``FUSECC_CPU`` unless it is unset, empty or ``host``."""
+    name = os.environ.get(CPU_VARIABLE, "").strip()
+    return None if name in ("", "host") else name
+
+
+def _features_from_environment() -> str | None:
+    """``FUSECC_CPU_FEATURES`` without spaces around its items, or None if unset."""
+    env = os.environ.get(FEATURES_VARIABLE)
+    return None if env is None else ",".join(item.strip() for item in env.split(",") if item.strip())
+
+
 def host_cpu_name() -> str:
     """CPU name used for code generation (``FUSECC_CPU`` or the host CPU)."""
-    llvm = _initialize()
-    cpu = os.environ.get("FUSECC_CPU", "").strip()
-    if not cpu or cpu == "host":
-        return llvm.get_host_cpu_name()
-    return cpu
+    return _cpu_from_environment() or _initialize().get_host_cpu_name()
 
 
 def host_cpu_features() -> str:
@@ -147,11 +167,10 @@ def host_cpu_features() -> str:
     CPU.
     """
     llvm = _initialize()
-    env = os.environ.get("FUSECC_CPU_FEATURES")
+    env = _features_from_environment()
     if env is not None:
-        return env.strip()
-    cpu = os.environ.get("FUSECC_CPU", "").strip()
-    if cpu and cpu != "host" and cpu != llvm.get_host_cpu_name():
+        return env
+    if _cpu_from_environment() not in (None, llvm.get_host_cpu_name()):
         return ""
     try:
         return llvm.get_host_cpu_features().flatten()
@@ -178,7 +197,11 @@ def _create_target_machine(opt_level: int, cpu: str, features: str, *,
 
 
 def _target_key(opt_level: int) -> tuple:
-    return (_check_opt_level(opt_level), host_cpu_name(), host_cpu_features())
+    """``(opt_level, cpu, features)`` for the target the environment chooses, checked if it overrides the host."""
+    key = (_check_opt_level(opt_level), host_cpu_name(), host_cpu_features())
+    if _cpu_from_environment() is not None or _features_from_environment() is not None:
+        cpu.check_target(*key[1:])
+    return key
 
 
 def host_target_machine(opt_level: int = 3):
@@ -268,8 +291,12 @@ def parse_and_optimize(llvm_ir_text: str, opt_level: int = 3):
     :func:`host_target_machine`.  Returns the ``llvmlite.binding.ModuleRef``.
     Parse and verifier failures raise :class:`CodegenError` with LLVM's text.
     """
+    return _parse_and_optimize(llvm_ir_text, _target_key(opt_level))
+
+
+def _parse_and_optimize(llvm_ir_text: str, key: tuple):
+    """:func:`parse_and_optimize` for the target ``key`` = ``(opt_level, cpu, features)``."""
     llvm = _initialize()
-    key = _target_key(opt_level)
     tm = _tm_for_key(key)
     incbins = _incbin_paths(llvm_ir_text)
     with _LLVM_LOCK:
@@ -284,20 +311,7 @@ def parse_and_optimize(llvm_ir_text: str, opt_level: int = 3):
             raise CodegenError(f"LLVM IR verification failed:\n{exc}") from exc
         mod.triple = tm.triple
         mod.data_layout = str(tm.target_data)
-
-        # llvmlite 0.50: create_pipeline_tuning_options(speed_level) only;
-        # the pipeline level is taken from pto.speed_level.  A
-        # ModulePassManager is single-use (a second run() aborts the
-        # process) and PassBuilder keeps analysis state, so both are built
-        # afresh per module (costs ~75 KB of native memory that llvmlite
-        # never frees, independent of module size).
-        pto = llvm.create_pipeline_tuning_options(opt_level)
-        vectorize = opt_level >= 2
-        pto.loop_vectorization = vectorize   # LLVM's default is True
-        pto.slp_vectorization = vectorize    # LLVM's default is False
-        pb = llvm.create_pass_builder(tm, pto)
-        mpm = pb.getModulePassManager()
-        mpm.run(mod, pb)
+        _run_default_pipeline(llvm, mod, tm, key[0])
 
     # Remember how the module was optimised so that emission / JIT use the
     # same target (plain attributes on the Python wrapper object).
@@ -306,11 +320,58 @@ def parse_and_optimize(llvm_ir_text: str, opt_level: int = 3):
     return mod
 
 
+def _run_default_pipeline(llvm, mod, tm, opt_level: int) -> None:
+    """The ``O<opt_level>`` pipeline over ``mod``, on a pass manager built for this module alone.
+
+    llvmlite 0.50: create_pipeline_tuning_options(speed_level) only; the
+    pipeline level is taken from pto.speed_level.  A ModulePassManager is
+    single-use (a second run() aborts the process) and PassBuilder keeps
+    analysis state, so both are built afresh per module.  Each PassBuilder
+    keeps about 4 KiB that llvmlite never frees (its pass instrumentation
+    callbacks).  ``ModulePassManager.close()`` never deletes the manager
+    (``ObjectRef._dispose``, a no-op, shadows ``NewPassManager._dispose`` in
+    its method resolution order), which would keep every pass and the state it
+    built over the module (~150 KiB at -O3); ``NewPassManager._dispose``
+    deletes it.
+    """
+    from llvmlite.binding.newpassmanagers import NewPassManager
+
+    pto = llvm.create_pipeline_tuning_options(opt_level)
+    vectorize = opt_level >= 2
+    pto.loop_vectorization = vectorize   # LLVM's default is True
+    pto.slp_vectorization = vectorize    # LLVM's default is False
+    pb = llvm.create_pass_builder(tm, pto)
+    mpm = pb.getModulePassManager()
+    try:
+        mpm.run(mod, pb)
+    finally:
+        NewPassManager._dispose(mpm)
+        mpm.detach()
+        pb.close()
+        pto.close()
+
+
+def _module_key(module_ref) -> tuple:
+    """The target a module was optimised for (the environment's at -O3 if not by :func:`parse_and_optimize`)."""
+    return getattr(module_ref, "_fusecc_target", None) or _target_key(3)
+
+
 def _module_tm(module_ref):
-    key = getattr(module_ref, "_fusecc_target", None)
-    if key is None:
-        return host_target_machine(3)
-    return _tm_for_key(key)
+    return _tm_for_key(_module_key(module_ref))
+
+
+def cpu_requirements(module_ref) -> cpu.CpuRequirements:
+    """What the code of a module from :func:`parse_and_optimize` needs of the CPU that runs it."""
+    _, name, features = _module_key(module_ref)
+    return cpu.CpuRequirements(name, _required_features(name, features))
+
+
+@functools.lru_cache(maxsize=None)
+def _required_features(name: str, features: str) -> tuple[str, ...]:
+    """``cpu.required_features`` for a CPU and feature string (x86-64 only: none elsewhere)."""
+    if not _initialize().get_process_triple().startswith("x86_64"):
+        return ()
+    return cpu.required_features(lambda text: _parse_and_optimize(text, (2, name, features)))
 
 
 def _check_module_usable(module_ref) -> None:
@@ -352,6 +413,20 @@ _ASM_LABEL_RE = re.compile(r'^[ \t]*module[ \t]+asm[ \t]+"[ \t]*'
                            r'([A-Za-z_.$][A-Za-z0-9_.$]*):', re.M)
 
 
+def _check_runs_here(requirements: cpu.CpuRequirements) -> None:
+    """Raise :class:`CodegenError` if this CPU lacks a feature the code needs (unless LLVM cannot tell)."""
+    try:
+        host = _initialize().get_host_cpu_features()
+    except RuntimeError:
+        return
+    missing = requirements.missing(host)
+    if missing:
+        raise CodegenError(
+            f"code compiled for CPU {requirements.cpu!r} uses {', '.join(missing)}, which this CPU lacks, and the "
+            f"JIT runs it here: unset {CPU_VARIABLE} and {FEATURES_VARIABLE}, or build a shared library "
+            "(`fusecc MODEL -o lib.so`) for the machine that has them")
+
+
 class JitLibrary:
     """In-memory machine code for one LLVM module, on its own MCJIT engine.
 
@@ -366,14 +441,16 @@ class JitLibrary:
     Functions the IR declares (``expf``, ``erff``, ``tanhf``, ``powf``,
     ``malloc``, ``free``, ...) are resolved against the process, libm and
     libc; a declaration that cannot be resolved raises :class:`CodegenError`
-    instead of producing a call to address 0.
+    instead of producing a call to address 0.  Code for a CPU feature this
+    CPU lacks raises :class:`CodegenError` too, instead of a SIGILL later.
     """
 
     def __init__(self, module_ref):
         llvm = _initialize()
         _check_module_usable(module_ref)
         _check_incbin_files(module_ref)
-        key = getattr(module_ref, "_fusecc_target", None) or _target_key(3)
+        _check_runs_here(cpu_requirements(module_ref))
+        key = _module_key(module_ref)
         # Fresh machine: the engine owns (and eventually deletes) it.
         tm = _create_target_machine(*key, jit=True)
         with _LLVM_LOCK:
@@ -472,11 +549,17 @@ def find_c_compiler() -> list:
     raise CodegenError(_NO_CC_MSG)
 
 
+def baseline_c_flags() -> list[str]:
+    """C compiler flags for code that runs before anyone knows the CPU's features: the architecture's
+    baseline instruction set, whatever ``$CC`` asks for."""
+    return ["-march=x86-64", "-mtune=generic"] if _initialize().get_process_triple().startswith("x86_64") else []
+
+
 def link_shared_library(object_bytes: bytes, out_path: str,
-                        extra_sources: Iterable[str] = ()) -> str:
+                        extra_sources: Iterable[str] = (), c_flags: Iterable[str] = ()) -> str:
     """Link an object (from :func:`emit_object`) into a shared library.
 
-    Runs ``$CC -shared -fPIC -O2 -o out_path obj.o [extra_sources...] -lm``
+    Runs ``$CC -shared -fPIC -O2 [c_flags...] -o out_path obj.o [extra_sources...] -lm``
     (``extra_sources``: C files or objects compiled/linked alongside).  The
     library is written next to ``out_path`` and renamed into place, so a
     process that already mapped an older version is not disturbed.  Returns
@@ -493,7 +576,7 @@ def link_shared_library(object_bytes: bytes, out_path: str,
         obj = os.path.join(tmp, "module.o")
         with open(obj, "wb") as f:
             f.write(object_bytes)
-        cmd = cc + ["-shared", "-fPIC", "-O2", "-o", tmp_out, obj,
+        cmd = cc + ["-shared", "-fPIC", "-O2", *c_flags, "-o", tmp_out, obj,
                     *extra, "-lm"]
         try:
             proc = subprocess.run(cmd, stdout=subprocess.PIPE,
@@ -606,10 +689,12 @@ def incbin_ir_declarations(symbol: str, align: int = 64) -> str:
 
 
 def preferred_vector_width(dtype_bytes: int = 4) -> int:
-    """Lanes of the widest SIMD register the target has, for elements of ``dtype_bytes``."""
-    features = host_cpu_features()
-    if "+avx512f" in features:
+    """Lanes of the widest SIMD register the target has, for elements of ``dtype_bytes`` (the features
+    a named CPU implies count: ``FUSECC_CPU=x86-64-v4`` has AVX-512, ``x86-64`` only SSE)."""
+    _, name, features = _target_key(3)
+    required = _required_features(name, features)
+    if "avx512f" in required:
         return 64 // dtype_bytes
-    if "+avx" in features or not features:
+    if "avx" in required:
         return 32 // dtype_bytes
     return 16 // dtype_bytes
