@@ -112,3 +112,36 @@ def depthwise_silu_se(channels: int = 32, size: int = 28, reduced: int = 8, seed
     shape = [1, channels, size, size]
     return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], init)
+
+
+def linear_mlp(batch: int = 32, sizes=(784, 1024, 1024, 10), dtype=np.float32, seed: int = 0) -> onnx.ModelProto:
+    """``torch.nn.Linear`` layers as ``torch.onnx.export`` writes them: Gemm with transB=1 (weights stored
+    out_features x in_features) and ReLU between them."""
+    rng = np.random.default_rng(seed)
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    init, nodes, prev = [], [], "x"
+    for i in range(len(sizes) - 1):
+        w = rng.standard_normal((sizes[i + 1], sizes[i])) / np.sqrt(sizes[i])
+        init += [numpy_helper.from_array(w.astype(dtype), f"weight{i}"),
+                 numpy_helper.from_array((rng.standard_normal(sizes[i + 1]) * 0.1).astype(dtype), f"bias{i}")]
+        nodes.append(helper.make_node("Gemm", [prev, f"weight{i}", f"bias{i}"], [f"h{i}"], name=f"linear{i}", transB=1))
+        prev = f"h{i}"
+        if i < len(sizes) - 2:
+            nodes.append(helper.make_node("Relu", [prev], [f"r{i}"], name=f"relu{i}"))
+            prev = f"r{i}"
+    return _model(nodes, [helper.make_tensor_value_info("x", elem, [batch, sizes[0]])],
+                  [helper.make_tensor_value_info(prev, elem, [batch, sizes[-1]])], init)
+
+
+def projection_into_heads(sequence: int = 128, hidden: int = 768, heads: int = 12, seed: int = 0) -> onnx.ModelProto:
+    """A BERT attention projection as exported: MatMul, bias Add, Reshape to heads, Transpose."""
+    rng = np.random.default_rng(seed)
+    init = [numpy_helper.from_array((rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32), "w"),
+            numpy_helper.from_array((rng.standard_normal(hidden) * 0.1).astype(np.float32), "b"),
+            numpy_helper.from_array(np.array([1, sequence, heads, hidden // heads], np.int64), "heads_shape")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"], name="query"),
+             helper.make_node("Add", ["m", "b"], ["q"], name="query_bias"),
+             helper.make_node("Reshape", ["q", "heads_shape"], ["split"], name="split_heads"),
+             helper.make_node("Transpose", ["split"], ["y"], name="heads_first", perm=[0, 2, 1, 3])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, sequence, hidden])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, heads, sequence, hidden // heads])], init)

@@ -1120,21 +1120,31 @@ def _accumulate(e: Emitter, row: Value, j: Value, term: Value) -> None:
 
 
 def _conv_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None:
-    """out[n, co, oh, :] for a 2-D conv: for each (ci, kh, kw) tap, one multiply-add over the valid columns.
+    """out[n, co, oh, :] for a 2-D conv (out[n, co, :] for a 1-D one, a 2-D conv of height 1): for each
+    (ci, kh, kw) tap, one multiply-add over the valid columns.
 
     The valid column range of each tap is computed (not tested per element),
     so the inner loop is a plain strided load and FMA the vectorizer handles.
     """
     x, w = op.operands[:2]
-    n, co, oh = outer
     dtype = dtype_of(op)
-    (sh, sw), pads, (dh, dw) = op.window()
-    ph, pw = pads[0], pads[1]
-    _, _, height, width = x.type.shape
-    out_w = op.results[0].type.shape[3]
+    strides, pads, dilations = op.window()
+    if x.type.rank == 3:
+        n, co = outer
+        oh = e.index(0)
+        (sw,), (dw,), (pw, _) = strides, dilations, pads
+        sh, dh, ph = 1, 1, 0
+        (_, _, width), height = x.type.shape, 1
+        kh_size, kw_size = 1, op.kernel_shape[0]
+    else:
+        n, co, oh = outer
+        (sh, sw), (dh, dw) = strides, dilations
+        ph, pw = pads[0], pads[1]
+        _, _, height, width = x.type.shape
+        kh_size, kw_size = op.kernel_shape
+    out_w = op.results[0].type.shape[-1]
     c_in_group = w.type.shape[1]
     c_out_group = w.type.shape[0] // op.group
-    kh_size, kw_size = op.kernel_shape
     bias = e.at(op.operands[2], [co]) if len(op.operands) == 3 else e.const(0.0, dtype)
     _init_row(e, row, out_w, bias)
     group_base = e.imul(e.idiv(co, e.index(c_out_group)), e.index(c_in_group))
@@ -1146,7 +1156,7 @@ def _conv_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None
             inside = e.logical("arith.andi", e.cmp("ge", ih, e.index(0)), e.cmp("lt", ih, e.index(height)))
             ih_safe = e.imin(e.imax(ih, e.index(0)), e.index(height - 1))
             with e.loop_in(kh_scope, 0, kw_size) as (kw, _):
-                weight = e.at(w, [co, ci, kh, kw])
+                weight = e.at(w, [co, ci, kh, kw] if w.type.rank == 4 else [co, ci, kw])
                 offset = e.isub(e.imul(kw, e.index(dw)), e.index(pw))
                 # first column j with j*sw + offset >= 0, and one past the last with j*sw + offset < width
                 lead = e.imax(e.isub(e.index(0), offset), e.index(0))
@@ -1156,7 +1166,8 @@ def _conv_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None
                                      e.iadd(e.idiv(e.imax(room, e.index(0)), e.index(sw)), e.index(1))),
                             e.index(out_w))
                 hi = e.select(inside, hi, lo)
-                base = e.linearize([n, channel, ih_safe, e.index(0)], x.type.shape)
+                row_start = [n, channel, ih_safe, e.index(0)] if x.type.rank == 4 else [n, channel, e.index(0)]
+                base = e.linearize(row_start, x.type.shape)
                 with e.loop_in(e.current, lo, hi) as (j, _):
                     column = e.iadd(e.imul(j, e.index(sw)), offset)
                     source = e.at_buffer(x, e.iadd(base, column))
@@ -1201,7 +1212,7 @@ def _matmul_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> No
 
 def row_schedule(op: Operation, buffers: dict) -> Callable | None:
     """The row schedule for a compute op whose operands (those read by rows) are buffers, or None."""
-    if op.name == "tensor.conv" and op.operands[0].type.rank == 4 and id(op.operands[0]) in buffers:
+    if op.name == "tensor.conv" and op.operands[0].type.rank in (3, 4) and id(op.operands[0]) in buffers:
         return _conv_row
     if op.name == "tensor.matmul" and op.operands[1].type.rank >= 2 and id(op.operands[1]) in buffers:
         return _matmul_row

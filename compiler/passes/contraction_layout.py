@@ -6,12 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusecc.dialects.tensor import GemmOp, TransposeOp
-from fusecc.ir.core import Module
+from fusecc.dialects.tensor import CastOp, ConvOp, ConvTransposeOp, EinsumOp, GemmOp, MatMulOp, TransposeOp
+from fusecc.ir.core import Module, Operation, Value
+from fusecc.ir.types import DType
 from fusecc.ir.printer import loc_names
 
 from .manager import Pass
 from .rewrite import constant_value, make_constant, replace_op, resource_names
+
+#: contractions: a float16 one sums in float32
+CONTRACTIONS = (MatMulOp, GemmOp, ConvOp, ConvTransposeOp, EinsumOp)
 
 
 @dataclass
@@ -24,6 +28,17 @@ class ContractionLayout(Pass):
     ``tensor.transpose`` of its own, a copy of K x N elements that lets the
     M x K x N contraction run on the micro-kernel instead of walking B with
     a stride of K. transA, alpha, beta and C are left as they are.
+
+    A matrix-vector product with a constant matrix, ``matmul(w, v)`` with
+    ``w`` M x K and ``v`` a vector (``torch.mv``), becomes ``matmul(v, w')``
+    with ``w'`` the K x M transpose, stored so: one row of the result, each
+    step of K adding a scaled contiguous row of ``w'`` (a vectorized row
+    schedule) instead of M separate dot products.
+
+    A float16 contraction is computed in float32 and rounded once: its
+    operands are widened (constants here, once), its result narrowed, so the
+    K-long sums keep float32's precision (as ONNX Runtime's do) and run on
+    the float32 micro-kernels.
     """
 
     name = "contraction-layout"
@@ -32,6 +47,11 @@ class ContractionLayout(Pass):
         taken = resource_names(module)
         for func in module.funcs:
             transposed = {}  # id(B) -> B as K x N rows, shared by the gemms that read one B
+            for op in list(func.body.ops):
+                if isinstance(op, CONTRACTIONS) and op.results[0].type.dtype is DType.F16:
+                    op = self._in_float32(op, func.body, taken)
+                if isinstance(op, MatMulOp):
+                    self._vector_on_the_left(op, func.body, taken)
             for gemm in list(func.body.ops):
                 if not isinstance(gemm, GemmOp) or not gemm.transB:
                     continue
@@ -53,3 +73,35 @@ class ContractionLayout(Pass):
                 rewritten = GemmOp.build([gemm.operands[0], rows, *gemm.operands[2:]], attributes, loc=gemm.loc)
                 func.body.insert_before(gemm, rewritten)
                 replace_op(gemm, [rewritten.result])
+
+    @staticmethod
+    def _vector_on_the_left(matmul: MatMulOp, block, taken: set[str]) -> None:
+        matrix, vector = matmul.operands
+        weights = constant_value(matrix)
+        if vector.type.rank != 1 or matrix.type.rank < 2 or weights is None:
+            return
+        name = f"{(loc_names(matmul.loc) or ['matmul'])[0]}_km"
+        rows = make_constant(np.ascontiguousarray(np.swapaxes(weights, -1, -2)), block, matmul, name, taken,
+                             loc=matrix.op.loc)
+        rewritten = MatMulOp.build([vector, rows], {}, loc=matmul.loc)
+        block.insert_before(matmul, rewritten)
+        replace_op(matmul, [rewritten.result])
+
+    @staticmethod
+    def _in_float32(op: Operation, block, taken: set[str]) -> Operation:
+        """``op`` computed on float32 operands, its result rounded back to float16; returns the new op."""
+        def widened(value: Value) -> Value:
+            array = constant_value(value)
+            if array is not None:
+                name = f"{(loc_names(value.op.loc) or ['weight'])[0]}_f32"
+                return make_constant(array.astype(np.float32), block, op, name, taken, loc=value.op.loc)
+            cast = CastOp.build([value], {"to": DType.F32}, loc=op.loc)
+            block.insert_before(op, cast)
+            return cast.result
+
+        wide = type(op).build([widened(v) for v in op.operands], dict(op.attributes), loc=op.loc)
+        block.insert_before(op, wide)
+        narrowed = CastOp.build([wide.result], {"to": DType.F16}, loc=op.loc)
+        block.insert_before(op, narrowed)
+        replace_op(op, [narrowed.result])
+        return wide

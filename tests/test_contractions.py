@@ -1,0 +1,196 @@
+"""Every contraction runs on a vectorizable path: a sweep of shapes and layouts, lowered and run.
+
+A contraction that falls off the micro-kernel and the row schedules is lowered
+to a dot product per output element: no register blocking, a horizontal sum
+per element, and B walked with a stride when it is not contiguous along K, so
+it runs several to a hundred times slower. The sweep fails on any such loop,
+and checks each case's numbers against ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto as TP  # noqa: E402
+from onnx import helper, numpy_helper  # noqa: E402
+
+import fusecc  # noqa: E402
+import fusecc.lowering  # noqa: E402,F401  (registers the loop passes)
+from fusecc.frontend.onnx_import import import_model  # noqa: E402
+from fusecc.ir.core import Value  # noqa: E402
+from fusecc.passes import PassManager, parse_pipeline  # noqa: E402
+from fusecc.pipeline import GRAPH_PIPELINE, fusion_pipeline  # noqa: E402
+
+def _loaded(value: Value) -> bool:
+    return getattr(value, "op", None) is not None and value.op.name == "loop.load"
+
+
+def scalar_dot_products(kernel) -> list[str]:
+    """Innermost loops of ``kernel`` that multiply two loaded elements and add the product into a
+    one-element accumulator: a dot product computed for one output element."""
+    found = []
+    for loop in kernel.walk():
+        if loop.name != "loop.for" or any(op.name == "loop.for" for op in loop.body.ops):
+            continue
+        accumulates = any(op.name == "loop.store" and op.operands[1].type.shape == (1,)
+                          and getattr(op.operands[0], "op", None) is not None and op.operands[0].op.name == "arith.addf"
+                          for op in loop.body.ops)
+        multiplies = any(op.name == "arith.mulf" and op.operands[0] is not op.operands[1]
+                         and all(_loaded(v) for v in op.operands) for op in loop.body.ops)
+        if accumulates and multiplies:
+            found.append(f"{kernel.sym_name}: a dot product per output element")
+    return found
+
+
+def _model(nodes, inputs, initializers=(), dtype=TP.FLOAT):
+    graph = helper.make_graph(
+        nodes, "contraction", [helper.make_tensor_value_info(name, dtype, shape) for name, shape in inputs.items()],
+        [helper.make_tensor_value_info(nodes[-1].output[0], dtype, None)], list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _weight(name, shape, rng, dtype=np.float32):
+    return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(dtype), name)
+
+
+def _cases():
+    rng = np.random.default_rng(0)
+    cases = {}
+    for m, k, n in [(1, 64, 48), (5, 64, 48), (32, 96, 80), (197, 64, 37)]:
+        cases[f"MatMul-{m}x{k}x{n}-weight"] = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], {"a": [m, k]},
+                                                     [_weight("w", (k, n), rng)])
+        cases[f"MatMul-{m}x{k}x{n}-inputs"] = _model([helper.make_node("MatMul", ["a", "b"], ["y"])],
+                                                     {"a": [m, k], "b": [k, n]})
+        for trans_a, trans_b in itertools.product((0, 1), (0, 1)):
+            cases[f"Gemm-{m}x{k}x{n}-transA{trans_a}-transB{trans_b}"] = _model(
+                [helper.make_node("Gemm", ["a", "w", "c"], ["y"], transA=trans_a, transB=trans_b, alpha=0.5)],
+                {"a": [k, m] if trans_a else [m, k]}, [_weight("w", (n, k) if trans_b else (k, n), rng),
+                                                      _weight("c", (n,), rng)])
+        cases[f"Gemm-{m}x{k}x{n}-transB-computed-B"] = _model(
+            [helper.make_node("Gemm", ["a", "b"], ["y"], transB=1)], {"a": [m, k], "b": [n, k]})
+    for a, b in [((2, 3, 12, 16), (3, 16, 20)), ((2, 1, 12, 16), (1, 4, 16, 20)), ((1, 12, 16), (2, 16, 20)),
+                 ((16,), (16, 20)), ((2, 16), (3, 16, 20))]:
+        cases[f"MatMul-broadcast-{'x'.join(map(str, a))}@{'x'.join(map(str, b))}"] = _model(
+            [helper.make_node("MatMul", ["a", "b"], ["y"])], {"a": list(a), "b": list(b)})
+    cases["MatMul-2d@1d-weight"] = _model([helper.make_node("MatMul", ["w", "v"], ["y"])], {"v": [16]},
+                                          [_weight("w", (12, 16), rng)])
+    cases["MatMul-transposed-input-B"] = _model(
+        [helper.make_node("Transpose", ["b"], ["bt"], perm=[0, 2, 1]), helper.make_node("MatMul", ["a", "bt"], ["y"])],
+        {"a": [2, 12, 16], "b": [2, 20, 16]})
+    cases["Softmax-prologue-MatMul"] = _model(
+        [helper.make_node("Softmax", ["a"], ["s"], axis=-1), helper.make_node("MatMul", ["s", "b"], ["y"])],
+        {"a": [2, 12, 16], "b": [2, 16, 20]})
+    cases["Reshape-Gemm-Reshape"] = _model(
+        [helper.make_node("Reshape", ["x", "s2"], ["x2"]), helper.make_node("Gemm", ["x2", "w", "c"], ["g"], transB=1),
+         helper.make_node("Reshape", ["g", "s3"], ["y"])], {"x": [1, 12, 32]},
+        [_weight("w", (48, 32), rng), _weight("c", (48,), rng), numpy_helper.from_array(np.array([12, 32]), "s2"),
+         numpy_helper.from_array(np.array([1, 12, 48]), "s3")])
+    cases["MatMul-Add-Reshape-Transpose-into-heads"] = _model(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "c"], ["a"]),
+         helper.make_node("Reshape", ["a", "s"], ["r"]), helper.make_node("Transpose", ["r"], ["y"], perm=[0, 2, 1, 3])],
+        {"x": [1, 12, 32]}, [_weight("w", (32, 48), rng), _weight("c", (48,), rng),
+                             numpy_helper.from_array(np.array([1, 12, 4, 12]), "s")])
+    for name, attrs, x, w in [("3x3", {}, (1, 8, 14, 14), (16, 8, 3, 3)),
+                              ("3x3-pads", {"pads": [1, 1, 1, 1]}, (1, 8, 14, 14), (16, 8, 3, 3)),
+                              ("3x3-strides2", {"strides": [2, 2], "pads": [1, 1, 1, 1]}, (1, 8, 14, 14), (16, 8, 3, 3)),
+                              ("dilations2", {"dilations": [2, 2]}, (1, 8, 14, 14), (16, 8, 3, 3)),
+                              ("group2", {"group": 2}, (1, 8, 14, 14), (16, 4, 3, 3)),
+                              ("depthwise", {"group": 8, "pads": [1, 1, 1, 1]}, (1, 8, 14, 14), (8, 1, 3, 3)),
+                              ("1x1", {}, (2, 8, 14, 14), (16, 8, 1, 1)),
+                              ("1x1-strides2", {"strides": [2, 2]}, (1, 8, 14, 14), (16, 8, 1, 1)),
+                              ("7x7-strides2", {"strides": [2, 2], "pads": [3, 3, 3, 3]}, (1, 3, 32, 32), (16, 3, 7, 7)),
+                              ("1d", {"pads": [1, 1]}, (1, 8, 30), (16, 8, 3))]:
+        cases[f"Conv-{name}"] = _model([helper.make_node("Conv", ["x", "w"], ["y"], **attrs)], {"x": list(x)},
+                                       [_weight("w", w, rng)])
+    return cases
+
+
+CASES = _cases()
+
+
+def _lowered(model):
+    module = import_model(model)
+    PassManager(parse_pipeline(f"{GRAPH_PIPELINE},{fusion_pipeline(True)},lower-to-loops")).run(module)
+    return module
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_contraction_is_vectorizable_and_right(name):
+    model = CASES[name]
+    module = _lowered(model)
+    assert [found for kernel in module.funcs[1:] for found in scalar_dot_products(kernel)] == []
+    rng = np.random.default_rng(1)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    np.testing.assert_allclose(fusecc.compile(model).run(feeds)[0], expected[0], rtol=1e-4, atol=1e-5)
+
+
+FLOAT16_CASES = {
+    "MatMul-128x512x64-weight": ([helper.make_node("MatMul", ["a", "w"], ["y"])], {"a": [128, 512]}, {"w": (512, 64)}),
+    "MatMul-2x37x64x48-inputs": ([helper.make_node("MatMul", ["a", "b"], ["y"])], {"a": [2, 37, 64], "b": [2, 64, 48]},
+                                 {}),
+    "Gemm-transB-bias": ([helper.make_node("Gemm", ["a", "w", "c"], ["y"], transB=1)], {"a": [16, 96]},
+                         {"w": (40, 96), "c": (40,)}),
+    "Conv-3x3-pads": ([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], {"x": [1, 8, 12, 12]},
+                      {"w": (16, 8, 3, 3)}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOAT16_CASES))
+def test_float16_contraction_sums_in_float32(name):
+    """A float16 contraction runs on the float32 kernels and is rounded once: within half a float16 unit
+    of the exact result (plus float32's rounding of the sum), as ONNX Runtime is."""
+    nodes, inputs, weights = FLOAT16_CASES[name]
+    rng = np.random.default_rng(2)
+    arrays = {n: rng.standard_normal(shape).astype(np.float16) for n, shape in weights.items()}
+    model = _model(nodes, inputs, [numpy_helper.from_array(a, n) for n, a in arrays.items()], dtype=TP.FLOAT16)
+    assert [found for kernel in _lowered(model).funcs[1:] for found in scalar_dot_products(kernel)] == []
+    feeds = {n: rng.standard_normal(shape).astype(np.float16) for n, shape in inputs.items()}
+    from onnx.reference import ReferenceEvaluator
+    exact = ReferenceEvaluator(_float64_copy(model)).run(None, {n: v.astype(np.float64) for n, v in feeds.items()})[0]
+    got = fusecc.compile(model).run(feeds)[0]
+    assert got.dtype == np.float16
+    error = np.abs(got.astype(np.float64) - exact)
+    assert (error <= 2.0 ** -11 * np.abs(exact) + 1e-3).all(), float(error.max())
+
+
+def _float64_copy(model):
+    """The model with its float16 inputs, outputs and weights as float64 (the exact reference)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for value in list(copy.graph.input) + list(copy.graph.output):
+        value.type.tensor_type.elem_type = TP.DOUBLE
+    for index, tensor in enumerate(copy.graph.initializer):
+        copy.graph.initializer[index].CopyFrom(
+            numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float64), tensor.name))
+    return copy
+
+
+def test_matrix_vector_product_of_computed_matrix_reads_each_row_once_contiguously():
+    """y = A v with A computed: one dot product per output is the memory-bound optimum (each row of A is
+    read once), as long as the loop walks A's row and v contiguously."""
+    model = _model([helper.make_node("MatMul", ["a", "v"], ["y"])], {"a": [12, 16], "v": [16]})
+    (kernel,) = _lowered(model).funcs[1:]
+    assert scalar_dot_products(kernel) == ["fused_matmul_0: a dot product per output element"]
+    (loop,) = [op for op in kernel.walk() if op.name == "loop.for" and not any(o.name == "loop.for" for o in op.body.ops)]
+    iv = loop.body.args[0]
+    for load in (op for op in loop.body.ops if op.name == "loop.load" and op.operands[0].type.shape != (1,)):
+        index = load.operands[1]
+        assert index is iv or (index.op.name == "arith.addi" and iv in index.op.operands), load
+    feeds = {"a": np.arange(192, dtype=np.float32).reshape(12, 16) / 100, "v": np.linspace(-1, 1, 16, dtype=np.float32)}
+    np.testing.assert_allclose(fusecc.compile(model).run(feeds)[0], feeds["a"] @ feeds["v"], rtol=1e-5)
+
+
+def test_the_detector_finds_a_dot_product_per_element():
+    """A Gemm reading B transposed, lowered without contraction-layout, is one dot product per output."""
+    model = _model([helper.make_node("Gemm", ["a", "b"], ["y"], transB=1)], {"a": [8, 32], "b": [24, 32]})
+    module = import_model(model)
+    PassManager(parse_pipeline("fuse,outline-kernels,lower-to-loops")).run(module)
+    assert scalar_dot_products(module.funcs[1]) == ["fused_gemm_0: a dot product per output element"]
