@@ -331,7 +331,7 @@ def test_folded_converter_matches_onnxruntime(case):
 # Diagnostics
 # --------------------------------------------------------------------------------------
 def test_unsupported_op_is_one_line():
-    nodes = [helper.make_node("Relu", ["x"], ["a"], name=f"n{i}") for i in range(3)]
+    nodes = [helper.make_node("Relu", ["x"], [f"a{i}"], name=f"n{i}") for i in range(3)]
     nodes.append(helper.make_node("Foo", ["x"], ["y"], name="n3"))
     with pytest.raises(FrontendError) as info:
         import_model(make_model(nodes, {"x": (F, [2])}, ["y"], opset=17))

@@ -15,9 +15,10 @@ from .shape_inference import refine
 from .rewrite import constant_value, make_constant, replace_op, resource_names
 
 
-#: the largest result folded to a constant, in elements (64 MiB of f32): a larger one stays an op
-#: computed at run time, so a small model never asks for gigabytes at compile time
-MAX_FOLDED_ELEMENTS = 1 << 24
+#: the largest result folded to a constant, in elements (512 MiB of f32, above VGG-19's largest weight,
+#: 4096 x 25088): a larger one stays an op computed at run time, so a small model never asks for
+#: gigabytes at compile time
+MAX_FOLDED_ELEMENTS = 1 << 27
 
 
 @dataclass
