@@ -1036,6 +1036,16 @@ graph("fused-Conv-dilated-1-wide-rows-Mul", [("Conv", ["x", "w"], ["c"], {"dilat
 graph("fused-Conv-1-wide-rows-Add-Relu", [("Conv", ["x", "w", "b"], ["c"], {"pads": [1, 0, 1, 0]}),
                                           ("Add", ["c", "r"], ["a"], {}), ("Relu", ["a"], ["y"], {})],
       {"x": X((2, 3, 6, 3)), "w": W((4, 3, 3, 3)), "b": W((4,)), "r": X((2, 4, 6, 1))}, ["y"])
+# Reductions ending in a square root or a logarithm of integer tensors: computed in floating point and
+# truncated, as ONNX Runtime does; with noop_with_empty_axes and no axes each element is reduced alone
+for _reduce, _dom in [("ReduceL2", "int"), ("ReduceLogSum", "posint"), ("ReduceLogSumExp", "int")]:
+    add(f"{_reduce}-i64-axis1-7x13", _reduce, [X((7, 13), "i64", _dom), C([1])], {"keepdims": 0}, opset=18)
+for _reduce, _dom in [("ReduceL1", "normal"), ("ReduceL2", "normal"), ("ReduceSumSquare", "normal"),
+                      ("ReduceLogSum", "pos"), ("ReduceLogSumExp", "normal")]:
+    add(f"{_reduce}-noop-empty-axes-7x13", _reduce, [X((7, 13), "f32", _dom)], {"noop_with_empty_axes": 1}, opset=18)
+add("ReduceLogSum-i32-noop-empty-axes-7x13", "ReduceLogSum", [X((7, 13), "i32", "posint")],
+    {"noop_with_empty_axes": 1}, opset=18)
+
 # NaN in a row: ArgMax/ArgMin give the first NaN's index (the last with select_last_index), the
 # reductions and MaxPool give NaN, as numpy does
 for _arg in ("ArgMax", "ArgMin"):

@@ -849,8 +849,10 @@ def reduce(ctx):
     else:
         axes, noop = ctx.attr("axes"), 0
     axes = [] if axes is None else ints(axes)
-    if not axes and noop:
-        return [ctx.input(0)]
+    if not axes and noop:  # each element reduced alone (|x| for ReduceL1, log x for ReduceLogSum, ...)
+        x = ctx.input(0)
+        (column,) = ctx.build(T.ReshapeOp, [x], {"shape": list(x.type.shape) + [1]})
+        return ctx.build(cls, [column], {"axes": [rank], "keepdims": 0})
     axes = sorted(normalize_axes(ctx, axes, rank)) if axes else list(range(rank))
     return ctx.build(cls, [ctx.input(0)], {"axes": axes, "keepdims": ctx.attr("keepdims", 1)})
 

@@ -540,16 +540,28 @@ def _reduce_axes(e, op, idx, axes, keepdims, in_shape, body_value, combine, init
     return e.reduce(key, deps, extents, dtype, init, combine, body)
 
 
+#: reductions that end in a logarithm or a square root: of an integer tensor they are computed in
+#: float64 and truncated toward zero, as ONNX Runtime does
+_FLOAT_RESULT = {"l2", "log_sum", "log_sum_exp"}
+
+
 def _reduction(kind, e, op, idx, axes, keepdims, key_base):
     x = op.operands[0]
-    dtype = x.type.dtype
-    shape = x.type.shape
+    if kind in _FLOAT_RESULT and not x.type.dtype.is_float:
+        wide = _reduction_of(kind, e, op, idx, axes, keepdims, key_base, DType.F64,
+                             lambda in_idx: e.cast(e.at(x, in_idx), DType.F64))
+        return e.cast(wide, x.type.dtype)
+    return _reduction_of(kind, e, op, idx, axes, keepdims, key_base, x.type.dtype, lambda in_idx: e.at(x, in_idx))
+
+
+def _reduction_of(kind, e, op, idx, axes, keepdims, key_base, dtype, load):
+    """The reduction ``kind`` of the terms ``load(in_idx)``, accumulated in ``dtype``."""
+    shape = op.operands[0].type.shape
     count = int(math.prod(shape[a] for a in axes))
 
     def run(term, combine, init, tag):
-        return _reduce_axes(e, op, idx, axes, keepdims, shape, term, combine, init, (key_base, tag))
+        return _reduce_axes(e, op, idx, axes, keepdims, shape, term, combine, init, (key_base, tag), dtype)
 
-    load = lambda in_idx: e.at(x, in_idx)  # noqa: E731
     if kind in ("sum", "mean"):
         total = run(load, e.add, 0, "sum")
         return e.div(total, e.const(count, dtype)) if kind == "mean" else total
