@@ -707,9 +707,13 @@ def gather(data, indices, *, axis=0):
 
 
 def gather_elements(data, indices, *, axis=0):
+    """out[i] = data[i with i[axis] replaced by indices[i]]; the output has the indices' shape, which may
+    be smaller than the data's along the other axes too."""
     data = np.asarray(data)
     axis = _norm_axis(axis, data.ndim)
-    return np.take_along_axis(data, _wrap_indices(indices, data.shape[axis]), axis=axis)
+    where = list(np.indices(np.shape(indices), sparse=True))
+    where[axis] = _wrap_indices(indices, data.shape[axis])
+    return data[tuple(where)]
 
 
 def gather_nd(data, indices, *, batch_dims=0):
