@@ -43,6 +43,20 @@ class TensorOp(Operation):
     #: ONNX op types this op implements (for --list-ops and diagnostics)
     onnx: ClassVar[tuple[str, ...]] = ()
     float_only: ClassVar[bool] = False
+    #: operands its micro-kernel streams from memory as vectors: nothing is fused into them
+    streamed_operands: ClassVar[tuple[int, ...]] = ()
+    #: its result is computed a block of rows at a time, so a fused region must read it at its own index
+    row_blocked: ClassVar[bool] = False
+    #: it only moves data: indices remapped, no arithmetic on values, no choice between inputs
+    moves_data: ClassVar[bool] = False
+
+    def reduced_axes(self) -> list[int] | None:
+        """The axes a reduction or a row op (softmax, a normalization, a scan) reduces; None for others."""
+        return None
+
+    def row_passes(self) -> int:
+        """How often it reads each element of a reduced row that is not cached (softmax: max, sum, output)."""
+        return 1
 
     def verify_(self) -> None:
         low, high = self.arity
@@ -527,6 +541,9 @@ class ArgReduceOp(TensorOp):
     keepdims = attr(int, 1)
     select_last_index = attr(int, 0)
 
+    def reduced_axes(self) -> list[int]:
+        return [normalize_axis(self, self.axis, self.in_types[0].rank)]
+
     def infer_types(self):
         x = self.in_types[0]
         axis = normalize_axis(self, self.axis, x.rank)
@@ -555,6 +572,12 @@ class AxisNormOp(TensorOp):
     kind = OpKind.REDUCTION
     float_only = True
     axis = attr(int, -1)
+
+    def reduced_axes(self) -> list[int]:
+        return [normalize_axis(self, self.axis, self.in_types[0].rank)]
+
+    def row_passes(self) -> int:
+        return 3  # max, sum of exponentials, output
 
     def verify_(self):
         super().verify_()
@@ -599,6 +622,13 @@ class LayerNormOp(TensorOp):
     axis = attr(int, -1)
     epsilon = attr(float, 1e-5)
 
+    def reduced_axes(self) -> list[int]:
+        rank = self.in_types[0].rank
+        return list(range(normalize_axis(self, self.axis, rank), rank))
+
+    def row_passes(self) -> int:
+        return 3  # mean, variance, output
+
     def infer_types(self):
         return [self.in_types[0]]
 
@@ -618,6 +648,13 @@ class RMSNormOp(TensorOp):
     axis = attr(int, -1)
     epsilon = attr(float, 1e-5)
 
+    def reduced_axes(self) -> list[int]:
+        rank = self.in_types[0].rank
+        return list(range(normalize_axis(self, self.axis, rank), rank))
+
+    def row_passes(self) -> int:
+        return 2  # mean of squares, output
+
     def infer_types(self):
         return [self.in_types[0]]
 
@@ -634,6 +671,12 @@ class InstanceNormOp(TensorOp):
     onnx = ("InstanceNormalization",)
     float_only = True
     epsilon = attr(float, 1e-5)
+
+    def reduced_axes(self) -> list[int]:
+        return list(range(2, self.in_types[0].rank))
+
+    def row_passes(self) -> int:
+        return 3  # mean, variance, output
 
     def infer_types(self):
         return [self.in_types[0]]
@@ -671,6 +714,8 @@ class MatMulOp(TensorOp):
     kind = OpKind.COMPUTE
     arity = (2, 2)
     onnx = ("MatMul",)
+    streamed_operands = (1,)
+    row_blocked = True
 
     def infer_types(self):
         a, b = self.in_types
@@ -698,6 +743,8 @@ class GemmOp(TensorOp):
     kind = OpKind.COMPUTE
     arity = (2, 3)
     onnx = ("Gemm",)
+    streamed_operands = (1,)
+    row_blocked = True
     alpha = attr(float, 1.0)
     beta = attr(float, 1.0)
     transA = attr(int, 0)
@@ -762,6 +809,7 @@ class ConvOp(WindowOp):
     name = "tensor.conv"
     arity = (2, 3)
     onnx = ("Conv",)
+    streamed_operands = (0,)
     group = attr(int, 1)
 
     def verify_(self):
@@ -883,6 +931,7 @@ class ReshapeOp(TensorOp):
 
     name = "tensor.reshape"
     kind = OpKind.INJECTIVE
+    moves_data = True
     onnx = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
     shape = attr([int])
 
@@ -904,6 +953,7 @@ class ReshapeOp(TensorOp):
 class TransposeOp(TensorOp):
     name = "tensor.transpose"
     kind = OpKind.INJECTIVE
+    moves_data = True
     onnx = ("Transpose",)
     perm = attr([int])
 
@@ -971,6 +1021,7 @@ class SliceOp(TensorOp):
 
     name = "tensor.slice"
     kind = OpKind.INJECTIVE
+    moves_data = True
     onnx = ("Slice",)
     starts = attr([int])
     ends = attr([int])
@@ -1004,6 +1055,7 @@ class SliceOp(TensorOp):
 class GatherOp(TensorOp):
     name = "tensor.gather"
     kind = OpKind.INJECTIVE
+    moves_data = True
     arity = (2, 2)
     onnx = ("Gather",)
     axis = attr(int, 0)
@@ -1132,6 +1184,7 @@ class PadOp(TensorOp):
 class ExpandOp(TensorOp):
     name = "tensor.expand"
     kind = OpKind.BROADCAST
+    moves_data = True
     onnx = ("Expand",)
     shape = attr([int])
 
@@ -1146,6 +1199,7 @@ class ExpandOp(TensorOp):
 class TileOp(TensorOp):
     name = "tensor.tile"
     kind = OpKind.INJECTIVE
+    moves_data = True
     onnx = ("Tile",)
     repeats = attr([int])
 
@@ -1244,6 +1298,7 @@ class GridSampleOp(TensorOp):
 class DepthToSpaceOp(TensorOp):
     name = "tensor.depth_to_space"
     kind = OpKind.INJECTIVE
+    moves_data = True
     onnx = ("DepthToSpace",)
     blocksize = attr(int)
     mode = attr(("DCR", "CRD"), "DCR")
@@ -1260,6 +1315,7 @@ class DepthToSpaceOp(TensorOp):
 class SpaceToDepthOp(TensorOp):
     name = "tensor.space_to_depth"
     kind = OpKind.INJECTIVE
+    moves_data = True
     onnx = ("SpaceToDepth",)
     blocksize = attr(int)
     mode = attr(("DCR", "CRD"), "DCR")
@@ -1287,28 +1343,11 @@ class TriluOp(TensorOp):
         return [R.trilu(x, np.array(self.k, dtype=np.int64), upper=self.upper)]
 
 
-class CumSumOp(TensorOp):
-    name = "tensor.cumsum"
+class ScanOp(TensorOp):
+    """A running reduction along ``axis`` (CumSum, CumProd): each output depends on a prefix of the axis,
+    a reduction for fusion."""
+
     kind = OpKind.REDUCTION
-    onnx = ("CumSum",)
-    axis = attr(int)
-    exclusive = attr(int, 0)
-    reverse = attr(int, 0)
-
-    def infer_types(self):
-        return [self.in_types[0]]
-
-    def reference(self, x):
-        return [R.cumsum(x, np.array(self.axis, dtype=np.int64), exclusive=self.exclusive, reverse=self.reverse)]
-
-
-class CumProdOp(TensorOp):
-    """Running products along ``axis``; like ``tensor.cumsum``, a reduction for fusion (each output depends
-    on a prefix of the axis)."""
-
-    name = "tensor.cumprod"
-    kind = OpKind.REDUCTION
-    onnx = ("CumProd",)
     axis = attr(int)
     exclusive = attr(int, 0)
     reverse = attr(int, 0)
@@ -1316,8 +1355,24 @@ class CumProdOp(TensorOp):
     def reduced_axes(self) -> list[int]:
         return [normalize_axis(self, self.axis, self.in_types[0].rank)]
 
+    def row_passes(self) -> int:
+        return self.in_types[0].shape[self.reduced_axes()[0]] or 1  # each element's prefix, uncached
+
     def infer_types(self):
         return [self.in_types[0]]
+
+
+class CumSumOp(ScanOp):
+    name = "tensor.cumsum"
+    onnx = ("CumSum",)
+
+    def reference(self, x):
+        return [R.cumsum(x, np.array(self.axis, dtype=np.int64), exclusive=self.exclusive, reverse=self.reverse)]
+
+
+class CumProdOp(ScanOp):
+    name = "tensor.cumprod"
+    onnx = ("CumProd",)
 
     def reference(self, x):
         return [R.cumprod(x, np.array(self.axis, dtype=np.int64), exclusive=self.exclusive, reverse=self.reverse)]

@@ -10,7 +10,7 @@ from fusecc.dialects.kernel import AllocOp, CopyOp, FusedOp, LaunchOp, ViewOp, W
 from fusecc.ir.core import FuncOp, IRError, Module, ReturnOp, Value
 from fusecc.dialects.loop import AllocaOp
 from fusecc.ir.types import DType, MemRefType, ScalarType, TensorType
-from fusecc.passes.fuse import ROW_CACHE_LIMIT, reduced_axes
+from fusecc.passes.fuse import ROW_CACHE_LIMIT
 from fusecc.passes.manager import Pass
 
 from .emitter import Emitter, Scope
@@ -54,7 +54,7 @@ def _row_reduced_values(fused: FusedOp, shape: tuple) -> list[Value]:
         if op.kind is not OpKind.REDUCTION or not op.operands:
             continue
         source = op.operands[0]
-        axes = reduced_axes(op)
+        axes = op.reduced_axes()
         if axes != [len(shape) - 1] or tuple(source.type.shape) != tuple(shape):
             continue
         if getattr(source, "op", None) is not None and source.op.parent is fused.body:

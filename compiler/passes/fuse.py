@@ -7,18 +7,14 @@ import sys
 from dataclasses import dataclass, field
 
 from fusecc.dialects.base import OpKind
-from fusecc.dialects.tensor import TensorOp, normalize_axis
+from fusecc.dialects.tensor import (AveragePoolOp, ConcatOp, ConstantOp, ConvOp, ConvTransposeOp, EinsumOp, GemmOp,
+                                    MatMulOp, MaxPoolOp, PadOp, ReshapeOp, TensorOp)
 from fusecc.ir.core import Module, Operation, Value
 from fusecc.ir.printer import loc_names
 
 from .manager import Pass
 from .outline import wrap_in_region
 
-#: operands that micro-kernels stream from memory as vectors: nothing fuses into them
-STREAMED_OPERANDS = {"tensor.matmul": (1,), "tensor.gemm": (1,), "tensor.conv": (0,)}
-#: contractions computed a block of result rows at a time: their region must read each result element
-#: at the region's own index (through elementwise ops), the only reads the block buffer serves
-ROW_BLOCKED = {"tensor.matmul", "tensor.gemm"}
 #: output columns per micro-kernel tile: a matmul's A element is read once per tile
 COLUMN_TILE = 64
 
@@ -44,26 +40,6 @@ def _broadcast_reads(out: Value, operand: Value) -> float:
     return max(factor, 1.0)
 
 
-def _axis_norm_axes(op: Operation) -> list[int] | None:
-    """The axes a normalizing op reduces over, for ops whose output has the input's shape."""
-    rank = op.operands[0].type.rank
-    if op.name in ("tensor.softmax", "tensor.log_softmax", "tensor.hardmax"):
-        return [normalize_axis(op, op.axis, rank)]
-    if op.name in ("tensor.layer_normalization", "tensor.rms_normalization"):
-        return list(range(normalize_axis(op, op.axis, rank), rank))
-    if op.name == "tensor.instance_normalization":
-        return list(range(2, rank))
-    return None
-
-
-def reduced_axes(op: Operation) -> list[int] | None:
-    if hasattr(op, "reduced_axes"):
-        return op.reduced_axes()
-    if op.name in ("tensor.argmax", "tensor.argmin", "tensor.cumsum"):
-        return [normalize_axis(op, op.axis, op.operands[0].type.rank)]
-    return _axis_norm_axes(op)
-
-
 def reads_per_element(consumer: Operation, operand_index: int) -> float:
     """How many times the consumer's lowering reads each element of one operand.
 
@@ -78,13 +54,13 @@ def reads_per_element(consumer: Operation, operand_index: int) -> float:
     if kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST):
         return _broadcast_reads(out, operand)
     if kind is OpKind.INJECTIVE:
-        if consumer.name == "tensor.concat":
+        if isinstance(consumer, ConcatOp):
             return float(len(consumer.operands))
-        if consumer.name == "tensor.pad":
+        if isinstance(consumer, PadOp):
             return 1.0  # every input element lands in one place; the border reads nothing
         return _broadcast_reads(out, operand)
     if kind is OpKind.REDUCTION:
-        axes = reduced_axes(consumer) or []
+        axes = consumer.reduced_axes() or []
         rank = operand.type.rank
         row = operand.type.shape[-1] if rank else 1
         last_axis_only = axes == [rank - 1]
@@ -92,21 +68,18 @@ def reads_per_element(consumer: Operation, operand_index: int) -> float:
             return _broadcast_reads(out, operand)
         if last_axis_only and row is not None and row <= ROW_CACHE_LIMIT:
             return 1.0
-        passes = {"tensor.softmax": 3, "tensor.log_softmax": 3, "tensor.layer_normalization": 3,
-                  "tensor.rms_normalization": 2, "tensor.instance_normalization": 3, "tensor.hardmax": 3}
-        if consumer.name == "tensor.cumsum":
-            return float(operand.type.shape[axes[0]] or 1)
-        return float(passes.get(consumer.name, 1))
+        return float(consumer.row_passes())
     if kind is OpKind.COMPUTE:
-        if consumer.name in ("tensor.matmul", "tensor.gemm") and operand_index == 0:
+        if consumer.row_blocked and operand_index == 0:
             return float(math.ceil(out.type.shape[-1] / COLUMN_TILE))  # broadcast once per column tile
-        if consumer.name in ("tensor.matmul", "tensor.gemm", "tensor.einsum"):
+        if isinstance(consumer, (MatMulOp, GemmOp, EinsumOp)):
             return max(_elements(out) * _contraction(consumer) / max(_elements(operand), 1), 1.0)
-        if consumer.name in ("tensor.conv", "tensor.conv_transpose", "tensor.max_pool", "tensor.average_pool"):
+        if isinstance(consumer, (ConvOp, ConvTransposeOp, MaxPoolOp, AveragePoolOp)):
             taps = math.prod(consumer.kernel_shape)
-            if consumer.name.startswith("tensor.conv") and operand_index == 0:
-                w = consumer.operands[1].type.shape
-                taps *= w[0] // consumer.group if consumer.name == "tensor.conv" else w[1]
+            if isinstance(consumer, ConvOp) and operand_index == 0:
+                taps *= consumer.operands[1].type.shape[0] // consumer.group
+            elif isinstance(consumer, ConvTransposeOp) and operand_index == 0:
+                taps *= consumer.operands[1].type.shape[1]
             strides = math.prod(consumer.window()[0])
             return max(taps / strides, 1.0)
         return float(_elements(out))
@@ -114,10 +87,10 @@ def reads_per_element(consumer: Operation, operand_index: int) -> float:
 
 
 def _contraction(op: Operation) -> int:
-    if op.name == "tensor.gemm":
+    if isinstance(op, GemmOp):
         a = op.operands[0].type.shape
         return a[0] if op.transA else a[1]
-    if op.name == "tensor.matmul":
+    if isinstance(op, MatMulOp):
         return op.operands[0].type.shape[-1]
     return 1
 
@@ -131,14 +104,14 @@ class Group:
     reads: dict[int, float] = field(default_factory=dict)
     #: whether an op's last axis is the region's last axis (index passed through unchanged)
     aligned: dict[int, bool] = field(default_factory=dict)
-    #: whether the region reads an op's result at the region's own index, element for element
-    direct: dict[int, bool] = field(default_factory=dict)
+    #: whether the region reads an op's result within the region's own rows (its outer index unchanged)
+    in_row: dict[int, bool] = field(default_factory=dict)
 
     def __post_init__(self):
         self.ops.append(self.root)
         self.reads[id(self.root)] = 1.0
         self.aligned[id(self.root)] = True
-        self.direct[id(self.root)] = True
+        self.in_row[id(self.root)] = True
 
     @property
     def shape(self):
@@ -232,12 +205,12 @@ class Fuse(Pass):
                 sys.stderr.write(f"[fuse] {decision.describe()}\n")
 
     def _fuse_block(self, block) -> None:
-        ops = [op for op in block.ops if isinstance(op, TensorOp) and op.name != "tensor.constant"]
+        ops = [op for op in block.ops if isinstance(op, TensorOp) and not isinstance(op, ConstantOp)]
         position = {id(op): i for i, op in enumerate(block.ops)}
         owner: dict[int, Group] = {}
         groups = []
         for op in reversed(ops):
-            if id(op) in owner or op.name == "tensor.reshape" or op.kind is OpKind.OPAQUE or len(op.results) != 1:
+            if id(op) in owner or isinstance(op, ReshapeOp) or op.kind is OpKind.OPAQUE or len(op.results) != 1:
                 continue
             group = Group(op)
             owner[id(op)] = group
@@ -288,7 +261,7 @@ class Fuse(Pass):
             return False
         a_inputs = {id(v) for op in a.ops for v in op.operands if getattr(v, "op", None) not in a.ops}
         shared = any(id(v) in a_inputs for op in b.ops for v in op.operands
-                     if getattr(getattr(v, "op", None), "name", "") != "tensor.constant")
+                     if not isinstance(getattr(v, "op", None), ConstantOp))
         if not shared:
             return False
         end = max(position[id(op)] for op in a.ops + b.ops)
@@ -306,31 +279,31 @@ class Fuse(Pass):
             consumer = worklist.pop()
             for index, operand in enumerate(consumer.operands):
                 producer = getattr(operand, "op", None)
-                if not isinstance(producer, TensorOp) or producer.name == "tensor.constant":
+                if not isinstance(producer, TensorOp) or isinstance(producer, ConstantOp):
                     continue
                 if id(producer) in owner:
                     continue
                 reads = group.reads[id(consumer)] * reads_per_element(consumer, index)
                 aligned = group.aligned[id(consumer)] and _keeps_last_axis(consumer, index)
-                direct = group.direct[id(consumer)] and _reads_at_own_index(consumer, index)
-                reason = self.can_fuse(producer, consumer, index, group, owner, reads, aligned, direct)
+                in_row = group.in_row[id(consumer)] and _reads_in_own_row(consumer, index)
+                reason = self.can_fuse(producer, consumer, index, group, owner, reads, aligned, in_row)
                 self.decisions.append(Decision(producer, consumer, reason))
                 if reason is None:
                     group.ops.append(producer)
                     group.reads[id(producer)] = reads
                     group.aligned[id(producer)] = aligned
-                    group.direct[id(producer)] = direct
+                    group.in_row[id(producer)] = in_row
                     owner[id(producer)] = group
                     worklist.append(producer)
 
     def can_fuse(self, producer: Operation, consumer: Operation, operand_index: int, group: Group,
-                 owner: dict[int, Group], reads: float, aligned: bool = True, direct: bool = True) -> str | None:
+                 owner: dict[int, Group], reads: float, aligned: bool = True, in_row: bool = True) -> str | None:
         """``None`` if ``producer`` may join ``group``, else the reason it may not.
 
         ``reads`` is how often the region would compute each of the
         producer's elements; ``aligned`` whether the producer's last axis is
         the region's (so per-row work hoists out of the inner loop);
-        ``direct`` whether the region reads the producer at its own index.
+        ``in_row`` whether the region reads the producer within its own rows.
         """
         if producer.kind is OpKind.OPAQUE:
             return "opaque op"
@@ -341,10 +314,10 @@ class Fuse(Pass):
                 return f"result is also used by {label(user)} outside the region"
         if len(group.ops) >= self.max_ops:
             return f"region reached max-ops={self.max_ops}"
-        if operand_index in STREAMED_OPERANDS.get(consumer.name, ()):
+        if operand_index in consumer.streamed_operands:
             return f"{label(consumer)} streams this operand from memory (its micro-kernel needs it)"
         kind = producer.kind
-        if kind is OpKind.INJECTIVE and _pure_movement(producer):
+        if kind is OpKind.INJECTIVE and producer.moves_data:
             return None
         if kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST, OpKind.INJECTIVE):
             if reads > self.max_recompute:
@@ -354,7 +327,7 @@ class Fuse(Pass):
                 return f"it is better as the epilogue of {label(epilogue_of)} (read once there)"
             return None
         if kind is OpKind.REDUCTION:
-            axes = reduced_axes(producer)
+            axes = producer.reduced_axes()
             rank = len(group.shape)
             value = producer.results[0]
             if value.type.rank != rank or axes != [rank - 1] or not aligned:
@@ -369,7 +342,7 @@ class Fuse(Pass):
                 return "the region walks other channels than the conv's output (its block schedule needs them)"
             if reads != 1.0:
                 return f"compute result would be recomputed {reads:.0f} times per element"
-            if producer.name in ROW_BLOCKED and not direct:
+            if producer.row_blocked and not in_row:
                 return ("the region reads its result through index arithmetic (a transpose or reshape), which its "
                         "block schedule cannot serve")
             return None
@@ -384,14 +357,19 @@ def _keeps_last_axis(consumer: Operation, index: int) -> bool:
     if consumer.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST):
         return True
     if consumer.kind is OpKind.REDUCTION and index == 0:
-        return reduced_axes(consumer) == [out.type.rank - 1]
+        return consumer.reduced_axes() == [out.type.rank - 1]
     return False
 
 
-def _reads_at_own_index(consumer: Operation, index: int) -> bool:
-    """Whether ``consumer`` reads element i of operand ``index`` for its own element i, and only then."""
+def _reads_in_own_row(consumer: Operation, index: int) -> bool:
+    """Whether ``consumer`` reads operand ``index`` (of its own shape) only within the row it writes: at its
+    own element (elementwise), or along that row (a softmax or normalization over the last axis)."""
     operand, out = consumer.operands[index], consumer.results[0]
-    return consumer.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST) and operand.type.shape == out.type.shape
+    if operand.type.shape != out.type.shape:
+        return False
+    if consumer.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST):
+        return True
+    return consumer.kind is OpKind.REDUCTION and index == 0 and consumer.reduced_axes() == [out.type.rank - 1]
 
 
 def _free_epilogue_host(op: Operation, depth: int = 8) -> Operation | None:
@@ -414,9 +392,3 @@ def _free_epilogue_host(op: Operation, depth: int = 8) -> Operation | None:
 def label(op: Operation) -> str:
     """How diagnostics name an op: its source nodes, else its op name."""
     return "+".join(loc_names(op.loc)) or op.name
-
-
-def _pure_movement(op: Operation) -> bool:
-    """Ops that only remap indices (no arithmetic on values, no select between inputs)."""
-    return op.name in ("tensor.reshape", "tensor.transpose", "tensor.slice", "tensor.expand", "tensor.tile",
-                       "tensor.depth_to_space", "tensor.space_to_depth", "tensor.gather")
