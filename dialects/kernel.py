@@ -67,6 +67,7 @@ class AllocOp(KernelOp):
 
     name = "kernel.alloc"
     num_operands = 0
+    fresh_each_time = True
     offset = attr(int, -1)
 
     def verify_(self) -> None:

@@ -60,6 +60,7 @@ class LoadOp(LoopOp):
 
     name = "loop.load"
     num_operands = 2
+    fresh_each_time = True
 
     def verify_(self) -> None:
         buffer, index = self.operands
@@ -90,6 +91,7 @@ class AllocaOp(LoopOp):
 
     name = "loop.alloca"
     num_operands = 0
+    fresh_each_time = True
 
     def verify_(self) -> None:
         if not isinstance(self.result.type, MemRefType) or not self.result.type.is_static:

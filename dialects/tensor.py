@@ -49,6 +49,8 @@ class TensorOp(Operation):
     row_blocked: ClassVar[bool] = False
     #: it only moves data: indices remapped, no arithmetic on values, no choice between inputs
     moves_data: ClassVar[bool] = False
+    #: it needs a kernel when left alone (a constant becomes a weight, a reshape a view of its input)
+    needs_kernel: ClassVar[bool] = True
 
     def reduced_axes(self) -> list[int] | None:
         """The axes a reduction or a row op (softmax, a normalization, a scan) reduces; None for others."""
@@ -155,6 +157,7 @@ class ConstantOp(TensorOp):
 
     name = "tensor.constant"
     arity = (0, 0)
+    needs_kernel = False
     onnx = ("Constant",)
     value = attr(DenseAttr)
 
@@ -932,6 +935,7 @@ class ReshapeOp(TensorOp):
     name = "tensor.reshape"
     kind = OpKind.INJECTIVE
     moves_data = True
+    needs_kernel = False
     onnx = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
     shape = attr([int])
 

@@ -26,6 +26,7 @@ class LoadOp(VectorOp):
 
     name = "vector.load"
     num_operands = 2
+    fresh_each_time = True
     lanes = attr(int, 0)
 
     def verify_(self) -> None:

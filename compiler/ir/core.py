@@ -107,6 +107,9 @@ class Operation:
     num_regions: ClassVar[int] = 0
     #: whether the op does more than compute its results (writes memory, calls, terminates)
     side_effects: ClassVar[bool] = False
+    #: its result depends on more than its operands and attributes (a new buffer, or a read of memory
+    #: that may have changed), so two of them are never merged
+    fresh_each_time: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

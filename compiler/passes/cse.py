@@ -9,10 +9,6 @@ from fusecc.ir.core import Block, Module
 
 from .manager import Pass
 
-#: ops whose results depend on more than their operands and attributes
-NOT_CSE = {"kernel.alloc", "loop.alloca", "loop.load", "vector.load"}
-
-
 @dataclass
 class CommonSubexpressionElimination(Pass):
     """Merges ops that compute the same thing: same name, operands, attributes and result types.
@@ -34,7 +30,7 @@ class CommonSubexpressionElimination(Pass):
             for region in op.regions:
                 for nested in region.blocks:
                     self._block(nested, seen)
-            if op.regions or op.side_effects or op.name in NOT_CSE:
+            if op.regions or op.side_effects or op.fresh_each_time:
                 continue
             key = (op.name, tuple(id(v) for v in op.operands),
                    tuple(sorted((k, attr_key(v)) for k, v in op.attributes.items())),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fusecc.dialects.tensor import SliceOp, normalize_axis
+from fusecc.dialects.tensor import SliceOp, SplitOp, normalize_axis
 from fusecc.ir.core import Module
 
 from .manager import Pass
@@ -25,7 +25,7 @@ class Decompose(Pass):
     def run(self, module: Module) -> None:
         for func in module.funcs:
             for op in list(func.body.ops):
-                if op.name == "tensor.split":
+                if isinstance(op, SplitOp):
                     axis = normalize_axis(op, op.axis, op.operands[0].type.rank)
                     pieces, start = [], 0
                     for size in op.split:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusecc.dialects.tensor import ConvOp
+from fusecc.dialects.tensor import BatchNormOp, ConvOp
 from fusecc.ir.core import Module
 from fusecc.ir.printer import loc_names
 
@@ -30,10 +30,10 @@ class FoldBatchNorm(Pass):
         taken = resource_names(module)
         for func in module.funcs:
             for bn in list(func.body.ops):
-                if bn.name != "tensor.batch_normalization":
+                if not isinstance(bn, BatchNormOp):
                     continue
                 conv = getattr(bn.operands[0], "op", None)
-                if conv is None or conv.name != "tensor.conv" or len(conv.results[0].uses) != 1:
+                if not isinstance(conv, ConvOp) or len(conv.results[0].uses) != 1:
                     continue
                 weight = constant_value(conv.operands[1])
                 params = [constant_value(v) for v in bn.operands[1:]]

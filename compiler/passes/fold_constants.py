@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusecc.dialects.tensor import TensorOp
-from fusecc.ir.core import Module
+from fusecc.dialects.tensor import ConstantOp, ShapeOp, TensorOp
+from fusecc.ir.core import Module, ReturnOp
 from fusecc.ir.printer import loc_names
 
 from .manager import Pass
@@ -39,7 +39,7 @@ class FoldConstants(Pass):
         taken = resource_names(module)
         for func in module.funcs:
             for op in list(func.body.ops):
-                if not isinstance(op, TensorOp) or op.name == "tensor.constant":
+                if not isinstance(op, TensorOp) or isinstance(op, ConstantOp):
                     continue
                 for result, inferred in zip(op.results, op.infer_types()):
                     result.type = refine(result.type, inferred)
@@ -53,12 +53,12 @@ class FoldConstants(Pass):
                                         loc=op.loc)
                           for i, out in enumerate(outputs)]
                 replace_op(op, values)
-            if func.body.ops and func.body.ops[-1].name == "func.return":
+            if func.body.ops and isinstance(func.body.ops[-1], ReturnOp):
                 func.result_types = [v.type for v in func.return_op.operands]
 
     @staticmethod
     def _inputs(op):
-        if op.name == "tensor.shape" and op.operands[0].type.is_static:
+        if isinstance(op, ShapeOp) and op.operands[0].type.is_static:
             return [np.empty(op.operands[0].type.shape, dtype=np.uint8)]
         arrays = [constant_value(v) for v in op.operands]
         return None if any(a is None for a in arrays) else arrays

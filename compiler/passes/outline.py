@@ -5,15 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fusecc.dialects.kernel import FusedOp, YieldOp
-from fusecc.dialects.tensor import TensorOp
+from fusecc.dialects.tensor import ConcatOp, TensorOp
 from fusecc.ir.core import Block, Module, Operation, Region
 
 from .manager import Pass
 from .rewrite import INLINE_LIMIT, constant_value
-
-#: ops that never need a kernel: constants become weights, reshapes become views
-NO_KERNEL = {"tensor.constant", "tensor.reshape"}
-
 
 def concat_in_place(op: Operation) -> bool:
     """Whether a concat can be a view: its producers write straight into slices of its buffer.
@@ -21,7 +17,7 @@ def concat_in_place(op: Operation) -> bool:
     Needs each operand to be a contiguous slice of the result (all dimensions
     before the axis are 1), computed by a kernel, and used only here, once.
     """
-    if op.name != "tensor.concat" or not op.results[0].type.is_static:
+    if not isinstance(op, ConcatOp) or not op.results[0].type.is_static:
         return False
     shape = op.results[0].type.shape
     axis = op.axis % len(shape)
@@ -32,7 +28,9 @@ def concat_in_place(op: Operation) -> bool:
         producer = getattr(value, "op", None)
         if producer is None or id(value) in seen or len(value.uses) != 1:
             return False
-        if not isinstance(producer, (TensorOp, FusedOp)) or producer.name in NO_KERNEL | {"tensor.concat"}:
+        if isinstance(producer, TensorOp) and (not producer.needs_kernel or isinstance(producer, ConcatOp)):
+            return False
+        if not isinstance(producer, (TensorOp, FusedOp)):
             return False
         seen.add(id(value))
     return True
@@ -100,5 +98,5 @@ class OutlineKernels(Pass):
     def run(self, module: Module) -> None:
         for func in module.funcs:
             for op in list(func.body.ops):
-                if isinstance(op, TensorOp) and op.name not in NO_KERNEL and not concat_in_place(op):
+                if isinstance(op, TensorOp) and op.needs_kernel and not concat_in_place(op):
                     wrap_in_region([op], op.kind.value)

@@ -42,7 +42,7 @@ class PadConvInputs(Pass):
 
     @staticmethod
     def _applies(op) -> bool:
-        if op.name != "tensor.conv" or op.operands[0].type.rank != 4 or op.group != 1:
+        if not isinstance(op, ConvOp) or op.operands[0].type.rank != 4 or op.group != 1:
             return False
         strides, pads, dilations = op.window()
         return any(pads) and list(op.kernel_shape) != [1, 1] and all(s == 1 for s in strides) \

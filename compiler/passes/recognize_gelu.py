@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusecc.dialects.tensor import GeluOp
+from fusecc.dialects.tensor import AddOp, DivOp, ErfOp, GeluOp, MulOp, NegOp, PowOp, SubOp, TanhOp
 from fusecc.ir.core import Module, Operation, Value
 from fusecc.ir.printer import loc_names
 
@@ -17,13 +17,13 @@ from .rewrite import constant_value
 #: a polynomial in the GELU's input x and the tanh/erf result t: {(degree of x, degree of t): coefficient}
 Poly = dict[tuple[int, int], float]
 
-_ARITHMETIC = {"tensor.add", "tensor.sub", "tensor.mul", "tensor.div", "tensor.neg", "tensor.pow"}
+_ARITHMETIC = (AddOp, SubOp, MulOp, DivOp, NegOp, PowOp)
 #: 0.5 x (1 + t): the outer expression of both GELU forms
 _OUTER = {(1, 0): 0.5, (1, 1): 0.5}
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 #: the argument of tanh / erf as a polynomial in x, per form
-_INNER = {"tensor.tanh": ("tanh", {(1, 0): _SQRT_2_OVER_PI, (3, 0): _SQRT_2_OVER_PI * 0.044715}),
-          "tensor.erf": ("none", {(1, 0): 1.0 / math.sqrt(2.0)})}
+_INNER = {TanhOp: ("tanh", {(1, 0): _SQRT_2_OVER_PI, (3, 0): _SQRT_2_OVER_PI * 0.044715}),
+          ErfOp: ("none", {(1, 0): 1.0 / math.sqrt(2.0)})}
 #: how many single-use ops above tanh/erf the outer product may take
 _MAX_CLIMB = 6
 
@@ -49,12 +49,12 @@ class RecognizeGelu(Pass):
     def run(self, module: Module) -> None:
         for func in module.funcs:
             for op in list(func.body.ops):
-                if op.name in _INNER:
+                if type(op) in _INNER:
                     _rewrite(op)
 
 
 def _rewrite(special: Operation) -> None:
-    approximate, inner_expected = _INNER[special.name]
+    approximate, inner_expected = _INNER[type(special)]
     inner_ops: list[Operation] = []
     x = _single_leaf(special.operands[0])
     if x is None or not x.type.dtype.is_float:
@@ -68,7 +68,7 @@ def _rewrite(special: Operation) -> None:
         if len(current.uses) != 1:
             return
         user = current.uses[0][0]
-        if user.name not in _ARITHMETIC:
+        if not isinstance(user, _ARITHMETIC):
             return
         visited: list[Operation] = []
         poly = _poly(user.results[0], x, t, visited, set(), top=True)
@@ -99,7 +99,7 @@ def _single_leaf(value: Value) -> Value | None:
         op = getattr(v, "op", None)
         if constant_value(v) is not None:
             return
-        if op is not None and op.name in _ARITHMETIC and len(v.uses) == 1:
+        if isinstance(op, _ARITHMETIC) and len(v.uses) == 1:
             for operand in op.operands:
                 visit(operand)
             return
@@ -126,10 +126,10 @@ def _poly(value: Value, x: Value, t: Value | None, ops: list[Operation], on_path
     if array is not None:
         return {(0, 0): float(array.reshape(-1)[0])} if array.size == 1 else None
     op = getattr(value, "op", None)
-    if op is None or op.name not in _ARITHMETIC or (len(value.uses) != 1 and not top) or id(op) in on_path:
+    if not isinstance(op, _ARITHMETIC) or (len(value.uses) != 1 and not top) or id(op) in on_path:
         return None
     on_path.add(id(op))
-    if op.name == "tensor.pow":
+    if isinstance(op, PowOp):
         exponent = constant_value(op.operands[1])
         if exponent is None or exponent.size != 1 or float(exponent.reshape(-1)[0]) not in (1.0, 2.0, 3.0, 4.0):
             return None
@@ -137,7 +137,7 @@ def _poly(value: Value, x: Value, t: Value | None, ops: list[Operation], on_path
         result = base
         for _ in range(int(exponent.reshape(-1)[0]) - 1):
             result = None if result is None else _times(result, base)
-    elif op.name == "tensor.neg":
+    elif isinstance(op, NegOp):
         base = _poly(op.operands[0], x, t, ops, on_path)
         result = None if base is None else _scale(base, -1.0)
     else:
@@ -145,11 +145,11 @@ def _poly(value: Value, x: Value, t: Value | None, ops: list[Operation], on_path
         b = _poly(op.operands[1], x, t, ops, on_path)
         if a is None or b is None:
             return None
-        if op.name == "tensor.add":
+        if isinstance(op, AddOp):
             result = _plus(a, b)
-        elif op.name == "tensor.sub":
+        elif isinstance(op, SubOp):
             result = _plus(a, _scale(b, -1.0))
-        elif op.name == "tensor.mul":
+        elif isinstance(op, MulOp):
             result = _times(a, b)
         else:
             divisor = b.get((0, 0))

@@ -20,8 +20,10 @@ def replace_op(op: Operation, new_values: list[Value]) -> None:
 
 def constant_value(value: Value) -> np.ndarray | None:
     """The array a value holds if it is defined by ``tensor.constant`` with known data."""
+    from fusecc.dialects.tensor import ConstantOp
+
     owner = getattr(value, "op", None)
-    if owner is None or owner.name != "tensor.constant":
+    if not isinstance(owner, ConstantOp):
         return None
     attr = owner.attributes.get("value")
     return attr.data if isinstance(attr, DenseAttr) else None

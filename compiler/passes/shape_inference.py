@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fusecc.dialects.tensor import TensorOp
-from fusecc.ir.core import Module
+from fusecc.ir.core import Module, ReturnOp
 from fusecc.ir.types import TensorType
 
 from .manager import Pass
@@ -37,5 +37,5 @@ class ShapeInference(Pass):
                 if isinstance(op, TensorOp):
                     for result, inferred in zip(op.results, op.infer_types()):
                         result.type = refine(result.type, inferred)
-            if func.body.ops and func.body.ops[-1].name == "func.return":
+            if func.body.ops and isinstance(func.body.ops[-1], ReturnOp):
                 func.result_types = [v.type for v in func.return_op.operands]

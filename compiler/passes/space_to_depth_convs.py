@@ -37,7 +37,7 @@ class SpaceToDepthConvs(Pass):
         taken = resource_names(module)
         for func in module.funcs:
             for op in list(func.body.ops):
-                weights = constant_value(op.operands[1]) if op.name == "tensor.conv" and len(op.operands) > 1 else None
+                weights = constant_value(op.operands[1]) if isinstance(op, ConvOp) and len(op.operands) > 1 else None
                 if weights is None or not self._applies(op):
                     continue
                 (stride, _), pads, _ = op.window()
