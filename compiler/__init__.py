@@ -1,7 +1,7 @@
 """fusecc: an operator-fusion compiler for ONNX models.
 
-    m = fusecc.compile("model.onnx")       # JIT-compile in-process
-    outputs = m.run({"x": array})          # or m(array)
+    m = fusecc.compile("model.onnx")       # native code, from the compile cache when it holds it
+    outputs = m.run({"x": array})          # or m(array), or m.run(None, {"x": array}) as onnxruntime
     m.save("model.so")                     # shared library + C header
     m = fusecc.load("model.so")
 
@@ -10,27 +10,38 @@ Heavy parts (onnx, llvmlite) are imported on first use, so ``import fusecc`` is 
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The version pyproject.toml gives, as the installed distribution records it."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("fusecc")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shapes: dict | None = None,
-            print_ir_after_all: bool = False, print_ir_after: tuple[str, ...] = (),
+            cache: bool = True, print_ir_after_all: bool = False, print_ir_after: tuple[str, ...] = (),
             print_ir_before: tuple[str, ...] = (), verify_each: bool = True, time_passes: bool = False,
             dump_ir_dir: str | None = None):
     """Compile an ONNX model (path, bytes or ``onnx.ModelProto``) or a ``.fir`` file to native code.
 
     ``fusion=False`` (the default at ``opt_level=0``) gives one kernel per op.
     ``input_shapes`` fixes dynamic input dimensions, e.g. ``{"x": (1, 3, 224, 224)}``.
+    ``cache=False`` compiles without the compile cache (see ``fusecc.cache``); a compilation that prints or dumps
+    IR or times passes never uses it. The model's ``cache_hit`` tells whether the cache held it.
     The printing options match the CLI's ``--print-ir-*`` flags (output on stderr).
     """
     from .driver import Options, compile_model
-    from .passes.manager import Instrumentation
 
-    instrumentation = Instrumentation(verify_each=verify_each, print_after_all=print_ir_after_all,
-                                      print_after=set(print_ir_after), print_before=set(print_ir_before),
-                                      time_passes=time_passes, dump_dir=dump_ir_dir)
+    instrumentation = None  # the pass manager's default: verify after each pass, print nothing
+    if print_ir_after_all or print_ir_after or print_ir_before or time_passes or dump_ir_dir or not verify_each:
+        from .passes.manager import Instrumentation  # imports every pass, which a cache hit does without
+        instrumentation = Instrumentation(verify_each=verify_each, print_after_all=print_ir_after_all,
+                                          print_after=set(print_ir_after), print_before=set(print_ir_before),
+                                          time_passes=time_passes, dump_dir=dump_ir_dir)
     options = Options(opt_level=opt_level, fusion=fusion, input_shapes=input_shapes,
-                      instrumentation=instrumentation)
+                      instrumentation=instrumentation, cache=cache)
     return compile_model(model, options)
 
 
@@ -41,6 +52,9 @@ def load(path: str):
 
 
 def __getattr__(name):
+    if name == "__version__":
+        globals()["__version__"] = _installed_version()
+        return globals()["__version__"]
     if name == "CompiledModel":
         from fusecc.runtime.model import CompiledModel
         return CompiledModel

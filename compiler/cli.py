@@ -1,7 +1,8 @@
 """Command-line tools: ``fusecc`` (compile a model) and ``fusecc-opt`` (run passes on a .fir file).
 
-Errors print one ``fusecc: error: ...`` message and exit with status 1; set
-``FUSECC_DEBUG=1`` or more for reports (see ``fusecc.driver``).
+Errors print one ``fusecc: error: ...`` message and exit with status 1, warnings one ``fusecc: warning: ...``
+line; set ``FUSECC_DEBUG=1`` or more for reports (see ``fusecc.driver``). A shared library comes from the
+compile cache when it holds it (``--no-cache`` to compile anyway; see ``fusecc.cache``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import os
 import re
 import sys
+import warnings
 
 _EMIT_BY_SUFFIX = {".so": "so", ".o": "obj", ".ll": "llvm", ".s": "asm", ".fir": "ir"}
 
@@ -62,8 +64,25 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    sys.stderr.write(f"fusecc: warning: {message}\n")
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: prints ``fusecc <version>`` and exits (the version is looked up only then)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print fusecc's version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import fusecc
+        sys.stdout.write(f"fusecc {fusecc.__version__}\n")
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fusecc", description="Compile an ONNX model to native code.")
+    parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("model", nargs="?", help="an .onnx model or a tensor-level .fir file")
     parser.add_argument("-o", "--output", help="output file (.so, .o, .ll, .s or .fir); default: IR on stdout")
     parser.add_argument("--emit", choices=["ir", "llvm", "asm", "obj", "so"],
@@ -84,14 +103,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fusion-report", action="store_true",
                         help="print each fused region and the kernel count, then exit")
     parser.add_argument("--elide-weights", action="store_true", help="with --emit=ir: leave weights out")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="compile the shared library even if the compile cache holds it, and keep it out")
     _add_pass_flags(parser)
     args = parser.parse_args(argv)
-    try:
-        return _run(parser, args)
-    except _known_errors() as exc:
-        return _fail(str(exc))
-    except KeyboardInterrupt:
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return _run(parser, args)
+        except _known_errors() as exc:
+            return _fail(str(exc))
+        except KeyboardInterrupt:
+            return 130
 
 
 def _run(parser, args) -> int:
@@ -114,11 +137,15 @@ def _run(parser, args) -> int:
 
     opt_level = 3 if args.opt_level is None else args.opt_level
     options = Options(opt_level=opt_level, fusion=False if args.no_fusion else None,
-                      input_shapes=dict(args.input_shape) or None, instrumentation=_instrumentation(args))
+                      input_shapes=dict(args.input_shape) or None, instrumentation=_instrumentation(args),
+                      cache=not args.no_cache)
     emit = args.emit or (_EMIT_BY_SUFFIX.get(os.path.splitext(args.output)[1]) if args.output else "ir")
     if emit is None:
         return _fail(f"cannot tell what to emit from '{args.output}'; pass --emit")
-    module = load_module(args.model, options.input_shapes)
+    if emit == "so" and not (args.fusion_report or args.compile_to):
+        return _write_library(args, options)
+    imported = load_module(args.model, options.input_shapes)
+    module = imported.module
     if args.fusion_report:
         from fusecc.report import fusion_report
         run_phases(module, Options(**{**options.__dict__, "compile_to": "fusion"}))
@@ -130,18 +157,11 @@ def _run(parser, args) -> int:
             run_phases(module, options)
         _write(args.output, print_module(module, elide_resources=args.elide_weights))
         return 0
-    module, info = lower(module, options)
+    module, info = lower(imported, options)
     from fusecc.codegen import target
-    from fusecc.codegen.aot import build_shared_library
     from fusecc.codegen.llvm_emit import emit_llvm
 
     llvm_module, weights = emit_llvm(module)
-    if emit == "so":
-        output = args.output or "model.so"
-        build_shared_library(llvm_module, weights.blob(), info, output, opt_level, args.name)
-        print(f"wrote {output} and {os.path.splitext(output)[0]}.h ({len(info['kernels'])} kernels)",
-              file=sys.stderr)
-        return 0
     module_ref = target.parse_and_optimize(str(llvm_module), opt_level)
     if emit == "llvm":
         _write(args.output, str(module_ref))
@@ -155,11 +175,24 @@ def _run(parser, args) -> int:
     return 0
 
 
+def _write_library(args, options) -> int:
+    """``-o model.so``: the shared library and its header, from the compile cache when it holds them."""
+    from fusecc.cache import open_cache
+    from fusecc.driver import header_path, write_library
+
+    output = args.output or "model.so"
+    library = write_library(args.model, options, output, args.name, open_cache() if options.cached else None)
+    origin = ", from the compile cache" if library.cache_hit else ""
+    print(f"wrote {output} and {header_path(output)} ({len(library.info['kernels'])} kernels{origin})",
+          file=sys.stderr)
+    return 0
+
+
 def _onnx_node_count(path: str) -> int:
     """Nodes in the ONNX graph (tensor-level ops for a .fir input)."""
     if path.endswith(".fir"):
         from fusecc.driver import load_module
-        return sum(1 for op in load_module(path).main.body.ops if op.name.startswith("tensor."))
+        return sum(1 for op in load_module(path).module.main.body.ops if op.name.startswith("tensor."))
     import onnx
     return len(onnx.load(path, load_external_data=False).graph.node)
 

@@ -1,5 +1,9 @@
 """The compiler driver: runs the phases on a model and produces a ``CompiledModel`` or files.
 
+A shared library, and a compiled model, come from the compile cache (``fusecc.cache``) when it holds them:
+``fusecc.compile`` then returns a model backed by the cached library. A compilation someone watches (IR printing
+or dumping, pass timings, ``FUSECC_DEBUG``) bypasses the cache, as does ``cache=False``.
+
 ``FUSECC_DEBUG`` (an integer) turns on reports, each level adding to the last:
 
     1  phases with timings, the kernel count and every kernel with its ONNX nodes
@@ -11,8 +15,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -39,22 +45,62 @@ class Options:
     instrumentation: object = None
     compile_to: str = "llvm"
     debug: int = field(default_factory=debug_level)
+    #: whether the compile cache may serve and keep the result
+    cache: bool = True
 
     @property
     def fuse(self) -> bool:
         return self.opt_level > 0 if self.fusion is None else self.fusion
 
+    @property
+    def watched(self) -> bool:
+        """Whether someone watches the compilation happen: IR printed or dumped, passes timed, ``FUSECC_DEBUG``."""
+        inst = self.instrumentation
+        return self.debug > 0 or inst is not None and bool(
+            inst.print_before or inst.print_after or inst.print_after_all or inst.print_after_change
+            or inst.time_passes or inst.dump_dir)
 
-def load_module(source, input_shapes=None) -> Module:
-    """An ONNX model (path, bytes or ModelProto) or a ``.fir`` file, as a tensor-level module."""
+    @property
+    def cached(self) -> bool:
+        """Whether the compile cache may serve this compilation: asked for, and not watched."""
+        return self.cache and not self.watched
+
+
+@dataclass
+class Imported:
+    """A model at the tensor level, with the ONNX element types its graph declares for its inputs and outputs
+    (``TensorProto`` codes by value name; none for a ``.fir`` file)."""
+
+    module: Module
+    declared_types: dict[str, int]
+
+
+def load_module(source, input_shapes=None) -> Imported:
+    """An ONNX model (path, bytes or ModelProto) or a ``.fir`` file, as a tensor-level module; ``source`` may be
+    a ``cache_key.ModelSource`` of one."""
+    from fusecc.cache_key import ModelSource
+    if isinstance(source, ModelSource):
+        source = source.model
     if isinstance(source, (str, os.PathLike)) and str(source).endswith(".fir"):
         from fusecc.ir.parser import parse_file
         import fusecc.dialects  # noqa: F401
         module = parse_file(source)
         module.verify()
-        return module
-    from .frontend.onnx_import import import_model
-    return import_model(source, input_shapes=input_shapes)
+        return Imported(module, {})
+    from .frontend.onnx_import import import_model, load_model
+    proto = load_model(source)
+    declared = {vi.name: vi.type.tensor_type.elem_type for vi in [*proto.graph.input, *proto.graph.output]}
+    return Imported(import_model(proto, input_shapes=input_shapes), declared)
+
+
+def pass_pipelines(options: Options) -> dict[str, str]:
+    """Each phase's pass pipeline as ``options`` and the target choose it: the loops phase vectorizes for the
+    target's widest registers."""
+    from fusecc.codegen.target import preferred_vector_width
+    pipelines = phase_pipelines(options.fuse, explain=options.debug >= 2)
+    pipelines["loops"] = pipelines["loops"].replace(
+        "lower-to-loops", f"lower-to-loops{{vector-width={preferred_vector_width()}}}", 1)
+    return pipelines
 
 
 def run_phases(module: Module, options: Options, log=sys.stderr) -> Module:
@@ -75,18 +121,25 @@ def run_phases(module: Module, options: Options, log=sys.stderr) -> Module:
     return module
 
 
-def model_info(graph: Module) -> dict:
-    """Input/output specs of a tensor-level ``@main`` and the kernels of its fused regions."""
+def model_info(graph: Module, declared_types: dict[str, int]) -> dict:
+    """Input/output specs of a tensor-level ``@main`` and the kernels of its fused regions. A spec's element type
+    is the one the ONNX graph declares (``declared_types``), else the one of its dtype."""
+    from fusecc.frontend.formats import FORMATS
+    from fusecc.frontend.onnx_import import ONNX_DTYPES, dtype_name
     from fusecc.lowering.to_loops import kernel_name
 
     main = graph.main
     input_names = main.attr("input_names") or [a.name_hint for a in main.args]
     output_names = main.attr("output_names") or [f"output{i}" for i in range(len(main.result_types))]
+    code_of_dtype = {dtype: code for code, dtype in ONNX_DTYPES.items()}
 
     def spec(name, t):
         if not t.is_static:
             raise ValueError(f"'{name}' has dynamic shape {t}; fix it with input_shapes={...} (API) or --input-shape NAME=DIMS (CLI)")
-        return {"name": name, "shape": list(t.shape), "dtype": str(t.dtype.numpy)}
+        code = declared_types.get(name) or code_of_dtype[t.dtype]
+        described = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype.numpy),
+                     "element_type": dtype_name(code).lower()}
+        return {**described, "format": FORMATS[code].numpy_name} if code in FORMATS else described
 
     kernels = []
     for op in main.body.ops:
@@ -99,18 +152,15 @@ def model_info(graph: Module) -> dict:
             "kernels": kernels}
 
 
-def lower(module: Module, options: Options, log=sys.stderr) -> tuple[Module, dict]:
+def lower(imported: Imported, options: Options, log=sys.stderr) -> tuple[Module, dict]:
     """Graph and fusion phases, model info, then the loops phase."""
+    module = imported.module
     fused_options = Options(**{**options.__dict__, "compile_to": "fusion"})
     run_phases(module, fused_options, log)
-    info = model_info(module)
-    loops_phase = Options(**{**options.__dict__, "compile_to": "loops"})
+    info = model_info(module, imported.declared_types)
     import fusecc.lowering  # noqa: F401
     from fusecc.passes import PassManager, parse_pipeline
-    from fusecc.codegen.target import preferred_vector_width
-    loops = phase_pipelines(loops_phase.fuse)["loops"].replace(
-        "lower-to-loops", f"lower-to-loops{{vector-width={preferred_vector_width()}}}", 1)
-    PassManager(parse_pipeline(loops), options.instrumentation).run(module)
+    PassManager(parse_pipeline(pass_pipelines(options)["loops"]), options.instrumentation).run(module)
     extents = {op.attr("callee"): op.attr("extent") for op in module.main.body.ops if op.name == "kernel.launch"}
     for kernel in info["kernels"]:
         kernel["extent"] = extents.get(kernel["name"], 0)
@@ -125,13 +175,43 @@ def lower(module: Module, options: Options, log=sys.stderr) -> tuple[Module, dic
 
 
 def compile_model(source, options: Options | None = None):
-    """Compile ``source`` and JIT it in-process: a ``fusecc.runtime.CompiledModel``."""
+    """Compile ``source`` to a ``fusecc.runtime.CompiledModel``: backed by a shared library through the compile
+    cache when it may be used, else JIT-compiled in-process."""
+    from fusecc.cache import open_cache
+    from fusecc.cache_key import ModelSource
+    from fusecc.runtime.model import from_library_bytes
+
+    options = options or Options()
+    cache = open_cache() if options.cached and _can_link() else None
+    model = ModelSource.read(source) if cache is not None else None
+    if model is None:
+        return compile_jit(source, options)
+    library = shared_library(model, options, COMPILED_LIBRARY, None, cache)
+    in_memory = model.in_memory()  # what save() compiles, whatever happens to the file
+
+    def save(path: str, name: str | None = None) -> None:
+        write_library(in_memory, options, path, name, open_cache() if options.cached else None)
+
+    return from_library_bytes(library.data, COMPILED_LIBRARY, save, library.cache_hit)
+
+
+def _can_link() -> bool:
+    """Whether there is a C compiler to link shared libraries with (the JIT needs none)."""
+    from fusecc.codegen.target import CodegenError, find_c_compiler
+    try:
+        find_c_compiler()
+    except CodegenError:
+        return False
+    return True
+
+
+def compile_jit(source, options: Options):
+    """Compile ``source`` and JIT it in-process."""
     from fusecc.codegen import target
     from fusecc.codegen.aot import build_shared_library
     from fusecc.codegen.llvm_emit import ENTRY, emit_llvm
     from fusecc.runtime.model import from_jit
 
-    options = options or Options()
     start = time.perf_counter()
     module, info = lower(load_module(source, options.input_shapes), options)
     llvm_module, weights = emit_llvm(module)
@@ -151,3 +231,68 @@ def compile_model(source, options: Options | None = None):
     if options.debug >= 1:
         sys.stderr.write(f"[fusecc] compiled in {time.perf_counter() - start:.2f} s\n")
     return from_jit(library.address(ENTRY), blob, info, library, save)
+
+
+#: the file name of the library behind a model ``fusecc.compile`` returns from the compile cache
+COMPILED_LIBRARY = "model.so"
+
+
+@dataclass(frozen=True)
+class Library:
+    """A model's shared library: its bytes, its C header's, its model info, and whether the compile cache held it."""
+
+    data: bytes | memoryview
+    header: bytes | memoryview
+    info: dict
+    cache_hit: bool
+
+
+def header_path(library_path: str) -> str:
+    """Where the C header of a library goes: beside it, ``model.so`` -> ``model.h``."""
+    return os.path.splitext(library_path)[0] + ".h"
+
+
+def build_library(source, options: Options, file_name: str, name: str | None) -> Library:
+    """Compile ``source`` (as for :func:`load_module`) to a shared library called ``file_name``, whose C API
+    ``name`` prefixes (see ``codegen.aot.api_prefix``)."""
+    from fusecc.codegen.aot import build_shared_library
+    from fusecc.codegen.llvm_emit import emit_llvm
+
+    module, info = lower(load_module(source, options.input_shapes), options)
+    llvm_module, weights = emit_llvm(module)
+    with tempfile.TemporaryDirectory(prefix="fusecc_") as directory:
+        path = os.path.join(directory, file_name)
+        build_shared_library(llvm_module, weights.blob(), info, path, options.opt_level, name)
+        with open(path, "rb") as library, open(header_path(path), "rb") as header:
+            return Library(library.read(), header.read(), info, cache_hit=False)
+
+
+def shared_library(source, options: Options, file_name: str, name: str | None, cache) -> Library:
+    """:func:`build_library`, served by ``cache`` (a ``cache.CompileCache``, or None) when it holds the library,
+    and stored there when it does not."""
+    from fusecc.cache_key import ModelSource, cache_key
+    from fusecc.codegen.aot import api_prefix
+
+    model = ModelSource.read(source) if cache is not None else None
+    if model is None:
+        return build_library(source, options, file_name, name)
+    key = cache_key(model.content, opt_level=options.opt_level, input_shapes=options.input_shapes,
+                    pipelines=pass_pipelines(options), library=file_name, prefix=api_prefix(name, file_name))
+    parts = cache.get(key)
+    if parts is not None:
+        return Library(parts["library"], parts["header"], json.loads(bytes(parts["info"])), cache_hit=True)
+    library = build_library(model, options, file_name, name)
+    if model.unchanged():
+        cache.put(key, {"library": library.data, "header": library.header, "info": json.dumps(library.info).encode()})
+    return library
+
+
+def write_library(source, options: Options, path: str, name: str | None, cache) -> Library:
+    """Write the shared library of ``source`` to ``path`` and its header beside it (see :func:`shared_library`)."""
+    from fusecc.runtime.files import write_atomically
+
+    library = shared_library(source, options, os.path.basename(path), name, cache)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomically(path, library.data, mode=0o777)
+    write_atomically(header_path(path), library.header)
+    return library

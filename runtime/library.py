@@ -3,7 +3,8 @@ run's status checked, and the mapping released by ``close()``.
 
 The dynamic loader returns the library it already loaded for a path it has seen, which would keep
 serving an older build of a file rebuilt in place; so each load opens a private copy, removed as soon
-as it is mapped, and ``close()`` unmaps it with ``dlclose``.
+as it is mapped, and ``close()`` unmaps it with ``dlclose``. The copy stays open until then, so
+:meth:`SharedLibrary.save_copy` writes exactly the bytes that were loaded.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import shutil
 import struct
 import tempfile
+
+from .files import write_atomically
 
 #: the functions of the C API, after ``<prefix>_``
 API_FUNCTIONS = ("run", "run_with_workspace", "workspace_size", "model_info", "last_error")
@@ -50,47 +53,60 @@ def _read_exported_functions(data, path: str) -> set[str]:
     return names
 
 
-def exported_functions(path: str) -> set[str]:
-    """The functions an ELF64 little-endian shared library defines in its dynamic symbol table."""
+def exported_functions(path: str, label: str | None = None) -> set[str]:
+    """The functions an ELF64 little-endian shared library defines in its dynamic symbol table (errors name the
+    library ``label``, by default its path)."""
+    label = label or path
     try:
         with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return _read_exported_functions(data, path)
+            return _read_exported_functions(data, label)
     except (ValueError, IndexError, struct.error, UnicodeDecodeError) as exc:
-        raise OSError(f"cannot read the symbols of '{path}': {exc}") from None
+        raise OSError(f"cannot read the symbols of '{label}': {exc}") from None
 
 
-def api_prefix(path: str) -> str:
-    """The prefix of the one fusecc model API that ``path`` exports (``<prefix>_model_info`` and the rest)."""
-    functions = exported_functions(path)
+def api_prefix(path: str, label: str | None = None) -> str:
+    """The prefix of the one fusecc model API that ``path`` exports (``<prefix>_model_info`` and the rest); errors
+    name the library ``label``, by default its path."""
+    label = label or path
+    functions = exported_functions(path, label)
     prefixes = sorted(name[:-len("_model_info")] for name in functions if name.endswith("_model_info"))
     if len(prefixes) != 1:
         found = f"several ({', '.join(prefixes)})" if prefixes else "no <name>_model_info function"
-        raise OSError(f"'{path}' is not a fusecc model library: it exports {found}")
+        raise OSError(f"'{label}' is not a fusecc model library: it exports {found}")
     missing = [f"{prefixes[0]}_{name}" for name in API_FUNCTIONS if f"{prefixes[0]}_{name}" not in functions]
     if missing:
-        raise OSError(f"'{path}' lacks {', '.join(missing)}: rebuild it with this version of fusecc")
+        raise OSError(f"'{label}' lacks {', '.join(missing)}: rebuild it with this version of fusecc")
     return prefixes[0]
 
 
-def _private_copy(path: str) -> str:
-    """A copy of the library under a fresh name (see the module's docstring)."""
+def _private_copy(source: str | bytes) -> str:
+    """A copy of the library at the path ``source``, or of the library bytes ``source``, under a fresh name (see
+    the module's docstring)."""
     handle, copy = tempfile.mkstemp(prefix="fusecc_model_", suffix=".so")
-    os.close(handle)
-    shutil.copyfile(path, copy)
+    if isinstance(source, str):
+        os.close(handle)
+        shutil.copyfile(source, copy)
+    else:
+        with os.fdopen(handle, "wb") as file:
+            file.write(source)
     return copy
 
 
 class SharedLibrary:
     """One private mapping of a model library; :meth:`close` unmaps it (no call may run then or after)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, data: bytes | None = None):
+        """Map the library at ``path``, or the library whose bytes are ``data`` (``path`` then only names it)."""
         self.path = path
-        self.prefix = api_prefix(path)
-        copy = _private_copy(path)
+        copy = _private_copy(path if data is None else data)
         try:
-            self._dll = ctypes.CDLL(copy)
-        except OSError as exc:
-            raise OSError(f"cannot load compiled model '{path}': {exc}") from None
+            self.prefix = api_prefix(copy, label=path)
+            self._loaded_bytes = open(copy, "rb")
+            try:
+                self._dll = ctypes.CDLL(copy)
+            except OSError as exc:
+                self._loaded_bytes.close()
+                raise OSError(f"cannot load compiled model '{path}': {exc}") from None
         finally:
             os.unlink(copy)
         self._run = self._function("run", ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p])
@@ -113,8 +129,20 @@ class SharedLibrary:
             message = self._last_error().decode(errors="replace")
             raise RunError(f"'{self.path}': {self.prefix}_run returned {status}: {message}")
 
+    def save_copy(self, path: str, name: str | None = None) -> None:
+        """Write the library as it was loaded to ``path`` (replacing any file there at once). Its C API keeps its
+        prefix, so ``name``, if given, must be that prefix."""
+        if name is not None and name != self.prefix:
+            raise ValueError(f"'{self.path}' exports the C API {self.prefix}_run, ...; a copy keeps that prefix, "
+                             f"so it cannot be saved with name={name!r} (compile the model again for another)")
+        if self._dll is None:
+            raise ValueError(f"save() on a closed model ('{self.path}')")
+        with mmap.mmap(self._loaded_bytes.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            write_atomically(path, data, mode=0o777)
+
     def close(self) -> None:
         """``dlclose`` the library, once."""
         dll, self._dll = self._dll, None
         if dll is not None:
             _ctypes.dlclose(dll._handle)
+            self._loaded_bytes.close()

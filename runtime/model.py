@@ -4,6 +4,9 @@ The native code comes from the in-process JIT (the entry takes the weights
 blob and a workspace from here) or from a shared library built by
 ``fusecc model.onnx -o lib.so`` (weights embedded; it allocates its own
 workspace; see ``library``). A model owns that code and frees it when closed.
+
+Besides ``run(feeds)``, a model answers what an ``onnxruntime.InferenceSession``
+user reaches for: ``get_inputs()``/``get_outputs()`` and ``run(output_names, feeds)``.
 This module never imports the compiler.
 """
 
@@ -26,19 +29,55 @@ class InputError(ValueError):
 
 @dataclass(frozen=True)
 class TensorSpec:
+    """An input or output: its name, shape and numpy ``dtype`` as the native code reads or writes it.
+
+    ``element_type`` is its ONNX element type (``float``, ``int64``, ``bfloat16``, ...). A tensor of a type numpy
+    has no dtype for is stored as its bits (``dtype`` ``uint16`` for bfloat16); ``format`` then names the
+    ``ml_dtypes`` type whose arrays hold those bits, and a feed of that type is accepted too.
+    """
+
     name: str
     shape: tuple[int, ...]
     dtype: str
+    element_type: str
+    format: str | None = None
 
     def describe(self) -> str:
-        return f"{self.dtype}{list(self.shape)}"
+        return f"{self.format or self.dtype}{list(self.shape)}"
 
     def to_json(self) -> dict:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "element_type": self.element_type}
+        return data if self.format is None else {**data, "format": self.format}
 
     @staticmethod
     def from_json(data: dict) -> "TensorSpec":
-        return TensorSpec(data["name"], tuple(data["shape"]), data["dtype"])
+        return TensorSpec(data["name"], tuple(data["shape"]), data["dtype"], data["element_type"], data.get("format"))
+
+    def node_arg(self) -> "NodeArg":
+        return NodeArg(self.name, list(self.shape), f"tensor({self.element_type})")
+
+    def storage(self, array: np.ndarray) -> np.ndarray | None:
+        """``array`` as the native code reads it, or None if its dtype is neither ``dtype`` nor ``format``."""
+        if array.dtype == np.dtype(self.dtype):
+            return array
+        if self.format is not None and array.dtype == _ml_dtype(self.format):
+            return array.view(self.dtype)
+        return None
+
+
+def _ml_dtype(name: str) -> np.dtype:
+    import ml_dtypes  # imported only here: it takes a while, and whoever holds such an array has imported it
+    return np.dtype(getattr(ml_dtypes, name))
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """An input or output as ``onnxruntime.InferenceSession.get_inputs()`` describes it: ``shape`` is a list of
+    sizes (a symbolic dimension by its name), ``type`` ONNX Runtime's string (``'tensor(float)'``)."""
+
+    name: str
+    shape: list[int | str]
+    type: str
 
 
 @dataclass(frozen=True)
@@ -82,7 +121,9 @@ class CompiledModel:
     kernels: list[KernelInfo]
     invoke: Callable[[object, object], None] = field(repr=False)
     native: object = field(repr=False)
-    saver: Callable[[str, str | None], None] | None = field(default=None, repr=False)
+    saver: Callable[[str, str | None], None] = field(repr=False)
+    #: whether ``fusecc.compile`` took the model's library from the compile cache
+    cache_hit: bool = False
 
     def __post_init__(self):
         # the finalizer holds the native code, not the model; at interpreter exit the process frees it anyway
@@ -115,24 +156,62 @@ class CompiledModel:
         for spec in self.inputs:
             if spec.name not in feeds:
                 raise InputError(f"missing input {spec.name!r} (expected {spec.describe()})")
-            value = feeds[spec.name]
-            array = np.asarray(value)
-            if array.dtype != np.dtype(spec.dtype):
-                raise InputError(f"input {spec.name!r} expects dtype {spec.dtype}, got {array.dtype} "
+            array = np.asarray(feeds[spec.name])
+            stored = spec.storage(array)
+            if stored is None:
+                accepted = spec.dtype if spec.format is None else f"{spec.format} (or its bits as {spec.dtype})"
+                raise InputError(f"input {spec.name!r} expects dtype {accepted}, got {array.dtype} "
                                  f"(expected {spec.describe()})")
             if tuple(array.shape) != spec.shape:
                 raise InputError(f"input {spec.name!r} expects shape {list(spec.shape)}, got {list(array.shape)}")
-            arrays.append(np.ascontiguousarray(array))
+            arrays.append(np.ascontiguousarray(stored))
         return arrays
 
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _output_indices(self, names) -> list[int]:
+        """Positions of the outputs ``names`` asks for (None: all of them, in graph order)."""
+        if names is None:
+            return list(range(len(self.outputs)))
+        if isinstance(names, str):
+            raise TypeError(f"output names are a list of strings, got the string {names!r}")
+        index = {spec.name: i for i, spec in enumerate(self.outputs)}
+        unknown = [name for name in names if name not in index]
+        if unknown:
+            raise ValueError(f"unknown output {unknown[0]!r}; the model's outputs are "
+                             + ", ".join(f"{s.name!r} {s.describe()}" for s in self.outputs))
+        return [index[name] for name in names]
+
+    def get_inputs(self) -> list[NodeArg]:
+        """The inputs with their names, shapes and ONNX Runtime type strings, as ``InferenceSession.get_inputs()``."""
+        return [spec.node_arg() for spec in self.inputs]
+
+    def get_outputs(self) -> list[NodeArg]:
+        """The outputs, as ``InferenceSession.get_outputs()``."""
+        return [spec.node_arg() for spec in self.outputs]
+
+    def run(self, *args, as_dict: bool = False) -> list[np.ndarray] | dict[str, np.ndarray]:
+        """Run the model on a dict of input arrays, called either way:
+
+        * ``run(feeds)``: every output, in graph order;
+        * ``run(output_names, feeds)``, as ``onnxruntime.InferenceSession.run``: the outputs named, in that
+          order; ``None`` names them all.
+
+        The result is a list of arrays, or with ``as_dict=True`` a dict from output name to array. A bfloat16 input
+        takes an ``ml_dtypes.bfloat16`` array or its bits as ``uint16`` (likewise the other formats ``ml_dtypes``
+        holds); such outputs come back as their bits.
+        """
+        if len(args) not in (1, 2):
+            raise TypeError("run() takes a dict of inputs, or a list of output names (or None) and a dict of inputs")
+        output_names, feeds = (None, *args) if len(args) == 1 else args
         if self.closed:
             raise ValueError("run() on a closed model")
+        wanted = self._output_indices(output_names)
         arrays = self._check(feeds)
         outputs = [np.empty(spec.shape, dtype=spec.dtype) for spec in self.outputs]
         in_ptrs, out_ptrs = _pointer_array(arrays), _pointer_array(outputs)
         self.invoke(in_ptrs, out_ptrs)
-        return outputs
+        if as_dict:
+            return {self.outputs[i].name: outputs[i] for i in wanted}
+        return [outputs[i] for i in wanted]
 
     def __call__(self, *arrays: np.ndarray) -> list[np.ndarray]:
         if len(arrays) != len(self.inputs):
@@ -142,9 +221,10 @@ class CompiledModel:
 
     def save(self, path: str, name: str | None = None) -> None:
         """Write a shared library (with a C header beside it) that ``fusecc.load`` reads back; ``name``
-        prefixes its C API (default: from the file name, ``model.so`` -> ``model_run``, ...)."""
-        if self.saver is None:
-            raise RuntimeError("this model was loaded from a shared library; copy that file instead")
+        prefixes its C API (default: from the file name, ``model.so`` -> ``model_run``, ...).
+
+        A model loaded with ``fusecc.load`` writes the library it was loaded from, without a header: its C API
+        keeps its prefix (``name`` may only repeat it), so the header written with it serves the copy too."""
         self.saver(str(path), name)
 
     def info(self) -> dict:
@@ -152,16 +232,16 @@ class CompiledModel:
                 "kernels": [k.to_json() for k in self.kernels]}
 
 
-def _model(info: dict, invoke, native, saver) -> CompiledModel:
+def _model(info: dict, invoke, native, saver, cache_hit: bool = False) -> CompiledModel:
     return CompiledModel([TensorSpec.from_json(d) for d in info["inputs"]],
                          [TensorSpec.from_json(d) for d in info["outputs"]],
-                         [KernelInfo.from_json(d) for d in info["kernels"]], invoke, native, saver)
+                         [KernelInfo.from_json(d) for d in info["kernels"]], invoke, native, saver, cache_hit)
 
 
 _ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
 
 
-def from_jit(entry_address: int, weights: bytes, info: dict, native, saver=None) -> CompiledModel:
+def from_jit(entry_address: int, weights: bytes, info: dict, native, saver) -> CompiledModel:
     """Wrap a JIT-compiled ``fusecc_main`` (which takes the weights and a workspace) owned by ``native``."""
     entry = _ENTRY(entry_address)
     blob = np.frombuffer(weights, dtype=np.uint8) if weights else np.zeros(1, dtype=np.uint8)
@@ -175,9 +255,17 @@ def from_jit(entry_address: int, weights: bytes, info: dict, native, saver=None)
 
 
 def load(path: str) -> CompiledModel:
-    """Load a shared library written by ``fusecc ... -o lib.so`` or ``CompiledModel.save``."""
+    """Load a shared library written by ``fusecc ... -o lib.so`` or ``CompiledModel.save``; the model's ``save``
+    writes a copy of it."""
     path = os.path.abspath(str(path))
     if not os.path.isfile(path):
         raise OSError(f"cannot load compiled model '{path}': no such file")
     library = SharedLibrary(path)
-    return _model(library.info(), library.run, library, None)
+    return _model(library.info(), library.run, library, library.save_copy)
+
+
+def from_library_bytes(data: bytes, name: str, saver, cache_hit: bool) -> CompiledModel:
+    """A model from the bytes of its shared library (``name`` stands for the library in messages), saved by
+    ``saver(path, name)``; ``cache_hit`` tells whether the library came from the compile cache."""
+    library = SharedLibrary(name, data)
+    return _model(library.info(), library.run, library, saver, cache_hit)

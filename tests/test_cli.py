@@ -71,6 +71,22 @@ def passes_of(phase, fusion=True):
 
 
 # --------------------------------------------------------------------------------------
+# --version, --no-cache
+# --------------------------------------------------------------------------------------
+def test_version():
+    assert fusecc_cli("--version").stdout == f"fusecc {fusecc.__version__}\n"
+
+
+def test_no_cache_leaves_the_cache_alone(model_path, tmp_path):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "FUSECC_CACHE": "1", "FUSECC_CACHE_DIR": str(cache)}
+    fusecc_cli(model_path, "-o", tmp_path / "lib.so", "--no-cache", env=env)
+    assert (tmp_path / "lib.so").exists() and not cache.exists()
+    fusecc_cli(model_path, "-o", tmp_path / "lib.so", env=env)
+    assert len(list(cache.glob("*.entry"))) == 1
+
+
+# --------------------------------------------------------------------------------------
 # --list-ops
 # --------------------------------------------------------------------------------------
 def test_list_ops():

@@ -1,0 +1,22 @@
+"""Settings for the whole test session.
+
+The compile cache is off (``FUSECC_CACHE=0``, which the subprocesses tests start inherit): a test sees the
+compiler at work rather than what an earlier run left, and the suite never writes the user's cache. Tests of the
+cache switch it on in a temporary directory through the ``compile_cache`` fixture.
+"""
+
+import os
+
+import pytest
+
+os.environ["FUSECC_CACHE"] = "0"
+
+
+@pytest.fixture
+def compile_cache(tmp_path, monkeypatch):
+    """The compile cache switched on, in a directory of this test's own (not created yet); its path."""
+    directory = tmp_path / "fusecc-cache"
+    monkeypatch.setenv("FUSECC_CACHE", "1")
+    monkeypatch.setenv("FUSECC_CACHE_DIR", str(directory))
+    monkeypatch.delenv("FUSECC_CACHE_SIZE", raising=False)
+    return directory
