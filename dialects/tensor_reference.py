@@ -1338,7 +1338,9 @@ def reduce(data, kind, axes=None, keepdims=1, noop_with_empty_axes=0):
             xf = xa.astype(acc or np.float64)
             m = np.max(xf, axis=ax, keepdims=True, initial=-np.inf)
             m = np.where(np.isfinite(m), m, 0)
-            y = np.log(np.sum(np.exp(xf - m), axis=ax, keepdims=True)) + m
+            shifted = np.log(np.sum(np.exp(xf - m), axis=ax, keepdims=True))
+            # an integer result is the maximum plus the truncated log (ONNX Runtime's), not log truncated
+            y = shifted + m if is_float else np.trunc(shifted).astype(dtype) + m.astype(dtype)
             if not kd:
                 y = np.squeeze(y, axis=ax)
     return np.asarray(y).astype(dtype)

@@ -66,8 +66,9 @@ class Emitter:
         self.row_fill_rule = row_fill_rule
         self.buffers = buffers
         self.alloca_scope = root
-        #: the loop nest's row: its index values (all but the last dimension)
+        #: the loop nest's row: its index values (all but the last dimension), and the scope that walks it
         self.row: list[Value] | None = None
+        self.row_scope: Scope | None = None
         #: values computed once per row into a stack buffer: id -> (row index values, row length)
         self.row_cached: dict[int, tuple[list[Value], int]] = {}
         self.row_buffers: dict[int, Value] = {}
@@ -307,6 +308,8 @@ class Emitter:
         depends on), so a row reduction runs once per row. Memoized by ``key``.
         """
         target = self.deepest_scope(deps)
+        if self._is_nest_row(deps):
+            target = self._at_least_row_scope(target)
         memo_key = ("reduce", key, tuple(id(d) for d in deps))
         cached = self.memo.get(memo_key)
         if cached is not None and self.scope_of[id(cached)].encloses(self.current):
@@ -375,6 +378,17 @@ class Emitter:
         return self.emit(loop.LoadOp, [buffer, linear], ScalarType(buffer.type.dtype), scope=self.current,
                          pure=False)
 
+    def _is_nest_row(self, values: list[Value]) -> bool:
+        return self.row is not None and len(values) == len(self.row) and all(a is b for a, b in zip(values, self.row))
+
+    def _at_least_row_scope(self, scope: Scope) -> Scope:
+        """``scope``, or the nest's row scope when that is deeper: work done once per row (a cached row, a row's
+        statistics) stays inside the row loop even when the row's indices are constants (a nest of one row),
+        so it follows a block the row reads from."""
+        if self.row_scope is not None and self.row_scope.depth > scope.depth:
+            return self.row_scope
+        return scope
+
     def in_row(self, index: list[Value]) -> bool:
         """Whether ``index`` walks a row at the nest's current row index (along its last axis, which may
         be longer than the nest's: a reduction keeping its last axis walks its operand's row)."""
@@ -411,7 +425,7 @@ class Emitter:
                         pure=False)
         self.row_buffers[id(value)] = row
         saved = self.current
-        row_scope = self.deepest_scope(outer) if outer else self.root
+        row_scope = self._at_least_row_scope(self.deepest_scope(outer) if outer else self.root)
         self.filled_in[id(row)] = row_scope
         entry = self.row_cached.pop(id(value))
         self.current = row_scope

@@ -542,11 +542,18 @@ def _reduce_axes(e, op, idx, axes, keepdims, in_shape, body_value, combine, init
 
 #: reductions that end in a logarithm or a square root: of an integer tensor they are computed in
 #: float64 and truncated toward zero, as ONNX Runtime does
-_FLOAT_RESULT = {"l2", "log_sum", "log_sum_exp"}
+_FLOAT_RESULT = {"l2", "log_sum"}
 
 
 def _reduction(kind, e, op, idx, axes, keepdims, key_base):
     x = op.operands[0]
+    if kind == "log_sum_exp" and not x.type.dtype.is_float:
+        # ONNX Runtime: the integer maximum plus the truncated log of the shifted exponentials' sum
+        peak = _reduction_of("max", e, op, idx, axes, keepdims, key_base, x.type.dtype, lambda i: e.at(x, i))
+        shift = e.cast(peak, DType.F64)
+        total = _reduction_of("sum", e, op, idx, axes, keepdims, (key_base, "shifted"), DType.F64,
+                              lambda i: e.fn("exp", e.sub(e.cast(e.at(x, i), DType.F64), shift), at_most=0.0))
+        return e.add(peak, e.cast(e.fn("log", total), x.type.dtype))
     if kind in _FLOAT_RESULT and not x.type.dtype.is_float:
         wide = _reduction_of(kind, e, op, idx, axes, keepdims, key_base, DType.F64,
                              lambda in_idx: e.cast(e.at(x, in_idx), DType.F64))

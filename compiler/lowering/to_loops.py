@@ -116,7 +116,7 @@ def lower_region(fused: FusedOp, name: str, vector_width: int = 16) -> FuncOp:
     else:
         idx = []
     if shape and shape[-1] <= ROW_CACHE_LIMIT:
-        e.row = outer
+        e.row, e.row_scope = outer, row_scope
         for value in _row_reduced_values(fused, shape):
             e.cache_rows(value, outer, shape[-1])
         for op in fused.members:
