@@ -10,13 +10,12 @@ Cases: ``nn.Linear`` MLPs (Gemm with transB=1) at batch 32 and 1, a BERT project
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import numpy as np
 
 from . import models
-from .bench_fusion import _ort_session
+from .bench_fusion import _ort_session, interleaved_medians
 
 
 def _inputs(model, rng) -> dict:
@@ -42,17 +41,8 @@ def bench(name: str, model, repeat: int) -> dict:
     np.testing.assert_allclose(ours.astype(np.float32), theirs.astype(np.float32), rtol=tolerance, atol=tolerance,
                                err_msg=name)
     engines = {"fusecc": lambda: compiled.run(feeds), "ort": lambda: session.run(None, feeds)}
-    times = {label: [] for label in engines}
-    for _ in range(3):
-        for run in engines.values():
-            run()
-    for _ in range(repeat):
-        for label, run in engines.items():
-            begin = time.perf_counter()
-            run()
-            times[label].append(time.perf_counter() - begin)
     return {"name": name, "kernels": len(compiled.kernels), "compile": compile_seconds,
-            **{label: statistics.median(values) for label, values in times.items()}}
+            **interleaved_medians(engines, repeat)}
 
 
 def main(argv=None) -> None:

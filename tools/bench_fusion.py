@@ -38,6 +38,12 @@ def bench(name: str, model, feeds: dict, repeat: int) -> dict:
     for label in ("fused", "unfused"):
         got = engines[label]()[0]
         np.testing.assert_allclose(got, reference, rtol=1e-3, atol=1e-5, err_msg=f"{name}: {label} vs ORT")
+    return {"name": name, "kernels": (len(fused.kernels), len(unfused.kernels)), **interleaved_medians(engines, repeat)}
+
+
+def interleaved_medians(engines: dict, repeat: int) -> dict:
+    """{label: median seconds of ``run()``}: after three warm-up rounds, ``repeat`` rounds that run each engine
+    once in turn, so every engine sees the same machine."""
     times = {label: [] for label in engines}
     for _ in range(3):
         for run in engines.values():
@@ -47,8 +53,7 @@ def bench(name: str, model, feeds: dict, repeat: int) -> dict:
             start = time.perf_counter()
             run()
             times[label].append(time.perf_counter() - start)
-    medians = {label: statistics.median(values) for label, values in times.items()}
-    return {"name": name, "kernels": (len(fused.kernels), len(unfused.kernels)), **medians}
+    return {label: statistics.median(values) for label, values in times.items()}
 
 
 def main(argv=None) -> None:
