@@ -33,7 +33,12 @@ def _add_pass_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _instrumentation(args):
-    from fusecc.passes.manager import Instrumentation
+    import fusecc.lowering  # noqa: F401  (registers the loop passes)
+    from fusecc.passes.manager import PASS_REGISTRY, Instrumentation, PassError
+    for flag, names in (("--print-ir-before", args.print_ir_before), ("--print-ir-after", args.print_ir_after)):
+        unknown = sorted(set(names) - set(PASS_REGISTRY))
+        if unknown:
+            raise PassError(f"{flag} names no pass: {', '.join(unknown)}; passes: {', '.join(sorted(PASS_REGISTRY))}")
     return Instrumentation(verify_each=args.verify_each, print_before=set(args.print_ir_before),
                            print_after=set(args.print_ir_after), print_after_all=args.print_ir_after_all,
                            print_after_change=args.print_ir_after_change, time_passes=args.time_passes,

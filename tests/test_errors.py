@@ -387,3 +387,12 @@ def test_reproducers_go_to_one_directory_that_keeps_the_newest(tmp_path, monkeyp
     assert all(os.path.dirname(path) == str(directory) for path in named)
     assert sorted(os.listdir(directory)) == sorted(os.path.basename(p) for p in named[-KEPT_REPRODUCERS:])
     assert os.stat(directory).st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("flag", ["--print-ir-after", "--print-ir-before"])
+def test_printing_around_an_unknown_pass_is_an_error(tmp_path, flag):
+    path = tmp_path / "ok.fir"
+    path.write_text("func @main(%x: tensor<3xf32>) -> (tensor<3xf32>) {\n  func.return(%x)\n}\n")
+    result = run_tool("opt_main", path, "-p", "cse", f"{flag}=nosuchpass")
+    assert result.returncode == 1
+    assert f"{flag} names no pass: nosuchpass; passes: " in result.stderr and "lower-to-loops" in result.stderr
