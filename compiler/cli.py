@@ -42,7 +42,7 @@ def _instrumentation(args):
     return Instrumentation(verify_each=args.verify_each, print_before=set(args.print_ir_before),
                            print_after=set(args.print_ir_after), print_after_all=args.print_ir_after_all,
                            print_after_change=args.print_ir_after_change, time_passes=args.time_passes,
-                           dump_dir=args.dump_ir_dir)
+                           dump_dir=args.dump_ir_dir, dump_weights=not getattr(args, "elide_weights", False))
 
 
 def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="list the CPU and feature names FUSECC_CPU and FUSECC_CPU_FEATURES accept, and exit")
     parser.add_argument("--fusion-report", action="store_true",
                         help="print each fused region and the kernel count, then exit")
-    parser.add_argument("--elide-weights", action="store_true", help="with --emit=ir: leave weights out")
+    parser.add_argument("--elide-weights", action="store_true", help="with --emit=ir or --dump-ir-dir: leave weights out")
     parser.add_argument("--no-cache", action="store_true",
                         help="compile the shared library even if the compile cache holds it, and keep it out")
     _add_pass_flags(parser)

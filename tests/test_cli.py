@@ -223,6 +223,14 @@ def test_dump_ir_dir_writes_numbered_files(model_path, tmp_path):
     assert any("loop.for" in (dump_dir / f).read_text() for f in files)
 
 
+def test_dump_ir_dir_elides_weights_when_asked(model_path, tmp_path):
+    dump_dir = tmp_path / "dumps"
+    fusecc_cli(model_path, "--dump-ir-dir", dump_dir, "--elide-weights", "-o", tmp_path / "m.so")
+    texts = [(dump_dir / name).read_text() for name in sorted(os.listdir(dump_dir))]
+    assert all("dense_resource" not in text or "__elided__" in text for text in texts)
+    assert any("__elided__" in text for text in texts)
+
+
 def test_dump_ir_dir_numbers_follow_the_pipeline(model_path, tmp_path):
     dump_dir = tmp_path / "dumps"
     fusecc_cli(model_path, "--dump-ir-dir", dump_dir, "-o", tmp_path / "m.so")

@@ -132,6 +132,8 @@ class Instrumentation:
     print_after_change: bool = False
     time_passes: bool = False
     dump_dir: str | None = None
+    #: whether ``dump_dir`` files hold the weights (so they replay as they are) or elide them
+    dump_weights: bool = True
     elide_resources: bool = True
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     #: passes run so far under this instrumentation (numbers dump files across pipelines)
@@ -183,7 +185,7 @@ class PassManager:
             if inst.dump_dir:
                 path = os.path.join(inst.dump_dir, f"{inst.passes_run:03d}_{p.name}.fir")
                 with open(path, "w") as handle:
-                    handle.write(print_module(module, elide_resources=False))
+                    handle.write(print_module(module, elide_resources=not inst.dump_weights))
         if inst.time_passes:
             self.report_timings()
         return module
