@@ -2113,7 +2113,7 @@ def compare_outputs(outputs: list[np.ndarray], expected: Expected) -> str | None
 # --------------------------------------------------------------------------------------
 def value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
     """The type of every value of ``model`` (graph inputs, initializers, node results)."""
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     types = {v.name: v.type for v in list(inferred.graph.input) + list(inferred.graph.value_info)
              + list(inferred.graph.output) if v.type.HasField("tensor_type")}
     for tensor in model.graph.initializer:
@@ -2122,14 +2122,17 @@ def value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
 
 
 def retyped(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` with unused nodes, inputs and initializers removed and its outputs' types inferred again."""
+    """``model`` with unused nodes, inputs and initializers removed and its outputs' types inferred again
+    (an output that shape inference cannot type, such as GroupNormalization-18's, keeps its type)."""
     model = pruned(model)
+    previous = {}
     for output in model.graph.output:
+        previous[output.name] = onnx.TypeProto()
+        previous[output.name].CopyFrom(output.type)
         output.ClearField("type")
     types = value_types(model)
     for output in model.graph.output:
-        if output.name in types:
-            output.type.CopyFrom(types[output.name])
+        output.type.CopyFrom(types.get(output.name) or previous[output.name])
     return model
 
 
