@@ -22,7 +22,7 @@ import numpy as np
 from llvmlite import ir
 
 from fusecc.ir.core import FuncOp, IRError, Module, Operation, Value
-from fusecc.ir.types import DType, MemRefType, ScalarType, VectorType
+from fusecc.ir.types import DType, MemRefType, VectorType
 
 ENTRY = "fusecc_main"
 ALIGN = 64
