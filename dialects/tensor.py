@@ -805,6 +805,27 @@ class WindowOp(TensorOp):
             out.append(count)
         return tuple(out)
 
+    def empty_window_runs(self, in_spatial, ceil_mode=0):
+        """Per spatial axis, the runs ``[start, stop)`` of output positions whose window holds no input tap.
+
+        Such windows lie wholly in the padding or between dilated taps that skip the
+        input; a max over them has nothing to take.
+        """
+        strides, pads, dilations = self.window()
+        runs = []
+        for axis, (size, out) in enumerate(zip(in_spatial, self.spatial_out(in_spatial, ceil_mode))):
+            taps = range(self.kernel_shape[axis])
+            empty = [not any(0 <= o * strides[axis] - pads[axis] + k * dilations[axis] < size for k in taps)
+                     for o in range(out)]
+            axis_runs = []
+            for o, is_empty in enumerate(empty):
+                if is_empty and axis_runs and axis_runs[-1][1] == o:
+                    axis_runs[-1][1] = o + 1
+                elif is_empty:
+                    axis_runs.append([o, o + 1])
+            runs.append([tuple(r) for r in axis_runs])
+        return runs
+
 
 class ConvOp(WindowOp):
     """N-D convolution (NCHW) with groups; bias optional."""
@@ -861,6 +882,12 @@ class ConvTransposeOp(WindowOp):
 
 
 class MaxPoolOp(WindowOp):
+    """Max over each window; a window holding no input element gives the dtype's lowest finite value.
+
+    That value is ONNX Runtime's (its max starts there), where max's identity -inf
+    would be the other natural choice; a window of -inf inputs still gives -inf.
+    """
+
     name = "tensor.max_pool"
     onnx = ("MaxPool",)
     float_only = False
@@ -874,7 +901,14 @@ class MaxPoolOp(WindowOp):
         strides, pads, dilations = self.window()
         out = R.max_pool(x, kernel_shape=self.kernel_shape, strides=strides, pads=pads,
                          dilations=dilations, ceil_mode=self.ceil_mode)
-        return [out[0] if isinstance(out, tuple) else out]
+        out = np.array(out[0] if isinstance(out, tuple) else out)
+        if out.dtype.kind == "f":
+            for axis, runs in enumerate(self.empty_window_runs(x.shape[2:], self.ceil_mode)):
+                for start, stop in runs:
+                    index = [slice(None)] * out.ndim
+                    index[2 + axis] = slice(start, stop)
+                    out[tuple(index)] = np.finfo(out.dtype).min
+        return [out]
 
 
 class MaxPoolIndicesOp(MaxPoolOp):

@@ -205,6 +205,20 @@ def test_compare_uses_relative_and_scaled_absolute_tolerances():
     assert fuzz.compare(half * np.float16(1.1), half, 1.0) is not None
 
 
+def test_scale_grows_through_a_normalisation_of_nearly_equal_values():
+    """A group of nearly equal values normalised: an error in them grows by 1/sqrt(variance + eps)."""
+    from onnx import helper
+    node = helper.make_node("GroupNormalization", ["x", "s", "b"], ["y"], num_groups=2, epsilon=1e-4)
+    graph = helper.make_graph([node], "g", [], [helper.make_empty_tensor_value_info("y")])
+    model = helper.make_model(graph)
+    flat = np.array([[[1.0], [1.0], [-3.0], [5.0]]], np.float32)  # group 0 equal, group 1 spread 4
+    values = {"x": flat, "s": np.full(4, 2.0, np.float32), "b": np.zeros(4, np.float32),
+              "y": np.zeros((1, 4, 1), np.float32)}
+    assert fuzz.ancestor_scale(model, "y", values) == pytest.approx(5.0 * 2.0 / np.sqrt(1e-4), rel=1e-6)
+    values["x"] = np.array([[[0.0], [2.0], [-3.0], [5.0]]], np.float32)  # both groups spread
+    assert fuzz.ancestor_scale(model, "y", values) == pytest.approx(5.0 * 2.0 / np.sqrt(1.0 + 1e-4), rel=1e-6)
+
+
 def test_compare_requires_nans_in_the_same_places_and_exact_integers():
     want = np.array([np.nan, 1.0, np.inf], np.float32)
     assert fuzz.compare(want.copy(), want, 1.0) is None

@@ -587,6 +587,14 @@ for _op in ("MaxPool", "AveragePool"):
     pool(_op, "moderate-1x16x64x64", (1, 16, 64, 64), kernel_shape=[2, 2], strides=[2, 2])
 pool("MaxPool", "dilations2", (1, 2, 9, 9), kernel_shape=[3, 3], dilations=[2, 2])
 pool("MaxPool", "dilations2-pads2", (1, 2, 9, 9), kernel_shape=[2, 2], dilations=[2, 2], pads=[1, 1, 1, 1])
+# windows holding no input element (between dilated taps, or wholly in the padding) give the lowest float;
+# ONNX Runtime refuses pads as wide as the kernel, which an empty window amid full ones needs
+pool("MaxPool", "empty-window-all", (1, 1, 1, 1), kernel_shape=[2, 3], dilations=[2, 1], pads=[1, 2, 1, 2])
+pool("MaxPool", "empty-window-rows", (1, 2, 1, 5), kernel_shape=[2, 2], dilations=[2, 1], pads=[1, 1, 1, 1])
+add("MaxPool-empty-window-middle", "MaxPool", [X((1, 2, 2, 5))],
+    {"kernel_shape": [2, 2], "dilations": [3, 1], "pads": [2, 1, 2, 1]}, oracle="reference")
+add("MaxPool-empty-window-1d", "MaxPool", [X((1, 2, 3))], {"kernel_shape": [2], "dilations": [4], "pads": [3, 3]},
+    oracle="reference")
 pool("AveragePool", "count-include-pad", (2, 2, 7, 7), kernel_shape=[3, 3], pads=[1, 1, 1, 1],
      count_include_pad=1)
 pool("AveragePool", "count-include-pad-strides2", (1, 2, 8, 9), kernel_shape=[3, 3], strides=[2, 2],

@@ -1759,21 +1759,59 @@ def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> Exp
 
 
 def ancestor_scale(model: onnx.ModelProto, output: str, values: dict[str, np.ndarray]) -> float:
-    """The largest finite magnitude among the float values ``output`` is computed from (at least 1)."""
+    """The largest finite magnitude among the float values ``output`` is computed from (at least 1),
+    each multiplied by the error gain of the normalisations between it and ``output``."""
     producer = {name: node for node in model.graph.node for name in node.output}
-    seen, stack, scale = set(), [output], 1.0
-    while stack:
-        name = stack.pop()
-        if name in seen or not name:
-            continue
-        seen.add(name)
-        value = values.get(name)
-        if value is not None and np.issubdtype(value.dtype, np.floating) and value.size:
-            finite = np.abs(value[np.isfinite(value)].astype(np.float64))
-            scale = max(scale, float(finite.max()) if finite.size else 0.0)
-        if name in producer:
-            stack.extend(producer[name].input)
-    return scale
+    scales: dict[str, float] = {}
+
+    def scale(name: str) -> float:
+        if name in scales:
+            return scales[name]
+        scales[name] = 1.0  # a cycle cannot occur in a valid graph; this only guards the recursion
+        result = magnitude(values.get(name))
+        node = producer.get(name)
+        if node is not None:
+            gain = normalisation_gain(node, values)
+            result = max([result] + [gain * scale(source) for source in node.input if source])
+        scales[name] = result
+        return result
+
+    return scale(output)
+
+
+def magnitude(value: np.ndarray | None) -> float:
+    """The largest finite magnitude of a float ``value``, at least 1 (1 for anything else)."""
+    if value is None or not np.issubdtype(value.dtype, np.floating) or not value.size:
+        return 1.0
+    finite = np.abs(value[np.isfinite(value)].astype(np.float64))
+    return max(1.0, float(finite.max()) if finite.size else 0.0)
+
+
+def normalisation_gain(node: onnx.NodeProto, values: dict[str, np.ndarray]) -> float:
+    """How much a rounding error in a normalisation's input can grow in its output: the largest scale
+    over the smallest spread sqrt(variance + epsilon) it divides by (1 for every other op). A group
+    of nearly equal values (a saturated erf, say) has a spread far below its magnitude, and there
+    two correct implementations differ by the last bits of the input times this gain."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    x = values.get(node.input[0]) if node.input else None
+    if x is None or not np.issubdtype(x.dtype, np.floating) or not x.size:
+        return 1.0
+    x = x.astype(np.float64)
+    epsilon = attrs.get("epsilon", 1e-5)
+    if node.op_type == "LayerNormalization":
+        axis = attrs.get("axis", -1) % x.ndim
+        variance = x.reshape(x.shape[:axis] + (-1,)).var(axis=-1)
+    elif node.op_type == "GroupNormalization":
+        variance = x.reshape(x.shape[0], attrs["num_groups"], -1).var(axis=-1)
+    elif node.op_type == "InstanceNormalization":
+        variance = x.reshape(x.shape[:2] + (-1,)).var(axis=-1)
+    elif node.op_type == "MeanVarianceNormalization":
+        variance, epsilon = x.var(axis=tuple(attrs.get("axes", [0, 2, 3]))), 1e-9
+    else:
+        return 1.0
+    weight = values.get(node.input[1]) if len(node.input) > 1 else None
+    largest_scale = magnitude(np.abs(weight)) if weight is not None else 1.0
+    return max(1.0, largest_scale / math.sqrt(float(variance.min()) + epsilon))
 
 
 #: (rtol, atol) of tests/test_ops.py for float32; the absolute part is scaled by the magnitude of the

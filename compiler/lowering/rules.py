@@ -14,6 +14,8 @@ import itertools
 import math
 from typing import Callable
 
+import numpy as np
+
 from fusecc.dialects import arith, loop
 from fusecc.dialects.tensor import normalize_axis
 from fusecc.ir.core import Operation, Value
@@ -1013,7 +1015,18 @@ def _max_pool(e, op, result_index, idx):
         positions, valid = _window_source(e, op, idx[2:], ks, x.type.shape[2:])
         return e.select(valid, e.at(x, idx[:2] + positions), lowest)
 
-    return e.reduce((id(op), "maxpool"), idx, list(op.kernel_shape), dtype, float_limit(dtype, -1), e.max, term)
+    best = e.reduce((id(op), "maxpool"), idx, list(op.kernel_shape), dtype, float_limit(dtype, -1), e.max, term)
+    if not dtype.is_float:
+        return best
+    empty = None
+    for axis, runs in enumerate(op.empty_window_runs(x.type.shape[2:], op.ceil_mode)):
+        for start, stop in runs:
+            o = idx[2 + axis]
+            inside = e.logical("arith.andi", e.cmp("ge", o, e.index(start)), e.cmp("lt", o, e.index(stop)))
+            empty = inside if empty is None else e.logical("arith.ori", empty, inside)
+    if empty is None:
+        return best
+    return e.select(empty, e.const(float(np.finfo(dtype.numpy).min), dtype), best)
 
 
 @rule("tensor.max_pool_indices")
