@@ -95,12 +95,11 @@ def load_module(source, input_shapes=None) -> Imported:
 
 def pass_pipelines(options: Options) -> dict[str, str]:
     """Each phase's pass pipeline as ``options`` and the target choose it: the loops phase vectorizes for the
-    target's widest registers."""
-    from fusecc.codegen.target import preferred_vector_width
-    pipelines = phase_pipelines(options.fuse, explain=options.debug >= 2)
-    pipelines["loops"] = pipelines["loops"].replace(
-        "lower-to-loops", f"lower-to-loops{{vector-width={preferred_vector_width()}}}", 1)
-    return pipelines
+    target's widest registers and shapes its micro-kernels to their number."""
+    from fusecc.codegen.caches import host_caches
+    from fusecc.codegen.target import preferred_vector_width, vector_registers
+    return phase_pipelines(options.fuse, explain=options.debug >= 2, vector_width=preferred_vector_width(),
+                           vector_registers=vector_registers(), l1_bytes=host_caches().l1)
 
 
 def run_phases(module: Module, options: Options, log=sys.stderr) -> Module:
@@ -108,7 +107,7 @@ def run_phases(module: Module, options: Options, log=sys.stderr) -> Module:
     import fusecc.lowering  # noqa: F401  (registers the lowering passes)
     from fusecc.passes import PassManager, parse_pipeline
 
-    pipelines = phase_pipelines(options.fuse, explain=options.debug >= 2)
+    pipelines = pass_pipelines(options)
     for phase in PHASES[1:]:
         if PHASES.index(phase) > PHASES.index(options.compile_to) or phase not in pipelines:
             break

@@ -17,7 +17,7 @@ PHASES = ("import", "graph", "fusion", "loops", "llvm")
 GRAPH_PIPELINE = ("shape-inference,fold-constants,fold-batchnorm,decompose,fold-constants,contraction-layout,cse,"
                   "dce,space-to-depth-convs,pad-conv-inputs")
 UNFUSED_PIPELINE = "outline-kernels"
-LOOPS_PIPELINE = "lower-to-loops,fuse-loops,plan-buffers,expand-math,cse,dce,interleave-loops"
+LOOPS_PIPELINE = "plan-contractions,lower-to-loops,fuse-loops,plan-buffers,expand-math,cse,dce,interleave-loops"
 
 
 def fusion_pipeline(fusion: bool, explain: bool = False) -> str:
@@ -28,5 +28,16 @@ def fusion_pipeline(fusion: bool, explain: bool = False) -> str:
     return "recognize-gelu,dce," + ("fuse{explain=true}" if explain else "fuse") + "," + UNFUSED_PIPELINE
 
 
-def phase_pipelines(fusion: bool, explain: bool = False) -> dict[str, str]:
-    return {"graph": GRAPH_PIPELINE, "fusion": fusion_pipeline(fusion, explain), "loops": LOOPS_PIPELINE}
+def phase_pipelines(fusion: bool, explain: bool = False, vector_width: int | None = None,
+                    vector_registers: int | None = None, l1_bytes: int | None = None) -> dict[str, str]:
+    """The phases' pipelines. The target's vector width (float32 lanes), vector registers and level-1 data
+    cache, when given, shape the loops phase's micro-kernels (else its passes keep their defaults)."""
+    def options(**values) -> str:
+        given = [f"{name.replace('_', '-')}={value}" for name, value in values.items() if value is not None]
+        return f"{{{','.join(given)}}}" if given else ""
+
+    plan = options(vector_width=vector_width, vector_registers=vector_registers, l1_bytes=l1_bytes)
+    lower = options(vector_width=vector_width, vector_registers=vector_registers)
+    loops = LOOPS_PIPELINE.replace("plan-contractions", "plan-contractions" + plan, 1) \
+        .replace("lower-to-loops", "lower-to-loops" + lower, 1)
+    return {"graph": GRAPH_PIPELINE, "fusion": fusion_pipeline(fusion, explain), "loops": loops}

@@ -366,3 +366,24 @@ def test_vector_width_follows_the_cpu_named(monkeypatch, cpu, lanes):
     monkeypatch.setenv("FUSECC_CPU", cpu)
     monkeypatch.delenv("FUSECC_CPU_FEATURES", raising=False)
     assert target.preferred_vector_width(4) == lanes
+
+
+def test_cache_sizes_come_from_sysfs(tmp_path):
+    from fusecc.codegen.caches import TYPICAL, CacheSizes, read_caches
+    for index, (level, kind, size) in enumerate([(1, "Data", "48K"), (1, "Instruction", "32K"),
+                                                 (2, "Unified", "1024K"), (3, "Unified", "32M")]):
+        entry = tmp_path / f"index{index}"
+        entry.mkdir()
+        (entry / "level").write_text(f"{level}\n")
+        (entry / "type").write_text(f"{kind}\n")
+        (entry / "size").write_text(f"{size}\n")
+    assert read_caches(str(tmp_path)) == CacheSizes(48 << 10, 1 << 20, 32 << 20)
+    assert read_caches(str(tmp_path / "absent")) == TYPICAL
+
+
+@pytest.mark.parametrize("registers, rows, vectors", [(16, 6, 2), (16, 4, 3), (16, 1, 4), (32, 6, 4), (32, 8, 3)])
+def test_micro_tile_fits_the_registers(registers, rows, vectors):
+    from fusecc.lowering.microkernel import Simd
+    simd = Simd(8, registers)
+    assert simd.tile_vectors(rows) == vectors
+    assert rows * vectors + vectors + 1 <= registers

@@ -133,6 +133,41 @@ def linear_mlp(batch: int = 32, sizes=(784, 1024, 1024, 10), dtype=np.float32, s
                   [helper.make_tensor_value_info(prev, elem, [batch, sizes[-1]])], init)
 
 
+def mlp_flops(batch: int, sizes=(784, 1024, 1024, 10)) -> float:
+    """Multiply-adds of ``linear_mlp(batch, sizes)``, counted as two operations each."""
+    return 2.0 * batch * sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def matmul(m: int, k: int, n: int, weight: bool = False, dtype=np.float32, seed: int = 0) -> onnx.ModelProto:
+    """``a[m, k] @ b[k, n]``: b a second input, or with ``weight`` a constant (a layer's weight)."""
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    inputs = [helper.make_tensor_value_info("a", elem, [m, k])]
+    init = []
+    if weight:
+        w = np.random.default_rng(seed).standard_normal((k, n)) / np.sqrt(k)
+        init.append(numpy_helper.from_array(w.astype(dtype), "b"))
+    else:
+        inputs.append(helper.make_tensor_value_info("b", elem, [k, n]))
+    return _model([helper.make_node("MatMul", ["a", "b"], ["y"], name="matmul")], inputs,
+                  [helper.make_tensor_value_info("y", elem, [m, n])], init)
+
+
+def gemm(m: int, k: int, n: int, trans_a: int, trans_b: int) -> onnx.ModelProto:
+    """Gemm of two run-time matrices stored as ``transA``/``transB`` say."""
+    inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [k, m] if trans_a else [m, k]),
+              helper.make_tensor_value_info("b", TensorProto.FLOAT, [n, k] if trans_b else [k, n])]
+    return _model([helper.make_node("Gemm", ["a", "b"], ["y"], name="gemm", transA=trans_a, transB=trans_b)], inputs,
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [])
+
+
+def batched_matmul(batch: int, m: int, k: int, n: int) -> onnx.ModelProto:
+    """``a[batch, m, k] @ b[batch, k, n]``: attention's products per head."""
+    inputs = [helper.make_tensor_value_info("a", TensorProto.FLOAT, [batch, m, k]),
+              helper.make_tensor_value_info("b", TensorProto.FLOAT, [batch, k, n])]
+    return _model([helper.make_node("MatMul", ["a", "b"], ["y"], name="matmul")], inputs,
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, m, n])], [])
+
+
 def projection_into_heads(sequence: int = 128, hidden: int = 768, heads: int = 12, seed: int = 0) -> onnx.ModelProto:
     """A BERT attention projection as exported: MatMul, bias Add, Reshape to heads, Transpose."""
     rng = np.random.default_rng(seed)

@@ -688,6 +688,13 @@ def incbin_ir_declarations(symbol: str, align: int = 64) -> str:
             f"@{symbol}_end = external hidden global [0 x i8]\n")
 
 
+def vector_registers() -> int:
+    """SIMD registers the target has: 32 with AVX-512, 16 with AVX or SSE on x86-64 (the features a named
+    CPU implies count, as for :func:`preferred_vector_width`)."""
+    _, name, features = _target_key(3)
+    return 32 if "avx512f" in _required_features(name, features) else 16
+
+
 def preferred_vector_width(dtype_bytes: int = 4) -> int:
     """Lanes of the widest SIMD register the target has, for elements of ``dtype_bytes`` (the features
     a named CPU implies count: ``FUSECC_CPU=x86-64-v4`` has AVX-512, ``x86-64`` only SSE)."""

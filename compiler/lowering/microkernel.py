@@ -7,11 +7,13 @@ each tile of columns, groups of ``micro`` rows run the micro-kernel over the
 whole depth while that panel of B stays in cache: each step of ``k`` loads
 ``tile`` vectors of the contiguous row ``k`` of B and broadcasts one element
 of A per row, and ``micro x tile`` vector accumulators (held in registers
-once LLVM promotes their stack slots) take the fused multiply-adds. With 6
-rows and 4 vectors that is 24 accumulators, 4 B vectors and a broadcast: 29
-of AVX-512's 32 registers, and one load per 6 FMAs. Columns left over past
-the last full tile take one shorter tile whose last vector's loads and
-stores are masked to the columns that exist.
+once LLVM promotes their stack slots) take the fused multiply-adds. The tile
+is as wide as the target's registers allow: with AVX-512's 32, 6 rows take 4
+vectors (24 accumulators, 4 B vectors and a broadcast: 29 registers, one
+load per 6 FMAs); with AVX2's 16, 6 rows take 2 (15 registers). A tile that
+outgrew the registers would spill its accumulators to the stack at every
+step of ``k``. Columns left over past the last full tile take one shorter
+tile whose last vector's loads and stores are masked to the columns that exist.
 """
 
 from __future__ import annotations
@@ -26,8 +28,21 @@ from fusecc.ir.types import MemRefType, VectorType
 
 from .emitter import Emitter
 
-#: vectors of B per tile, by rows of A per tile (keeps the tile within 32 vector registers)
-TILE_VECTORS = {1: 4, 2: 4, 3: 4, 4: 4, 6: 4, 8: 3}
+#: most vectors of B per tile: wider tiles gain nothing once loads are a sixth of the FMAs
+MAX_TILE_VECTORS = 4
+
+
+@dataclass(frozen=True)
+class Simd:
+    """The vector unit the micro-kernels are shaped for: float32 lanes per vector and vector registers."""
+
+    width: int
+    registers: int = 32
+
+    def tile_vectors(self, rows: int) -> int:
+        """Vectors of B per tile for ``rows`` rows of A: as many as keep the ``rows x vectors`` accumulators,
+        the B vectors and A's broadcast within the registers."""
+        return max(1, min(MAX_TILE_VECTORS, (self.registers - 1) // (rows + 1)))
 
 
 @contextmanager
@@ -68,43 +83,105 @@ class Gemm:
     b_row: Callable[[Emitter, list], Value]      # linear index of B[ks, 0]
     init: Callable[[Emitter, Value], Value]      # initial value of row r
     out_row: Callable[[Emitter, Value], Value] | None = None  # linear index of C[r, 0]; default r * N
+    #: B's tile of columns from j0 starts at ``b_row + j0 * b_strip_depth``: 1 when B's rows are contiguous
+    #: rows of N, the depth K when B is packed in strips as wide as a tile (see ``pack_strips``)
+    b_strip_depth: int = 1
+    #: vectors of B per tile (0: as many as the registers hold)
+    vectors: int = 0
+    #: steps of the outermost depth loop per pass over the tiles (0: all of them in one pass); between
+    #: passes the accumulators go through ``out``, so a block of B stays in cache for every row of the block
+    depth_block: int = 0
 
 
-def emit_gemm(e: Emitter, gemm: Gemm, out: Value, width: int) -> None:
+def pack_strips(b, columns: int):
+    """A K x N matrix (numpy) as strips of ``columns`` columns, each K x ``columns`` contiguous, the last one
+    zero-padded: the layout a micro-kernel whose tiles are ``columns`` wide reads sequentially."""
+    import numpy as np
+    depth, n = b.shape
+    strips = -(-n // columns)
+    padded = np.zeros((depth, strips * columns), dtype=b.dtype)
+    padded[:, :n] = b
+    return np.ascontiguousarray(padded.reshape(depth, strips, columns).transpose(1, 0, 2))
+
+
+def emit_gemm(e: Emitter, gemm: Gemm, out: Value, simd: Simd) -> None:
     """Write the block ``C[rr, j]`` to ``out[rr * columns + j]`` at the current scope."""
+    width = simd.width
     vtype = VectorType((width,), out.type.dtype)
-    tile = TILE_VECTORS.get(gemm.micro, 2)
+    tile = gemm.vectors or simd.tile_vectors(gemm.micro)
     step = tile * width
     full = gemm.columns // step * step
-    if full:
-        with e.loop_in(e.current, 0, full, step=step) as (j0, _):
-            with e.loop_in(e.current, 0, gemm.rows, step=gemm.micro) as (r0, _):
-                _tile(e, gemm, out, r0, j0, tile, width, vtype)
     rest = gemm.columns - full
-    if rest:
-        vectors = -(-rest // width)
-        with e.loop_in(e.current, 0, gemm.rows, step=gemm.micro) as (r0, _):
-            _tile(e, gemm, out, r0, e.index(full), vectors, width, vtype, lanes=rest - (vectors - 1) * width)
+    outer = gemm.depth[0]
+    blocked = 0 < gemm.depth_block < outer
+    if blocked:
+        _fill_with_init(e, gemm, out, simd, vtype)
+    with ExitStack() as stack:
+        first = None
+        if blocked:
+            first, _ = stack.enter_context(e.loop_in(e.current, 0, outer, step=gemm.depth_block))
+        if full:
+            with e.loop_in(e.current, 0, full, step=step) as (j0, _):
+                with e.loop_in(e.current, 0, gemm.rows, step=gemm.micro) as (r0, _):
+                    _tile(e, gemm, out, r0, j0, tile, width, vtype, first=first)
+        if rest:
+            vectors = -(-rest // width)
+            with e.loop_in(e.current, 0, gemm.rows, step=gemm.micro) as (r0, _):
+                _tile(e, gemm, out, r0, e.index(full), vectors, width, vtype, lanes=rest - (vectors - 1) * width,
+                      first=first)
+
+
+def _fill_with_init(e: Emitter, gemm: Gemm, out: Value, simd: Simd, vtype: VectorType) -> None:
+    """``out``'s rows set to their initial values, for depth passes that each add to them."""
+    width = simd.width
+    vectors = -(-gemm.columns // width)
+    lanes = gemm.columns - (vectors - 1) * width
+    with e.loop_in(e.current, 0, gemm.rows) as (row, _):
+        start = e.emit(vector.BroadcastOp, [gemm.init(e, row)], vtype)
+        base = gemm.out_row(e, row) if gemm.out_row else e.imul(row, e.index(gemm.columns))
+        if vectors > 1:
+            with e.loop_in(e.current, 0, (vectors - 1) * width, step=width) as (j, _):
+                e.insert(vector.StoreOp.create([start, out, e.iadd(base, j)], []))
+        last = {"lanes": lanes} if lanes != width else {}
+        e.insert(vector.StoreOp.create([start, out, e.iadd(base, e.index((vectors - 1) * width))], [], last))
 
 
 def _tile(e: Emitter, gemm: Gemm, out: Value, r0: Value, j0: Value, tile: int, width: int,
-          vtype: VectorType, lanes: int = 0) -> None:
-    """Rows [r0, r0 + micro) x ``tile`` vectors from column j0: accumulators over the whole depth.
+          vtype: VectorType, lanes: int = 0, first: Value | None = None) -> None:
+    """Rows [r0, r0 + micro) x ``tile`` vectors from column j0: accumulators over the depth.
 
-    ``lanes`` limits the last vector to its first lanes: the row's last columns.
+    ``lanes`` limits the last vector to its first lanes: the row's last columns. With ``first`` (the
+    first step of the outermost depth loop this pass covers) the pass covers ``depth_block`` steps
+    from there, its accumulators starting from ``out`` (which ``_fill_with_init`` set before the first).
     """
     zero = e.index(0)
     rows = [e.iadd(r0, e.index(rr)) for rr in range(gemm.micro)]
     accs = [[e.emit(loop.AllocaOp, [], MemRefType((width,), vtype.dtype), scope=e.alloca_scope, pure=False)
              for _ in range(tile)] for _ in rows]
-    for row, slots in zip(rows, accs):
-        start = e.emit(vector.BroadcastOp, [gemm.init(e, row)], vtype)
-        for slot in slots:
-            e.insert(vector.StoreOp.create([start, slot, zero], []))
     masks = [{"lanes": lanes} if lanes and v == tile - 1 else {} for v in range(tile)]
-    with _depth_loops(e, gemm.depth) as ks:
-        b_row = gemm.b_row(e, ks)
-        bs = [e.emit(vector.LoadOp, [gemm.b, e.iadd(b_row, e.iadd(j0, e.index(v * width)))], vtype, **masks[v])
+
+    def target(row: Value, v: int) -> Value:
+        base = gemm.out_row(e, row) if gemm.out_row else e.imul(row, e.index(gemm.columns))
+        return e.iadd(base, e.iadd(j0, e.index(v * width)))
+
+    for row, slots in zip(rows, accs):
+        start = e.emit(vector.BroadcastOp, [gemm.init(e, row)], vtype) if first is None else None
+        for v, slot in enumerate(slots):
+            value = start if first is None else \
+                e.emit(vector.LoadOp, [out, target(row, v)], vtype, scope=e.current, pure=False, **masks[v])
+            e.insert(vector.StoreOp.create([value, slot, zero], []))
+    depth = list(gemm.depth)
+    with ExitStack() as stack:
+        ks = []
+        if first is not None:
+            stop = e.imin(e.iadd(first, e.index(gemm.depth_block)), e.index(depth[0]))
+            k0, _ = stack.enter_context(e.loop_in(e.current, first, stop))
+            ks.append(k0)
+            depth = depth[1:]
+        ks += stack.enter_context(_depth_loops(e, depth))
+        b_row = e.iadd(gemm.b_row(e, ks), e.imul(j0, e.index(gemm.b_strip_depth))) if gemm.b_strip_depth != 1 \
+            else e.iadd(gemm.b_row(e, ks), j0)
+        bs = [e.emit(vector.LoadOp, [gemm.b, e.iadd(b_row, e.index(v * width))], vtype, **masks[v])
               for v in range(tile)]
         for row, slots in zip(rows, accs):
             a = e.emit(vector.BroadcastOp, [gemm.a(e, row, ks)], vtype)
@@ -114,6 +191,4 @@ def _tile(e: Emitter, gemm: Gemm, out: Value, r0: Value, j0: Value, tile: int, w
     for row, slots in zip(rows, accs):
         for v, slot in enumerate(slots):
             done = e.emit(vector.LoadOp, [slot, zero], vtype, scope=e.current, pure=False)
-            base = gemm.out_row(e, row) if gemm.out_row else e.imul(row, e.index(gemm.columns))
-            target = e.iadd(base, e.iadd(j0, e.index(v * width)))
-            e.insert(vector.StoreOp.create([done, out, target], [], masks[v]))
+            e.insert(vector.StoreOp.create([done, out, target(row, v)], [], masks[v]))

@@ -16,17 +16,55 @@ from typing import Callable
 from fusecc.ir.core import Operation, Value
 
 from .emitter import Emitter
-from .microkernel import Gemm, emit_gemm, pick_block, pick_rows
+from .microkernel import Gemm, Simd, emit_gemm, pick_block, pick_rows
 
 #: largest block buffer, in elements (it lives on the kernel's stack)
 BLOCK_LIMIT = 1 << 15
+
+
+@dataclass(frozen=True)
+class GemmSchedule:
+    """How a region's contraction runs on the micro-kernel.
+
+    ``plan-contractions`` chooses it and records it on the ``kernel.fused`` op as ``micro_tile = [rows,
+    vectors]`` (rows of A and vectors of B per micro-kernel), ``depth_block`` (steps of the outermost
+    depth loop per pass over the tiles; 0 for all at once) and ``packed_b`` (a constant B stored in
+    strips as wide as a tile, see ``pack_strips``); ``lower-to-loops`` follows it.
+    """
+
+    rows: int
+    vectors: int
+    depth_block: int = 0
+    packed_b: bool = False
+
+    #: the attributes of a ``kernel.fused`` op (and of its kernel function) that record a schedule
+    ATTRIBUTES = ("micro_tile", "depth_block", "packed_b")
+
+    @staticmethod
+    def recorded(fused: Operation) -> "GemmSchedule | None":
+        tile = fused.attributes.get("micro_tile")
+        if tile is None:
+            return None
+        return GemmSchedule(int(tile[0]), int(tile[1]), int(fused.attributes.get("depth_block", 0)),
+                            bool(fused.attributes.get("packed_b", False)))
+
+    def record(self, fused: Operation) -> None:
+        fused.attributes["micro_tile"] = [self.rows, self.vectors]
+        if self.depth_block:
+            fused.attributes["depth_block"] = self.depth_block
+        if self.packed_b:
+            fused.attributes["packed_b"] = True
+
+    def strip(self, width: int) -> int:
+        """Columns per tile (and per strip of a packed B) at ``width`` lanes per vector."""
+        return self.vectors * width
 
 
 @dataclass
 class BlockPlan:
     """How a compute op's result is computed a block at a time.
 
-    ``fill(e, buffer, block_index, width)`` writes one block and returns
+    ``fill(e, buffer, block_index, simd)`` writes one block and returns
     ``locate(e, index) -> linear offset into the buffer`` for reads of the
     result at an index of the current block. Matmul blocks are ``rows``
     consecutive rows of the result; convolution blocks are ``channels``
@@ -55,50 +93,58 @@ class BlockPlan:
         return self.rows * result[-1]
 
 
-def _matmul_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
+def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
     a, b = op.operands
     if a.type.rank < 2 or b.type.rank < 2 or id(b) not in buffers:
         return None
     out_shape = op.results[0].type.shape
     m, k_size, n = a.type.shape[-2], a.type.shape[-1], b.type.shape[-1]
-    micro = pick_rows(m)
+    micro = schedule.rows
     rows = pick_block(m, micro, n, BLOCK_LIMIT)
     batch_shape = out_shape[:-2]
+    packed = schedule.packed_b and b.type.rank == 2
 
-    def fill(e: Emitter, block: Value, index: Value, width: int) -> None:
+    def fill(e: Emitter, block: Value, index: Value, simd: Simd) -> None:
         first = e.imul(index, e.index(rows))
         batch = e.delinearize(e.idiv(first, e.index(m)), batch_shape) if batch_shape else []
         i0 = e.irem(first, e.index(m))
         a_batch = _broadcast(e, batch, a.type.shape[:-2])
         b_batch = _broadcast(e, batch, b.type.shape[:-2])
         b_base = e.linearize(b_batch + [e.index(0), e.index(0)], b.type.shape)
+        row_elements = schedule.strip(simd.width) if packed else n
         gemm = Gemm(rows, micro, [k_size], n,
                     a=lambda em, r, ks: em.at(a, a_batch + [em.iadd(i0, r), ks[0]]),
-                    b=buffers[id(b)], b_row=lambda em, ks: em.iadd(b_base, em.imul(ks[0], em.index(n))),
-                    init=lambda em, r: em.const(0.0, a.type.dtype))
-        emit_gemm(e, gemm, block, width)
+                    b=buffers[id(b)], b_row=lambda em, ks: em.iadd(b_base, em.imul(ks[0], em.index(row_elements))),
+                    init=lambda em, r: em.const(0.0, a.type.dtype),
+                    b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
+                    depth_block=schedule.depth_block)
+        emit_gemm(e, gemm, block, simd)
         return _row_locator(n)
 
     return BlockPlan(op, fill, rows=rows)
 
 
-def _gemm_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
+def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
     a, b = op.operands[:2]
     if op.transB or id(b) not in buffers:
         return None
     m, n = op.results[0].type.shape
     k_size = a.type.shape[0] if op.transA else a.type.shape[1]
-    micro = pick_rows(m)
+    micro = schedule.rows
     rows = pick_block(m, micro, n, BLOCK_LIMIT)
     dtype = a.type.dtype
+    packed = schedule.packed_b
 
-    def fill(e: Emitter, block: Value, index: Value, width: int) -> None:
+    def fill(e: Emitter, block: Value, index: Value, simd: Simd) -> None:
         i0 = e.imul(index, e.index(rows))
+        row_elements = schedule.strip(simd.width) if packed else n
         gemm = Gemm(rows, micro, [k_size], n,
                     a=lambda em, r, ks: em.at(a, [ks[0], em.iadd(i0, r)] if op.transA else [em.iadd(i0, r), ks[0]]),
-                    b=buffers[id(b)], b_row=lambda em, ks: em.imul(ks[0], em.index(n)),
-                    init=lambda em, r: em.const(0.0, dtype))
-        emit_gemm(e, gemm, block, width)
+                    b=buffers[id(b)], b_row=lambda em, ks: em.imul(ks[0], em.index(row_elements)),
+                    init=lambda em, r: em.const(0.0, dtype),
+                    b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
+                    depth_block=schedule.depth_block)
+        emit_gemm(e, gemm, block, simd)
         if op.alpha == 1.0 and (len(op.operands) == 2 or op.beta == 0.0):
             return _row_locator(n)
         c = op.operands[2] if len(op.operands) == 3 else None
@@ -117,7 +163,7 @@ def _gemm_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
     return BlockPlan(op, fill, rows=rows)
 
 
-def _pointwise_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
+def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
     """An unpadded 1x1 2-D conv: per image, W[Cout, Cin] @ X[Cin, pixels].
 
     At stride 1 the pixels of a plane are one contiguous run, so a block is
@@ -137,11 +183,11 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPla
     strided = (s_h, s_w) != (1, 1)
     pitch = s_w * (out_w - 1) + 1 if strided else out_w  # input columns a strided row GEMM covers
     plane = out_h * pitch
-    micro = pick_rows(c_out_group)
+    micro = schedule.rows
     rows = pick_block(c_out_group, micro, plane, BLOCK_LIMIT)
     bias = op.operands[2] if len(op.operands) == 3 else None
 
-    def fill(e: Emitter, block: Value, index: Value, width: int):
+    def fill(e: Emitter, block: Value, index: Value, simd: Simd):
         first = e.imul(index, e.index(rows))  # = image * c_out + first output channel
         image, co0 = e.idiv(first, e.index(c_out)), e.irem(first, e.index(c_out))
         group = e.idiv(co0, e.index(c_out_group))
@@ -157,21 +203,21 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPla
                                                      em.imul(ks[0], em.index(height * width_in))),
                         init=lambda em, r: em.at(bias, [em.iadd(co0, r)]) if bias is not None
                         else em.const(0.0, x.type.dtype),
-                        out_row=out_row)
+                        out_row=out_row, vectors=schedule.vectors, depth_block=schedule.depth_block)
 
         if not strided:
-            emit_gemm(e, gemm(None, plane, None), block, width)
+            emit_gemm(e, gemm(None, plane, None), block, simd)
             return _plane_locator(co0, out_h, out_w)
         with e.loop_in(e.current, 0, out_h) as (oh, _):
             row_base = e.imul(oh, e.index(s_h * width_in))
             out_row = lambda em, r: em.imul(em.iadd(em.imul(r, em.index(out_h)), oh), em.index(pitch))  # noqa: E731
-            emit_gemm(e, gemm(row_base, pitch, out_row), block, width)
+            emit_gemm(e, gemm(row_base, pitch, out_row), block, simd)
         return _plane_locator(co0, out_h, pitch, column_stride=s_w)
 
     return BlockPlan(op, fill, channels=rows, plane=plane)
 
 
-def _spatial_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
+def _spatial_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
     """An unpadded stride-1 2-D conv as one implicit GEMM per block of output channels.
 
     Output pixel (oh, ow) is column ``oh * W + ow`` of the input's row pitch
@@ -191,12 +237,12 @@ def _spatial_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan 
     k_h, k_w = op.kernel_shape
     out_h, out_w = op.results[0].type.shape[2:]
     span = (out_h - 1) * pitch + out_w  # columns up to the last output pixel
-    micro = pick_rows(c_out)
+    micro = schedule.rows
     rows = pick_block(c_out, micro, out_h * pitch, BLOCK_LIMIT)
     bias = op.operands[2] if len(op.operands) == 3 else None
     weights = buffers[id(w)]
 
-    def fill(e: Emitter, block: Value, index: Value, width: int):
+    def fill(e: Emitter, block: Value, index: Value, simd: Simd):
         first = e.imul(index, e.index(rows))
         image, co0 = e.idiv(first, e.index(c_out)), e.irem(first, e.index(c_out))
         image_base = e.imul(image, e.index(c_in * height * pitch))
@@ -213,8 +259,9 @@ def _spatial_conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan 
         gemm = Gemm(rows, micro, [c_in, k_h, k_w], span, a=a, b=buffers[id(x)], b_row=b_row,
                     init=lambda em, r: em.at(bias, [em.iadd(co0, r)]) if bias is not None
                     else em.const(0.0, x.type.dtype),
-                    out_row=lambda em, r: em.imul(r, em.index(out_h * pitch)))
-        emit_gemm(e, gemm, block, width)
+                    out_row=lambda em, r: em.imul(r, em.index(out_h * pitch)), vectors=schedule.vectors,
+                    depth_block=schedule.depth_block)
+        emit_gemm(e, gemm, block, simd)
         return _plane_locator(co0, out_h, pitch)
 
     return BlockPlan(op, fill, channels=rows, plane=out_h * pitch)
@@ -238,10 +285,10 @@ def _plane_locator(first_channel: Value, height: int, pitch: int, column_stride:
     return locate
 
 
-def _conv_plan(op: Operation, buffers: dict, columns: int) -> BlockPlan | None:
+def _conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
     if list(op.kernel_shape) == [1, 1]:
-        return _pointwise_conv_plan(op, buffers, columns)
-    return _spatial_conv_plan(op, buffers, columns)
+        return _pointwise_conv_plan(op, buffers, schedule)
+    return _spatial_conv_plan(op, buffers, schedule)
 
 
 _PLANS = {"tensor.matmul": _matmul_plan, "tensor.gemm": _gemm_plan, "tensor.conv": _conv_plan}
@@ -261,12 +308,43 @@ def _fits(op: Operation, shape: tuple) -> bool:
     return result == tuple(shape)
 
 
-def block_plan(members: list[Operation], shape: tuple, buffers: dict) -> BlockPlan | None:
-    """The block schedule of the region's one schedulable compute op, if there is one."""
+def contraction(members: list[Operation], shape: tuple) -> Operation | None:
+    """The region's one contraction a block schedule may compute, if it has exactly one."""
     candidates = [op for op in members if op.name in _PLANS and op.operands[0].type.dtype.is_float]
     if len(candidates) != 1 or not shape or not _fits(candidates[0], shape):
         return None
-    plan = _PLANS[candidates[0].name](candidates[0], buffers, shape[-1])
+    return candidates[0]
+
+
+def gemm_shape(op: Operation) -> tuple[int, list[int], int]:
+    """(rows of A, the depth as nested loop extents, columns of B) of the GEMM a block of ``op`` runs."""
+    a, b = op.operands[:2]
+    if op.name == "tensor.matmul":
+        return (a.type.shape[-2] if a.type.rank >= 2 else 1), [a.type.shape[-1]], \
+            (b.type.shape[-1] if b.type.rank >= 2 else 1)
+    if op.name == "tensor.gemm":
+        m, n = op.results[0].type.shape
+        return m, [a.type.shape[0] if op.transA else a.type.shape[1]], n
+    c_out, c_in_group = b.type.shape[:2]
+    return c_out // op.group, [c_in_group] + list(op.kernel_shape), math.prod(op.results[0].type.shape[2:])
+
+
+def packable_b(op: Operation) -> bool:
+    """Whether ``op``'s B is a matrix the micro-kernel may read packed (a K x N MatMul or Gemm operand)."""
+    return op.name in ("tensor.matmul", "tensor.gemm") and op.operands[1].type.rank == 2
+
+
+def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd,
+               schedule: GemmSchedule | None = None) -> BlockPlan | None:
+    """The block schedule of the region's one schedulable compute op, if there is one, run as
+    ``schedule`` says (else on the largest micro-tile ``simd`` holds, over the whole depth, B unpacked)."""
+    op = contraction(members, shape)
+    if op is None:
+        return None
+    if schedule is None:
+        rows = pick_rows(gemm_shape(op)[0])
+        schedule = GemmSchedule(rows, simd.tile_vectors(rows))
+    plan = _PLANS[op.name](op, buffers, schedule)
     if plan is None or plan.buffer_elements > BLOCK_LIMIT:
         return None
     rows = plan.rows_per_block(shape)

@@ -5,17 +5,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from fusecc.dialects.base import OpKind
 from fusecc.dialects.kernel import AllocOp, CopyOp, FusedOp, LaunchOp, ViewOp, WeightOp
 from fusecc.ir.core import FuncOp, IRError, Module, ReturnOp, Value
 from fusecc.dialects.loop import AllocaOp
+from fusecc.ir.attributes import DenseAttr
 from fusecc.ir.types import DType, MemRefType, ScalarType, TensorType
 from fusecc.passes.fuse import ROW_CACHE_LIMIT
 from fusecc.passes.manager import Pass
+from fusecc.passes.rewrite import constant_value
 
 from .emitter import Emitter, Scope
 from .rules import RULES, row_fill, row_schedule
-from .schedules import block_plan
+from .microkernel import Simd, pack_strips
+from .schedules import GemmSchedule, block_plan, contraction
 
 INDEX = ScalarType(DType.INDEX)
 
@@ -62,21 +67,37 @@ def _row_reduced_values(fused: FusedOp, shape: tuple) -> list[Value]:
     return values
 
 
-def lower_region(fused: FusedOp, name: str, vector_width: int = 16) -> FuncOp:
+def packed_operand(fused: FusedOp, width: int) -> tuple[int, np.ndarray] | None:
+    """The operand a ``packed_b`` schedule reads packed (its position among the region's operands) and
+    its value in strips of the tile's width; None without such a schedule."""
+    schedule = GemmSchedule.recorded(fused)
+    if schedule is None or not schedule.packed_b:
+        return None
+    shape = tuple(fused.body.ops[-1].operands[0].type.shape)
+    op = contraction(fused.members, shape)
+    b = op.operands[1] if op is not None else None
+    value = constant_value(fused.operands[fused.body.args.index(b)]) if b in fused.body.args else None
+    if value is None or value.ndim != 2:
+        raise IRError(f"{fused.describe()}: packed_b needs a contraction whose B is a constant matrix")
+    return fused.body.args.index(b), pack_strips(value, schedule.strip(width))
+
+
+def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[int, MemRefType] | None = None) -> FuncOp:
     """Build the kernel function computing ``fused``'s results in one loop nest.
 
     The nest walks rows (all dimensions but the last, flattened) and then the
     last dimension; every result is stored at the same index, so all results
     must share one shape. The outermost, parallel loop over [begin, end)
     walks blocks of rows: one row each, or as many as the block schedule of
-    the region's compute op fills at once with its micro-kernel.
+    the region's compute op fills at once with its micro-kernel. ``packed`` gives the buffer types of
+    operands passed packed (see ``packed_operand``).
     """
     outputs = fused.body.ops[-1].operands
     shapes = {tuple(v.type.shape) for v in outputs}
     if len(shapes) != 1:
         raise IRError(f"{fused.describe()}: results of one fused region must share a shape, got {shapes}")
     shape = shapes.pop()
-    in_types = [memref(v.type) for v in fused.operands]
+    in_types = [(packed or {}).get(i) or memref(v.type) for i, v in enumerate(fused.operands)]
     out_types = [memref(v.type) for v in outputs]
     rows = math.prod(shape[:-1]) if shape else 1
     names = [f"in{i}" for i in range(len(in_types))] + [f"out{i}" for i in range(len(out_types))] + ["begin", "end"]
@@ -91,15 +112,19 @@ def lower_region(fused: FusedOp, name: str, vector_width: int = 16) -> FuncOp:
         e.scope_of[id(arg)] = root
     for value, buffer in zip(outputs, out_buffers):
         e.destinations.setdefault(id(value), buffer)
-    plan = block_plan(fused.members, shape, buffers) if vector_width > 1 else None
+    plan = block_plan(fused.members, shape, buffers, simd, GemmSchedule.recorded(fused)) if simd.width > 1 else None
     block_rows = plan.rows_per_block(shape) if plan is not None else 1
     func.attributes["extent"] = rows // block_rows
+    if plan is not None:
+        for key in GemmSchedule.ATTRIBUTES:  # the schedule stays visible on the kernel it shaped
+            if key in fused.attributes:
+                func.attributes[key] = fused.attributes[key]
     block, block_scope = e.open_loop(begin, end, root, parallel=True, nest=True)
     e.current = block_scope
     if plan is not None:
         block_buffer = e.emit(AllocaOp, [], MemRefType((plan.buffer_elements,), plan.op.results[0].type.dtype),
                               scope=e.alloca_scope, pure=False)
-        locate = plan.fill(e, block_buffer, block, vector_width)
+        locate = plan.fill(e, block_buffer, block, simd)
         in_block, row_scope = e.open_loop(e.index(0), e.index(block_rows), block_scope, nest=True)
         row = e.iadd(e.imul(block, e.index(block_rows)), in_block)
         e.current = row_scope
@@ -145,11 +170,13 @@ class LowerToLoops(Pass):
     ``kernel.alloc`` of its results plus a ``kernel.launch`` of its kernel.
     Results produced by a region are written straight into the output
     buffers; anything else returned is copied there. ``vector-width`` is
-    the SIMD width (f32 lanes) the micro-kernels use; 1 turns them off.
+    the SIMD width (f32 lanes) the micro-kernels use, 1 turning them off;
+    ``vector-registers`` how many vector registers their tiles may fill.
     """
 
     name = "lower-to-loops"
     vector_width: int = 16
+    vector_registers: int = 32
 
     def run(self, module: Module) -> None:
         old = module.main
@@ -200,7 +227,17 @@ class LowerToLoops(Pass):
                 buffers[id(op.result)] = concat_buffer(op)
             elif isinstance(op, FusedOp):
                 name = kernel_name(op, len(kernels))
-                kernel = lower_region(op, name, self.vector_width)
+                operands = [buffers[id(v)] for v in op.operands]
+                packed = packed_operand(op, self.vector_width)
+                packed_types = {}
+                if packed is not None:
+                    index, array = packed
+                    weight = WeightOp.create([], [MemRefType(array.shape, op.operands[index].type.dtype)],
+                                             {"value": DenseAttr(array, resource=f"{name}_packed_b")}, loc=op.loc)
+                    body.append(weight)
+                    operands[index] = weight.result
+                    packed_types[index] = weight.result.type
+                kernel = lower_region(op, name, Simd(self.vector_width, self.vector_registers), packed_types)
                 kernels.append(kernel)
                 outs = []
                 for result in op.results:
@@ -213,7 +250,7 @@ class LowerToLoops(Pass):
                         target = body.append(AllocOp.create([], [memref(result.type)], loc=op.loc)).result
                     buffers[id(result)] = target
                     outs.append(target)
-                body.append(LaunchOp.create([buffers[id(v)] for v in op.operands] + outs, [],
+                body.append(LaunchOp.create(operands + outs, [],
                                             {"callee": name, "extent": kernel.attr("extent")}, loc=op.loc))
             elif op.name == "func.return":
                 for value, out in zip(returned, out_args):

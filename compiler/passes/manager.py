@@ -112,7 +112,7 @@ def parse_pipeline(text: str) -> list[Pass]:
             raise PassError(f"unknown pass '{name}'; known passes: {', '.join(sorted(PASS_REGISTRY))}")
         kwargs = {}
         if options:
-            for item in re.split(r",(?=[A-Za-z_-]+=)", options):
+            for item in re.split(r",(?=[A-Za-z_][A-Za-z0-9_-]*=)", options):
                 key, _, value = item.partition("=")
                 kwargs[key.strip().replace("-", "_")] = _parse_option(cls, key.strip(), value.strip())
         passes.append(cls(**kwargs))

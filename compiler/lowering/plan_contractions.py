@@ -1,0 +1,90 @@
+"""Pass ``plan-contractions``: each region's contraction gets its micro-kernel schedule, recorded in the IR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fusecc.dialects.kernel import FusedOp
+from fusecc.ir.core import IRError, Module
+from fusecc.passes.manager import Pass
+from fusecc.passes.rewrite import constant_value
+
+from .microkernel import Simd, pick_rows
+from .schedules import GemmSchedule, block_plan, contraction, gemm_shape, packable_b
+
+#: the share of the level-1 data cache a depth block of B's tile may fill (the rest holds A and C)
+L1_SHARE = 0.5
+
+
+@dataclass
+class PlanContractions(Pass):
+    """Chooses how each region's contraction runs on the micro-kernel and records it on the region.
+
+    A region whose one contraction (MatMul, Gemm, Conv) runs a block at a time gets, as attributes of
+    its ``kernel.fused`` op (see ``GemmSchedule``):
+
+    * ``micro_tile = [rows, vectors]``: the largest of 6, 4, 3, 2 or 1 rows dividing the rows of A,
+      and as many vectors of B as keep ``rows x vectors`` accumulators, the B vectors and a broadcast
+      of A within the target's vector registers (``vector-registers``);
+    * ``depth_block``: steps of the outermost depth loop per pass over the tiles, so that the B
+      sliver one tile reads (``depth_block x`` inner depth ``x`` tile columns) fills at most half
+      the level-1 data cache (``l1-bytes``, the host's) and stays there while every row of the block
+      uses it; absent when the whole depth fits;
+    * ``packed_b``: a constant K x N B is stored in strips as wide as a tile, each contiguous over
+      the depth, so the micro-kernel streams it sequentially instead of one short run per row of B.
+
+    ``lower-to-loops`` only reads these. The options ``micro-tile`` (``ROWSxVECTORS``) and
+    ``depth-block`` (0: none) override the choice for every region, for experiments.
+    """
+
+    name = "plan-contractions"
+    vector_width: int = 16
+    vector_registers: int = 32
+    l1_bytes: int = 32768
+    micro_tile: str = ""
+    depth_block: int = -1
+
+    def run(self, module: Module) -> None:
+        simd = Simd(self.vector_width, self.vector_registers)
+        for func in module.funcs:
+            for fused in func.walk():
+                if not isinstance(fused, FusedOp):
+                    continue
+                schedule = self._choose(fused, simd)
+                if schedule is not None:
+                    schedule.record(fused)
+
+    def _choose(self, fused: FusedOp, simd: Simd) -> GemmSchedule | None:
+        shape = tuple(fused.body.ops[-1].operands[0].type.shape) if fused.body.ops[-1].operands else ()
+        op = contraction(fused.members, shape)
+        if op is None:
+            return None
+        rows_of_a, depth, _ = gemm_shape(op)
+        rows, vectors = self._micro_tile(fused, rows_of_a, simd)
+        strip = vectors * simd.width
+        inner = 1
+        for extent in depth[1:]:
+            inner *= extent
+        if self.depth_block >= 0:
+            block = self.depth_block
+        else:
+            block = max(1, int(self.l1_bytes * L1_SHARE) // (strip * op.operands[0].type.dtype.itemsize * inner))
+        block = 0 if block >= depth[0] else block
+        buffers = {id(arg): arg for arg in fused.body.args}
+        b = op.operands[1]
+        packed = packable_b(op) and id(b) in buffers and \
+            constant_value(fused.operands[fused.body.args.index(b)]) is not None
+        schedule = GemmSchedule(rows, vectors, block, packed)
+        return schedule if block_plan(fused.members, shape, buffers, simd, schedule) is not None else None
+
+    def _micro_tile(self, fused: FusedOp, rows_of_a: int, simd: Simd) -> tuple[int, int]:
+        if not self.micro_tile:
+            rows = pick_rows(rows_of_a)
+            return rows, simd.tile_vectors(rows)
+        try:
+            rows, vectors = (int(part) for part in self.micro_tile.lower().split("x"))
+        except ValueError:
+            raise IRError(f"plan-contractions: micro-tile '{self.micro_tile}' is not ROWSxVECTORS, e.g. 6x2") from None
+        if rows < 1 or vectors < 1 or rows_of_a % rows:
+            raise IRError(f"{fused.describe()}: micro-tile {rows}x{vectors} does not divide {rows_of_a} rows of A")
+        return rows, vectors
