@@ -86,6 +86,13 @@ def _cases():
     cases["Softmax-prologue-MatMul"] = _model(
         [helper.make_node("Softmax", ["a"], ["s"], axis=-1), helper.make_node("MatMul", ["s", "b"], ["y"])],
         {"a": [2, 12, 16], "b": [2, 16, 20]})
+    cases["Gemm-LayerNormalization-epilogue"] = _model(
+        [helper.make_node("Gemm", ["x", "w"], ["g"]),
+         helper.make_node("LayerNormalization", ["g", "s", "c"], ["y"], axis=-1)],
+        {"x": [12, 32]}, [_weight("w", (32, 48), rng), _weight("s", (48,), rng), _weight("c", (48,), rng)])
+    cases["MatMul-Softmax-epilogue"] = _model(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Softmax", ["m"], ["y"], axis=-1)],
+        {"x": [2, 12, 32]}, [_weight("w", (32, 48), rng)])
     cases["Reshape-Gemm-Reshape"] = _model(
         [helper.make_node("Reshape", ["x", "s2"], ["x2"]), helper.make_node("Gemm", ["x2", "w", "c"], ["g"], transB=1),
          helper.make_node("Reshape", ["g", "s3"], ["y"])], {"x": [1, 12, 32]},

@@ -65,6 +65,8 @@ class Emitter:
         #: value -> how its producer fills a whole cached row, or None to compute it element by element
         self.row_fill_rule = row_fill_rule
         self.buffers = buffers
+        #: buffers not in row-major order (a packed B): id(value) -> offset(e, index) of an element
+        self.layouts: dict[int, Callable[["Emitter", list[Value]], Value]] = {}
         self.alloca_scope = root
         #: the loop nest's row: its index values (all but the last dimension), and the scope that walks it
         self.row: list[Value] | None = None
@@ -341,7 +343,9 @@ class Emitter:
             return cached
         buffer = self.buffers.get(id(value))
         if buffer is not None:
-            result = self.load(buffer, self.linearize(index, buffer.type.shape))
+            layout = self.layouts.get(id(value))
+            offset = layout(self, index) if layout is not None else self.linearize(index, buffer.type.shape)
+            result = self.load(buffer, offset)
         elif self._in_cached_row(value, index):
             result = self.load(self._row_buffer(value), index[-1])
         elif self._in_block(value, index):

@@ -104,6 +104,14 @@ def pack_strips(b, columns: int):
     return np.ascontiguousarray(padded.reshape(depth, strips, columns).transpose(1, 0, 2))
 
 
+def strip_offset(e: Emitter, index: list[Value], depth: int, columns: int) -> Value:
+    """Offset of ``B[k, j]`` in the layout of ``pack_strips``: strip ``j // columns``, row ``k``, column ``j % columns``."""
+    k, j = index
+    strip = e.idiv(j, e.index(columns))
+    return e.iadd(e.imul(strip, e.index(depth * columns)),
+                  e.iadd(e.imul(k, e.index(columns)), e.irem(j, e.index(columns))))
+
+
 def emit_gemm(e: Emitter, gemm: Gemm, out: Value, simd: Simd) -> None:
     """Write the block ``C[rr, j]`` to ``out[rr * columns + j]`` at the current scope."""
     width = simd.width

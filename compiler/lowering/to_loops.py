@@ -19,7 +19,7 @@ from fusecc.passes.rewrite import constant_value
 
 from .emitter import Emitter, Scope
 from .rules import RULES, row_fill, row_schedule
-from .microkernel import Simd, pack_strips
+from .microkernel import Simd, pack_strips, strip_offset
 from .schedules import GemmSchedule, block_plan, contraction
 
 INDEX = ScalarType(DType.INDEX)
@@ -112,6 +112,10 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
         e.scope_of[id(arg)] = root
     for value, buffer in zip(outputs, out_buffers):
         e.destinations.setdefault(id(value), buffer)
+    for index, packed_type in (packed or {}).items():  # other reads of a packed B find its elements too
+        strips, depth, columns = packed_type.shape
+        e.layouts[id(fused.body.args[index])] = lambda em, idx, depth=depth, columns=columns: \
+            strip_offset(em, idx, depth, columns)
     plan = block_plan(fused.members, shape, buffers, simd, GemmSchedule.recorded(fused)) if simd.width > 1 else None
     block_rows = plan.rows_per_block(shape) if plan is not None else 1
     func.attributes["extent"] = rows // block_rows
@@ -143,7 +147,8 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
     if shape and shape[-1] <= ROW_CACHE_LIMIT:
         e.row, e.row_scope = outer, row_scope
         for value in _row_reduced_values(fused, shape):
-            e.cache_rows(value, outer, shape[-1])
+            if plan is None or value is not plan.op.results[0]:  # a block buffer already holds its rows
+                e.cache_rows(value, outer, shape[-1])
         for op in fused.members:
             schedule = row_schedule(op, buffers) if op.kind is OpKind.COMPUTE and op is not getattr(plan, "op", None) \
                 else None
