@@ -90,6 +90,10 @@ def _cases():
         [helper.make_node("Gemm", ["x", "w"], ["g"]),
          helper.make_node("LayerNormalization", ["g", "s", "c"], ["y"], axis=-1)],
         {"x": [12, 32]}, [_weight("w", (32, 48), rng), _weight("s", (48,), rng), _weight("c", (48,), rng)])
+    cases["MatMul-197-rows-LayerNormalization-epilogue"] = _model(
+        [helper.make_node("MatMul", ["x", "w"], ["m"]),
+         helper.make_node("LayerNormalization", ["m", "s", "c"], ["y"], axis=-1)],
+        {"x": [1, 197, 32]}, [_weight("w", (32, 48), rng), _weight("s", (48,), rng), _weight("c", (48,), rng)])
     cases["MatMul-Softmax-epilogue"] = _model(
         [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Softmax", ["m"], ["y"], axis=-1)],
         {"x": [2, 12, 32]}, [_weight("w", (32, 48), rng)])

@@ -61,8 +61,19 @@ def pick_rows(count: int, candidates=(6, 4, 3, 2, 1)) -> int:
     return next(r for r in candidates if count % r == 0)
 
 
+def pick_rows_with_tail(count: int) -> int:
+    """The micro-kernel height for ``count`` rows when the rows left over may run one at a time: the
+    largest of 6, 4, 3 dividing ``count``, else 6 (197 rows: 32 groups of 6, then 5 single rows)."""
+    rows = pick_rows(count)
+    return 6 if rows < 3 and count > 6 else rows
+
+
 def pick_block(count: int, micro: int, row_elements: int, limit: int) -> int:
-    """Rows per block: a multiple of ``micro`` dividing ``count``, as many as fit ``limit`` elements."""
+    """Rows per block: a multiple of ``micro`` dividing ``count``, as many as fit ``limit`` elements; when
+    ``micro`` does not divide ``count``, as many multiples of ``micro`` as fit (the last block is shorter)."""
+    if count % micro:
+        fitting = max(1, limit // row_elements) // micro * micro
+        return max(micro, min(count // micro * micro, fitting))
     best = micro
     for rows in range(micro, count + 1, micro):
         if count % rows == 0 and rows * row_elements <= limit:
@@ -74,8 +85,8 @@ def pick_block(count: int, micro: int, row_elements: int, limit: int) -> int:
 class Gemm:
     """One block of a GEMM: what the micro-kernel needs to know about its operands."""
 
-    rows: int                                    # rows of A (and of the block result)
-    micro: int                                   # rows per micro-kernel (divides rows)
+    rows: int | Value                            # rows of A (and of the block result)
+    micro: int                                   # rows per micro-kernel (rows left over run one at a time)
     depth: list[int]                             # K, as nested loop extents (e.g. [Cin, KH, KW])
     columns: int                                 # N
     a: Callable[[Emitter, Value, list], Value]   # A(r, ks) as a scalar
@@ -130,13 +141,32 @@ def emit_gemm(e: Emitter, gemm: Gemm, out: Value, simd: Simd) -> None:
             first, _ = stack.enter_context(e.loop_in(e.current, 0, outer, step=gemm.depth_block))
         if full:
             with e.loop_in(e.current, 0, full, step=step) as (j0, _):
-                with e.loop_in(e.current, 0, gemm.rows, step=gemm.micro) as (r0, _):
-                    _tile(e, gemm, out, r0, j0, tile, width, vtype, first=first)
+                for r0, micro in _row_groups(e, gemm):
+                    _tile(e, gemm, out, r0, micro, j0, tile, width, vtype, first=first)
         if rest:
             vectors = -(-rest // width)
-            with e.loop_in(e.current, 0, gemm.rows, step=gemm.micro) as (r0, _):
-                _tile(e, gemm, out, r0, e.index(full), vectors, width, vtype, lanes=rest - (vectors - 1) * width,
-                      first=first)
+            for r0, micro in _row_groups(e, gemm):
+                _tile(e, gemm, out, r0, micro, e.index(full), vectors, width, vtype,
+                      lanes=rest - (vectors - 1) * width, first=first)
+
+
+def _row_groups(e: Emitter, gemm: Gemm):
+    """Loops over the block's rows, yielding (first row, rows) for each micro-kernel: groups of
+    ``gemm.micro`` rows, then the rows left over one at a time. The loop of each is open while its
+    caller emits the tile."""
+    rows, micro = gemm.rows, gemm.micro
+    if isinstance(rows, int):
+        full = rows - rows % micro
+        left = rows > full
+    else:
+        full = e.isub(rows, e.irem(rows, e.index(micro))) if micro > 1 else rows
+        left = micro > 1
+    if not isinstance(full, int) or full:
+        with e.loop_in(e.current, 0, full, step=micro) as (r0, _):
+            yield r0, micro
+    if left:
+        with e.loop_in(e.current, full, rows) as (r0, _):
+            yield r0, 1
 
 
 def _fill_with_init(e: Emitter, gemm: Gemm, out: Value, simd: Simd, vtype: VectorType) -> None:
@@ -154,7 +184,7 @@ def _fill_with_init(e: Emitter, gemm: Gemm, out: Value, simd: Simd, vtype: Vecto
         e.insert(vector.StoreOp.create([start, out, e.iadd(base, e.index((vectors - 1) * width))], [], last))
 
 
-def _tile(e: Emitter, gemm: Gemm, out: Value, r0: Value, j0: Value, tile: int, width: int,
+def _tile(e: Emitter, gemm: Gemm, out: Value, r0: Value, micro: int, j0: Value, tile: int, width: int,
           vtype: VectorType, lanes: int = 0, first: Value | None = None) -> None:
     """Rows [r0, r0 + micro) x ``tile`` vectors from column j0: accumulators over the depth.
 
@@ -163,7 +193,7 @@ def _tile(e: Emitter, gemm: Gemm, out: Value, r0: Value, j0: Value, tile: int, w
     from there, its accumulators starting from ``out`` (which ``_fill_with_init`` set before the first).
     """
     zero = e.index(0)
-    rows = [e.iadd(r0, e.index(rr)) for rr in range(gemm.micro)]
+    rows = [e.iadd(r0, e.index(rr)) for rr in range(micro)]
     accs = [[e.emit(loop.AllocaOp, [], MemRefType((width,), vtype.dtype), scope=e.alloca_scope, pure=False)
              for _ in range(tile)] for _ in rows]
     masks = [{"lanes": lanes} if lanes and v == tile - 1 else {} for v in range(tile)]

@@ -9,8 +9,8 @@ from fusecc.ir.core import IRError, Module
 from fusecc.passes.manager import Pass
 from fusecc.passes.rewrite import constant_value
 
-from .microkernel import Simd, pick_rows
-from .schedules import GemmSchedule, block_plan, contraction, gemm_shape, packable_b
+from .microkernel import Simd, pick_rows, pick_rows_with_tail
+from .schedules import GemmSchedule, block_plan, contraction, ends_blocks_mid_matrix, gemm_shape, packable_b
 
 #: the share of the level-1 data cache a depth block of B's tile may fill (the rest holds A and C)
 L1_SHARE = 0.5
@@ -23,9 +23,10 @@ class PlanContractions(Pass):
     A region whose one contraction (MatMul, Gemm, Conv) runs a block at a time gets, as attributes of
     its ``kernel.fused`` op (see ``GemmSchedule``):
 
-    * ``micro_tile = [rows, vectors]``: the largest of 6, 4, 3, 2 or 1 rows dividing the rows of A,
-      and as many vectors of B as keep ``rows x vectors`` accumulators, the B vectors and a broadcast
-      of A within the target's vector registers (``vector-registers``);
+    * ``micro_tile = [rows, vectors]``: the largest of 6, 4, 3, 2 or 1 rows dividing the rows of A
+      (a MatMul or Gemm takes 6 when only 2 or 1 would divide, its last rows then running one at a
+      time), and as many vectors of B as keep ``rows x vectors`` accumulators, the B vectors and a
+      broadcast of A within the target's vector registers (``vector-registers``);
     * ``depth_block``: steps of the outermost depth loop per pass over the tiles, so that the B
       sliver one tile reads (``depth_block x`` inner depth ``x`` tile columns) fills at most half
       the level-1 data cache (``l1-bytes``, the host's) and stays there while every row of the block
@@ -60,7 +61,7 @@ class PlanContractions(Pass):
         if op is None:
             return None
         rows_of_a, depth, _ = gemm_shape(op)
-        rows, vectors = self._micro_tile(fused, rows_of_a, simd)
+        rows, vectors = self._micro_tile(fused, rows_of_a, simd, tail=ends_blocks_mid_matrix(op))
         strip = vectors * simd.width
         inner = 1
         for extent in depth[1:]:
@@ -77,14 +78,14 @@ class PlanContractions(Pass):
         schedule = GemmSchedule(rows, vectors, block, packed)
         return schedule if block_plan(fused.members, shape, buffers, simd, schedule) is not None else None
 
-    def _micro_tile(self, fused: FusedOp, rows_of_a: int, simd: Simd) -> tuple[int, int]:
+    def _micro_tile(self, fused: FusedOp, rows_of_a: int, simd: Simd, tail: bool) -> tuple[int, int]:
         if not self.micro_tile:
-            rows = pick_rows(rows_of_a)
+            rows = pick_rows_with_tail(rows_of_a) if tail else pick_rows(rows_of_a)
             return rows, simd.tile_vectors(rows)
         try:
             rows, vectors = (int(part) for part in self.micro_tile.lower().split("x"))
         except ValueError:
             raise IRError(f"plan-contractions: micro-tile '{self.micro_tile}' is not ROWSxVECTORS, e.g. 6x2") from None
-        if rows < 1 or vectors < 1 or rows_of_a % rows:
+        if rows < 1 or vectors < 1 or rows_of_a % rows and not tail:
             raise IRError(f"{fused.describe()}: micro-tile {rows}x{vectors} does not divide {rows_of_a} rows of A")
         return rows, vectors

@@ -64,7 +64,8 @@ class GemmSchedule:
 class BlockPlan:
     """How a compute op's result is computed a block at a time.
 
-    ``fill(e, buffer, block_index, simd)`` writes one block and returns
+    ``fill(e, buffer, block_index, first_row, row_count, simd)`` writes the block of the nest's rows from
+    ``first_row`` (``row_count`` of them: a number, or a value for a last, shorter block) and returns
     ``locate(e, index) -> linear offset into the buffer`` for reads of the
     result at an index of the current block. Matmul blocks are ``rows``
     consecutive rows of the result; convolution blocks are ``channels``
@@ -78,12 +79,32 @@ class BlockPlan:
     rows: int = 0
     channels: int = 0
     plane: int = 0  # elements per channel in the buffer (default: the result's plane)
+    #: rows of the result per matrix (M) when blocks of ``rows`` need not divide it: each matrix then
+    #: takes ceil(M / rows) blocks, the last one holding what is left (0: blocks divide every matrix)
+    matrix_rows: int = 0
 
     def rows_per_block(self, shape: tuple) -> int:
-        """Rows of a nest of ``shape`` that one block covers."""
+        """Rows of a nest of ``shape`` that one (full) block covers."""
         if self.channels:
             return self.channels * math.prod(shape[2:-1])
         return self.rows
+
+    def block_count(self, shape: tuple) -> int:
+        """Blocks covering a nest of ``shape``."""
+        rows = math.prod(shape[:-1])
+        if not self.matrix_rows:
+            return rows // self.rows_per_block(shape)
+        return rows // self.matrix_rows * -(-self.matrix_rows // self.rows)
+
+    def block_rows(self, e: Emitter, block: Value, shape: tuple) -> tuple[Value, int | Value]:
+        """The first row of the nest that ``block`` covers, and how many rows it covers."""
+        per_block = self.rows_per_block(shape)
+        if not self.matrix_rows or self.matrix_rows % self.rows == 0:
+            return e.imul(block, e.index(per_block)), per_block
+        blocks = -(-self.matrix_rows // self.rows)
+        local = e.imul(e.irem(block, e.index(blocks)), e.index(self.rows))
+        first = e.iadd(e.imul(e.idiv(block, e.index(blocks)), e.index(self.matrix_rows)), local)
+        return first, e.imin(e.index(self.rows), e.isub(e.index(self.matrix_rows), local))
 
     @property
     def buffer_elements(self) -> int:
@@ -104,15 +125,14 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockP
     batch_shape = out_shape[:-2]
     packed = schedule.packed_b and b.type.rank == 2
 
-    def fill(e: Emitter, block: Value, index: Value, simd: Simd) -> None:
-        first = e.imul(index, e.index(rows))
+    def fill(e: Emitter, block: Value, index: Value, first: Value, count: int | Value, simd: Simd) -> None:
         batch = e.delinearize(e.idiv(first, e.index(m)), batch_shape) if batch_shape else []
         i0 = e.irem(first, e.index(m))
         a_batch = _broadcast(e, batch, a.type.shape[:-2])
         b_batch = _broadcast(e, batch, b.type.shape[:-2])
         b_base = e.linearize(b_batch + [e.index(0), e.index(0)], b.type.shape)
         row_elements = schedule.strip(simd.width) if packed else n
-        gemm = Gemm(rows, micro, [k_size], n,
+        gemm = Gemm(count, micro, [k_size], n,
                     a=lambda em, r, ks: em.at(a, a_batch + [em.iadd(i0, r), ks[0]]),
                     b=buffers[id(b)], b_row=lambda em, ks: em.iadd(b_base, em.imul(ks[0], em.index(row_elements))),
                     init=lambda em, r: em.const(0.0, a.type.dtype),
@@ -121,7 +141,7 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockP
         emit_gemm(e, gemm, block, simd)
         return _row_locator(n)
 
-    return BlockPlan(op, fill, rows=rows)
+    return BlockPlan(op, fill, rows=rows, matrix_rows=m)
 
 
 def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
@@ -135,10 +155,9 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPla
     dtype = a.type.dtype
     packed = schedule.packed_b
 
-    def fill(e: Emitter, block: Value, index: Value, simd: Simd) -> None:
-        i0 = e.imul(index, e.index(rows))
+    def fill(e: Emitter, block: Value, index: Value, i0: Value, count: int | Value, simd: Simd) -> None:
         row_elements = schedule.strip(simd.width) if packed else n
-        gemm = Gemm(rows, micro, [k_size], n,
+        gemm = Gemm(count, micro, [k_size], n,
                     a=lambda em, r, ks: em.at(a, [ks[0], em.iadd(i0, r)] if op.transA else [em.iadd(i0, r), ks[0]]),
                     b=buffers[id(b)], b_row=lambda em, ks: em.imul(ks[0], em.index(row_elements)),
                     init=lambda em, r: em.const(0.0, dtype),
@@ -148,7 +167,7 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPla
         if op.alpha == 1.0 and (len(op.operands) == 2 or op.beta == 0.0):
             return _row_locator(n)
         c = op.operands[2] if len(op.operands) == 3 else None
-        with e.loop_in(e.current, 0, rows) as (r, _):
+        with e.loop_in(e.current, 0, count) as (r, _):
             with e.loop_in(e.current, 0, n) as (j, _):
                 slot = e.iadd(e.imul(r, e.index(n)), j)
                 acc = e.load_mutable(block, slot)
@@ -160,7 +179,7 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPla
                 e.store(acc, block, slot)
         return _row_locator(n)
 
-    return BlockPlan(op, fill, rows=rows)
+    return BlockPlan(op, fill, rows=rows, matrix_rows=m)
 
 
 def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
@@ -187,7 +206,7 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -
     rows = pick_block(c_out_group, micro, plane, BLOCK_LIMIT)
     bias = op.operands[2] if len(op.operands) == 3 else None
 
-    def fill(e: Emitter, block: Value, index: Value, simd: Simd):
+    def fill(e: Emitter, block: Value, index: Value, first_row: Value, count: int, simd: Simd):
         first = e.imul(index, e.index(rows))  # = image * c_out + first output channel
         image, co0 = e.idiv(first, e.index(c_out)), e.irem(first, e.index(c_out))
         group = e.idiv(co0, e.index(c_out_group))
@@ -242,7 +261,7 @@ def _spatial_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> 
     bias = op.operands[2] if len(op.operands) == 3 else None
     weights = buffers[id(w)]
 
-    def fill(e: Emitter, block: Value, index: Value, simd: Simd):
+    def fill(e: Emitter, block: Value, index: Value, first_row: Value, count: int, simd: Simd):
         first = e.imul(index, e.index(rows))
         image, co0 = e.idiv(first, e.index(c_out)), e.irem(first, e.index(c_out))
         image_base = e.imul(image, e.index(c_in * height * pitch))
@@ -329,9 +348,15 @@ def gemm_shape(op: Operation) -> tuple[int, list[int], int]:
     return c_out // op.group, [c_in_group] + list(op.kernel_shape), math.prod(op.results[0].type.shape[2:])
 
 
+def ends_blocks_mid_matrix(op: Operation) -> bool:
+    """Whether ``op``'s blocks of rows may leave a shorter last block per matrix (MatMul, Gemm), so its
+    micro-kernel height need not divide the rows of A."""
+    return op.name in ("tensor.matmul", "tensor.gemm")
+
+
 def packable_b(op: Operation) -> bool:
     """Whether ``op``'s B is a matrix the micro-kernel may read packed (a K x N MatMul or Gemm operand)."""
-    return op.name in ("tensor.matmul", "tensor.gemm") and op.operands[1].type.rank == 2
+    return ends_blocks_mid_matrix(op) and op.operands[1].type.rank == 2
 
 
 def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd,
@@ -348,6 +373,8 @@ def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd
     if plan is None or plan.buffer_elements > BLOCK_LIMIT:
         return None
     rows = plan.rows_per_block(shape)
+    if plan.matrix_rows:
+        return plan if math.prod(shape[:-1]) % plan.matrix_rows == 0 else None
     if math.prod(shape[:-1]) % rows:
         return None
     return plan

@@ -117,8 +117,7 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
         e.layouts[id(fused.body.args[index])] = lambda em, idx, depth=depth, columns=columns: \
             strip_offset(em, idx, depth, columns)
     plan = block_plan(fused.members, shape, buffers, simd, GemmSchedule.recorded(fused)) if simd.width > 1 else None
-    block_rows = plan.rows_per_block(shape) if plan is not None else 1
-    func.attributes["extent"] = rows // block_rows
+    func.attributes["extent"] = plan.block_count(shape) if plan is not None else rows
     if plan is not None:
         for key in GemmSchedule.ATTRIBUTES:  # the schedule stays visible on the kernel it shaped
             if key in fused.attributes:
@@ -128,9 +127,10 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
     if plan is not None:
         block_buffer = e.emit(AllocaOp, [], MemRefType((plan.buffer_elements,), plan.op.results[0].type.dtype),
                               scope=e.alloca_scope, pure=False)
-        locate = plan.fill(e, block_buffer, block, simd)
-        in_block, row_scope = e.open_loop(e.index(0), e.index(block_rows), block_scope, nest=True)
-        row = e.iadd(e.imul(block, e.index(block_rows)), in_block)
+        first_row, block_rows = plan.block_rows(e, block, shape)
+        locate = plan.fill(e, block_buffer, block, first_row, block_rows, simd)
+        in_block, row_scope = e.open_loop(e.index(0), e.as_index(block_rows), block_scope, nest=True)
+        row = e.iadd(first_row, in_block)
         e.current = row_scope
     else:
         row, row_scope = block, block_scope
