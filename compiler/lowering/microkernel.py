@@ -19,7 +19,7 @@ tile whose last vector's loads and stores are masked to the columns that exist.
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from fusecc.dialects import loop, vector
@@ -102,6 +102,10 @@ class Gemm:
     #: steps of the outermost depth loop per pass over the tiles (0: all of them in one pass); between
     #: passes the accumulators go through ``out``, so a block of B stays in cache for every row of the block
     depth_block: int = 0
+    #: when nonzero (the block's most rows), A is copied once per pass over the depth into a scratch
+    #: buffer that the tiles read: for an A that a prologue computes (a transpose, say), which each tile
+    #: of columns would otherwise compute again, or one read across its rows (transA). Single depth loop.
+    pack_a: int = 0
 
 
 def pack_strips(b, columns: int):
@@ -139,6 +143,8 @@ def emit_gemm(e: Emitter, gemm: Gemm, out: Value, simd: Simd) -> None:
         first = None
         if blocked:
             first, _ = stack.enter_context(e.loop_in(e.current, 0, outer, step=gemm.depth_block))
+        if gemm.pack_a:
+            gemm = _with_packed_a(e, gemm, first)
         if full:
             with e.loop_in(e.current, 0, full, step=step) as (j0, _):
                 for r0, micro in _row_groups(e, gemm):
@@ -148,6 +154,24 @@ def emit_gemm(e: Emitter, gemm: Gemm, out: Value, simd: Simd) -> None:
             for r0, micro in _row_groups(e, gemm):
                 _tile(e, gemm, out, r0, micro, e.index(full), vectors, width, vtype,
                       lanes=rest - (vectors - 1) * width, first=first)
+
+
+def _with_packed_a(e: Emitter, gemm: Gemm, first: Value | None) -> Gemm:
+    """``gemm`` reading A from a scratch copy of this pass's rows x depth steps (from ``first``)."""
+    span = gemm.depth_block if first is not None else gemm.depth[0]
+    start = first if first is not None else e.index(0)
+    stop = e.imin(e.iadd(start, e.index(span)), e.index(gemm.depth[0])) if first is not None else gemm.depth[0]
+    scratch = e.emit(loop.AllocaOp, [], MemRefType((gemm.pack_a * span,), gemm.b.type.dtype),
+                     scope=e.alloca_scope, pure=False)
+    with e.loop_in(e.current, 0, gemm.rows) as (r, _):
+        base = e.isub(e.imul(r, e.index(span)), start)
+        with e.loop_in(e.current, start, stop) as (k, _):
+            e.store(gemm.a(e, r, [k]), scratch, e.iadd(base, k))
+
+    def packed(em: Emitter, r: Value, ks: list) -> Value:
+        return em.load_mutable(scratch, em.iadd(em.isub(em.imul(r, em.index(span)), start), ks[0]))
+
+    return replace(gemm, a=packed)
 
 
 def _row_groups(e: Emitter, gemm: Gemm):

@@ -114,6 +114,13 @@ class BlockPlan:
         return self.rows * result[-1]
 
 
+def _a_scratch_rows(rows: int, depth: int, schedule: GemmSchedule) -> int:
+    """Rows of A a block copies to a scratch buffer (see ``Gemm.pack_a``), 0 when the copy would not fit
+    the stack as a block buffer does."""
+    span = schedule.depth_block or depth
+    return rows if rows * span <= BLOCK_LIMIT else 0
+
+
 def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
     a, b = op.operands
     if a.type.rank < 2 or b.type.rank < 2 or id(b) not in buffers:
@@ -137,7 +144,8 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockP
                     b=buffers[id(b)], b_row=lambda em, ks: em.iadd(b_base, em.imul(ks[0], em.index(row_elements))),
                     init=lambda em, r: em.const(0.0, a.type.dtype),
                     b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
-                    depth_block=schedule.depth_block)
+                    depth_block=schedule.depth_block,
+                    pack_a=_a_scratch_rows(rows, k_size, schedule) if id(a) not in buffers else 0)
         emit_gemm(e, gemm, block, simd)
         return _row_locator(n)
 
@@ -162,7 +170,8 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPla
                     b=buffers[id(b)], b_row=lambda em, ks: em.imul(ks[0], em.index(row_elements)),
                     init=lambda em, r: em.const(0.0, dtype),
                     b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
-                    depth_block=schedule.depth_block)
+                    depth_block=schedule.depth_block,
+                    pack_a=_a_scratch_rows(rows, k_size, schedule) if op.transA or id(a) not in buffers else 0)
         emit_gemm(e, gemm, block, simd)
         if op.alpha == 1.0 and (len(op.operands) == 2 or op.beta == 0.0):
             return _row_locator(n)
