@@ -94,6 +94,11 @@ def _cases():
         [helper.make_node("MatMul", ["x", "w"], ["m"]),
          helper.make_node("LayerNormalization", ["m", "s", "c"], ["y"], axis=-1)],
         {"x": [1, 197, 32]}, [_weight("w", (32, 48), rng), _weight("s", (48,), rng), _weight("c", (48,), rng)])
+    cases["MatMul-wide-B-in-place"] = _model([helper.make_node("MatMul", ["a", "w"], ["y"])], {"a": [13, 16]},
+                                             [_weight("w", (16, 6000), rng)])
+    cases["Gemm-wide-B-Relu-in-place"] = _model(
+        [helper.make_node("Gemm", ["a", "w", "c"], ["g"], transB=1), helper.make_node("Relu", ["g"], ["y"])],
+        {"a": [13, 16]}, [_weight("w", (6000, 16), rng), _weight("c", (6000,), rng)])
     cases["MatMul-Softmax-epilogue"] = _model(
         [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Softmax", ["m"], ["y"], axis=-1)],
         {"x": [2, 12, 32]}, [_weight("w", (32, 48), rng)])

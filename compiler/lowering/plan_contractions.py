@@ -76,7 +76,8 @@ class PlanContractions(Pass):
         packed = packable_b(op) and id(b) in buffers and \
             constant_value(fused.operands[fused.body.args.index(b)]) is not None
         schedule = GemmSchedule(rows, vectors, block, packed)
-        return schedule if block_plan(fused.members, shape, buffers, simd, schedule) is not None else None
+        outputs = tuple(fused.body.ops[-1].operands)
+        return schedule if block_plan(fused.members, shape, buffers, simd, schedule, outputs) is not None else None
 
     def _micro_tile(self, fused: FusedOp, rows_of_a: int, simd: Simd, tail: bool) -> tuple[int, int]:
         if not self.micro_tile:

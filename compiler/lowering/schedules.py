@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from fusecc.dialects.base import OpKind
 from fusecc.ir.core import Operation, Value
 
 from .emitter import Emitter
@@ -20,6 +21,9 @@ from .microkernel import Gemm, Simd, emit_gemm, pick_block, pick_rows
 
 #: largest block buffer, in elements (it lives on the kernel's stack)
 BLOCK_LIMIT = 1 << 15
+#: largest block written in place into the region's output, in elements: a block holds the rows that
+#: share one pass over B, so a wide B (a vocabulary of 50257) is not streamed once per few rows
+IN_PLACE_LIMIT = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class BlockPlan:
     rows: int = 0
     channels: int = 0
     plane: int = 0  # elements per channel in the buffer (default: the result's plane)
+    #: the block is written straight into the region's output that holds the op's result (no buffer)
+    in_place: bool = False
     #: rows of the result per matrix (M) when blocks of ``rows`` need not divide it: each matrix then
     #: takes ceil(M / rows) blocks, the last one holding what is left (0: blocks divide every matrix)
     matrix_rows: int = 0
@@ -121,14 +127,14 @@ def _a_scratch_rows(rows: int, depth: int, schedule: GemmSchedule) -> int:
     return rows if rows * span <= BLOCK_LIMIT else 0
 
 
-def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
+def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: bool) -> BlockPlan | None:
     a, b = op.operands
     if a.type.rank < 2 or b.type.rank < 2 or id(b) not in buffers:
         return None
     out_shape = op.results[0].type.shape
     m, k_size, n = a.type.shape[-2], a.type.shape[-1], b.type.shape[-1]
     micro = schedule.rows
-    rows = pick_block(m, micro, n, BLOCK_LIMIT)
+    rows = pick_block(m, micro, n, IN_PLACE_LIMIT if in_place else BLOCK_LIMIT)
     batch_shape = out_shape[:-2]
     packed = schedule.packed_b and b.type.rank == 2
 
@@ -145,21 +151,22 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockP
                     init=lambda em, r: em.const(0.0, a.type.dtype),
                     b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
                     depth_block=schedule.depth_block,
-                    pack_a=_a_scratch_rows(rows, k_size, schedule) if id(a) not in buffers else 0)
+                    pack_a=_a_scratch_rows(rows, k_size, schedule) if id(a) not in buffers else 0,
+                    out_row=_result_row(first, n) if in_place else None)
         emit_gemm(e, gemm, block, simd)
-        return _row_locator(n)
+        return _row_locator(n, first if in_place else None)
 
-    return BlockPlan(op, fill, rows=rows, matrix_rows=m)
+    return BlockPlan(op, fill, rows=rows, matrix_rows=m, in_place=in_place)
 
 
-def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
+def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: bool) -> BlockPlan | None:
     a, b = op.operands[:2]
     if op.transB or id(b) not in buffers:
         return None
     m, n = op.results[0].type.shape
     k_size = a.type.shape[0] if op.transA else a.type.shape[1]
     micro = schedule.rows
-    rows = pick_block(m, micro, n, BLOCK_LIMIT)
+    rows = pick_block(m, micro, n, IN_PLACE_LIMIT if in_place else BLOCK_LIMIT)
     dtype = a.type.dtype
     packed = schedule.packed_b
 
@@ -171,14 +178,16 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPla
                     init=lambda em, r: em.const(0.0, dtype),
                     b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
                     depth_block=schedule.depth_block,
-                    pack_a=_a_scratch_rows(rows, k_size, schedule) if op.transA or id(a) not in buffers else 0)
+                    pack_a=_a_scratch_rows(rows, k_size, schedule) if op.transA or id(a) not in buffers else 0,
+                    out_row=_result_row(i0, n) if in_place else None)
         emit_gemm(e, gemm, block, simd)
+        locate = _row_locator(n, i0 if in_place else None)
         if op.alpha == 1.0 and (len(op.operands) == 2 or op.beta == 0.0):
-            return _row_locator(n)
+            return locate
         c = op.operands[2] if len(op.operands) == 3 else None
         with e.loop_in(e.current, 0, count) as (r, _):
             with e.loop_in(e.current, 0, n) as (j, _):
-                slot = e.iadd(e.imul(r, e.index(n)), j)
+                slot = e.iadd(e.imul(e.iadd(i0, r) if in_place else r, e.index(n)), j)
                 acc = e.load_mutable(block, slot)
                 if op.alpha != 1.0:
                     acc = e.mul(acc, e.const(op.alpha, dtype))
@@ -186,9 +195,9 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPla
                     c_value = e.at(c, _broadcast(e, [e.iadd(i0, r), j], c.type.shape))
                     acc = e.add(acc, c_value if op.beta == 1.0 else e.mul(c_value, e.const(op.beta, dtype)))
                 e.store(acc, block, slot)
-        return _row_locator(n)
+        return locate
 
-    return BlockPlan(op, fill, rows=rows, matrix_rows=m)
+    return BlockPlan(op, fill, rows=rows, matrix_rows=m, in_place=in_place)
 
 
 def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
@@ -295,11 +304,19 @@ def _spatial_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> 
     return BlockPlan(op, fill, channels=rows, plane=out_h * pitch)
 
 
-def _row_locator(columns: int):
-    """Offsets of a block of whole result rows: index = the nest's own row, then the column."""
+def _row_locator(columns: int, first_row: Value | None = None):
+    """Offsets of a block of whole result rows: index = the nest's own row, then the column; rows count
+    from the block's first (a block buffer) or, given ``first_row``, from the result's first (in place)."""
     def locate(e: Emitter, index: list[Value], in_block: Value) -> Value:
-        return e.iadd(e.imul(in_block, e.index(columns)), index[-1])
+        row = in_block if first_row is None else e.iadd(first_row, in_block)
+        return e.iadd(e.imul(row, e.index(columns)), index[-1])
     return locate
+
+
+def _result_row(first_row: Value, columns: int):
+    """``out_row`` of a micro-kernel writing a block in place: row ``r`` of the block is the result's
+    row ``first_row + r``."""
+    return lambda em, r: em.imul(em.iadd(first_row, r), em.index(columns))
 
 
 def _plane_locator(first_channel: Value, height: int, pitch: int, column_stride: int = 1):
@@ -313,7 +330,8 @@ def _plane_locator(first_channel: Value, height: int, pitch: int, column_stride:
     return locate
 
 
-def _conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
+def _conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: bool) -> BlockPlan | None:
+    """A conv's blocks are whole output planes in a block buffer of their own (never in place)."""
     if list(op.kernel_shape) == [1, 1]:
         return _pointwise_conv_plan(op, buffers, schedule)
     return _spatial_conv_plan(op, buffers, schedule)
@@ -368,18 +386,36 @@ def packable_b(op: Operation) -> bool:
     return ends_blocks_mid_matrix(op) and op.operands[1].type.rank == 2
 
 
+def in_place_output(op: Operation, members: list[Operation], outputs: tuple) -> int | None:
+    """The position among the region's ``outputs`` that ``op``'s result may be computed into (see
+    ``block_plan``), or None."""
+    for position, value in enumerate(outputs):
+        if value is op.results[0]:
+            return position
+    elementwise = all(other is op or other.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST) for other in members)
+    return 0 if elementwise and len(outputs) == 1 else None
+
+
 def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd,
-               schedule: GemmSchedule | None = None) -> BlockPlan | None:
+               schedule: GemmSchedule | None = None, outputs: tuple = ()) -> BlockPlan | None:
     """The block schedule of the region's one schedulable compute op, if there is one, run as
-    ``schedule`` says (else on the largest micro-tile ``simd`` holds, over the whole depth, B unpacked)."""
+    ``schedule`` says (else on the largest micro-tile ``simd`` holds, over the whole depth, B unpacked).
+
+    A MatMul or Gemm whose rows would overflow a block buffer is computed in place: straight into the
+    region output that holds its result, or into the region's one output when everything else in the
+    region is elementwise (each element of the product is read once, where its result is then stored).
+    """
     op = contraction(members, shape)
     if op is None:
         return None
     if schedule is None:
         rows = pick_rows(gemm_shape(op)[0])
         schedule = GemmSchedule(rows, simd.tile_vectors(rows))
-    plan = _PLANS[op.name](op, buffers, schedule)
-    if plan is None or plan.buffer_elements > BLOCK_LIMIT:
+    plan = _PLANS[op.name](op, buffers, schedule, False)
+    if plan is not None and plan.buffer_elements > BLOCK_LIMIT and ends_blocks_mid_matrix(op) \
+            and in_place_output(op, members, outputs) is not None:
+        plan = _PLANS[op.name](op, buffers, schedule, True)
+    if plan is None or plan.buffer_elements > BLOCK_LIMIT and not plan.in_place:
         return None
     rows = plan.rows_per_block(shape)
     if plan.matrix_rows:

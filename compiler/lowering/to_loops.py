@@ -20,7 +20,7 @@ from fusecc.passes.rewrite import constant_value
 from .emitter import Emitter, Scope
 from .rules import RULES, row_fill, row_schedule
 from .microkernel import Simd, pack_strips, strip_offset
-from .schedules import GemmSchedule, block_plan, contraction
+from .schedules import GemmSchedule, block_plan, contraction, in_place_output
 
 INDEX = ScalarType(DType.INDEX)
 
@@ -116,7 +116,8 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
         strips, depth, columns = packed_type.shape
         e.layouts[id(fused.body.args[index])] = lambda em, idx, depth=depth, columns=columns: \
             strip_offset(em, idx, depth, columns)
-    plan = block_plan(fused.members, shape, buffers, simd, GemmSchedule.recorded(fused)) if simd.width > 1 else None
+    plan = block_plan(fused.members, shape, buffers, simd, GemmSchedule.recorded(fused), tuple(outputs)) \
+        if simd.width > 1 else None
     func.attributes["extent"] = plan.block_count(shape) if plan is not None else rows
     if plan is not None:
         for key in GemmSchedule.ATTRIBUTES:  # the schedule stays visible on the kernel it shaped
@@ -125,8 +126,9 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
     block, block_scope = e.open_loop(begin, end, root, parallel=True, nest=True)
     e.current = block_scope
     if plan is not None:
-        block_buffer = e.emit(AllocaOp, [], MemRefType((plan.buffer_elements,), plan.op.results[0].type.dtype),
-                              scope=e.alloca_scope, pure=False)
+        block_buffer = out_buffers[in_place_output(plan.op, fused.members, tuple(outputs))] if plan.in_place else \
+            e.emit(AllocaOp, [], MemRefType((plan.buffer_elements,), plan.op.results[0].type.dtype),
+                   scope=e.alloca_scope, pure=False)
         first_row, block_rows = plan.block_rows(e, block, shape)
         locate = plan.fill(e, block_buffer, block, first_row, block_rows, simd)
         in_block, row_scope = e.open_loop(e.index(0), e.as_index(block_rows), block_scope, nest=True)
@@ -157,6 +159,8 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
                              lambda em, row, out, op=op, schedule=schedule: schedule(em, op, row, out))
     linear = e.linearize(idx, shape)
     for value, buffer in zip(outputs, out_buffers):
+        if plan is not None and plan.in_place and value is plan.op.results[0] and buffer is block_buffer:
+            continue  # the micro-kernel wrote it there
         e.store(e.at(value, idx), buffer, linear)
     func.body.append(ReturnOp.create([], []))
     return func
