@@ -3,6 +3,8 @@
 Errors print one ``fusecc: error: ...`` message and exit with status 1, warnings one ``fusecc: warning: ...``
 line; set ``FUSECC_DEBUG=1`` or more for reports (see ``fusecc.driver``). A shared library comes from the
 compile cache when it holds it (``--no-cache`` to compile anyway; see ``fusecc.cache``).
+
+Subcommands come first: ``fusecc profile MODEL ...`` times each kernel of a model (``fusecc.profile``).
 """
 
 from __future__ import annotations
@@ -85,8 +87,19 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+#: ``fusecc NAME ...`` runs ``fusecc.NAME.main(...)``
+SUBCOMMANDS = {"profile": "run a model and time each kernel against the machine's peak"}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fusecc", description="Compile an ONNX model to native code.")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+        return importlib.import_module(f"fusecc.{argv[0]}").main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="fusecc", description="Compile an ONNX model to native code.",
+        epilog="subcommands: " + "; ".join(f"'fusecc {name} MODEL' to {what} (fusecc {name} --help)"
+                                           for name, what in SUBCOMMANDS.items()))
     parser.add_argument("--version", action=_VersionAction)
     parser.add_argument("model", nargs="?", help="an .onnx model or a tensor-level .fir file")
     parser.add_argument("-o", "--output", help="output file (.so, .o, .ll, .s or .fir); default: IR on stdout")

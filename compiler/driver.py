@@ -151,12 +151,15 @@ def model_info(graph: Module, declared_types: dict[str, int]) -> dict:
             "kernels": kernels}
 
 
-def lower(imported: Imported, options: Options, log=sys.stderr) -> tuple[Module, dict]:
-    """Graph and fusion phases, model info, then the loops phase."""
+def lower(imported: Imported, options: Options, log=sys.stderr, after_fusion=None) -> tuple[Module, dict]:
+    """Graph and fusion phases, model info, then the loops phase; ``after_fusion(module)``, when given,
+    sees the fused regions before they are lowered."""
     module = imported.module
     fused_options = Options(**{**options.__dict__, "compile_to": "fusion"})
     run_phases(module, fused_options, log)
     info = model_info(module, imported.declared_types)
+    if after_fusion is not None:
+        after_fusion(module)
     import fusecc.lowering  # noqa: F401
     from fusecc.passes import PassManager, parse_pipeline
     PassManager(parse_pipeline(pass_pipelines(options)["loops"]), options.instrumentation).run(module)

@@ -128,7 +128,7 @@ def _with_elements_of(expected, actual, mask):
     """``expected`` with the masked elements taken from ``actual`` (compared bit for bit through their storage)."""
     import numpy as np
 
-    from fusecc.frontend.formats import from_storage, to_storage
+    from fusecc.frontend.formats import to_storage
 
     merged = np.where(mask, to_storage(np.asarray(actual)), to_storage(np.asarray(expected)))
     return merged.view(expected.dtype) if merged.dtype != expected.dtype else merged

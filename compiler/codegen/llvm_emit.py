@@ -12,10 +12,18 @@ Kernels have internal linkage: no symbol of one model can stand in for
 another's when several share a process, and calls to them never go through a
 PLT. ``fusecc_main`` is the one external symbol (the JIT looks it up; a shared
 library hides it behind its C API, see ``aot``).
+
+``emit_llvm(module, profile=True)`` builds the entry instrumented for
+``fusecc profile``: it reads the monotonic clock before the first kernel and
+after every kernel launch and copy (``timed_steps``), and stores the
+nanoseconds in the global array ``fusecc_profile`` (one more entry than there
+are steps), which the JIT's caller reads after a run. Normal builds carry none
+of it.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +33,8 @@ from fusecc.ir.core import FuncOp, IRError, Module, Operation, Value
 from fusecc.ir.types import DType, MemRefType, VectorType
 
 ENTRY = "fusecc_main"
+#: the array of clock readings in a profiling build (see ``timed_steps``)
+PROFILE_TIMES = "fusecc_profile"
 ALIGN = 64
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -448,7 +458,46 @@ def _emit_kernel(module: ir.Module, func: FuncOp) -> None:
     fe.builder.ret_void()
 
 
-def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels: dict[str, ir.Function]) -> None:
+#: the ops of ``@main`` that a profiling build times
+_TIMED = ("kernel.launch", "kernel.copy")
+
+
+def timed_steps(main: FuncOp) -> list[Operation]:
+    """The ops of a lowered ``@main`` that a profiling build times, in order: kernel launches and copies.
+
+    Reading ``i + 1`` of ``fusecc_profile`` is taken after step ``i`` and reading 0 before the first, so
+    step ``i`` took ``times[i + 1] - times[i]`` nanoseconds and the steps add up to the whole entry."""
+    return [op for op in main.body.ops if op.name in _TIMED]
+
+
+class _Clock:
+    """Stores ``clock_gettime(CLOCK_MONOTONIC)`` in nanoseconds into slot ``i`` of the global ``fusecc_profile``.
+
+    The clock is Python's ``time.monotonic_ns()`` too (the vDSO serves it in some 20 ns, without a system call);
+    calls to libc are opaque to LLVM, so it moves no kernel or copy across a reading."""
+
+    def __init__(self, fe: _FunctionEmitter, slots: int):
+        module = fe.module
+        self.fe = fe
+        self.times = ir.GlobalVariable(module, ir.ArrayType(I64, slots), name=PROFILE_TIMES)
+        self.times.initializer = ir.Constant(self.times.value_type, None)
+        self.times.align = ALIGN
+        self.timespec_type = ir.LiteralStructType([I64, I64])  # struct timespec on LP64: tv_sec, tv_nsec
+        self.clock_gettime = ir.Function(module, ir.FunctionType(I32, [I32, PTR]), name="clock_gettime")
+        self.timespec = fe.alloca(self.timespec_type, 1)
+
+    def read(self, slot: int) -> None:
+        b, zero = self.fe.builder, ir.Constant(I32, 0)
+        b.call(self.clock_gettime, [ir.Constant(I32, time.CLOCK_MONOTONIC), self.timespec])
+        seconds = b.load(b.gep(self.timespec, [zero, zero], inbounds=True, source_etype=self.timespec_type), typ=I64)
+        nanoseconds = b.load(b.gep(self.timespec, [zero, ir.Constant(I32, 1)], inbounds=True,
+                                   source_etype=self.timespec_type), typ=I64)
+        total = b.add(b.mul(seconds, ir.Constant(I64, 1_000_000_000)), nanoseconds)
+        b.store(total, b.gep(self.times, [ir.Constant(I64, 0), ir.Constant(I64, slot)], inbounds=True))
+
+
+def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels: dict[str, ir.Function],
+                profile: bool = False) -> None:
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, PTR]), name=ENTRY)
     inputs, outputs, weight_base, workspace = fn.args
     for arg, name in zip(fn.args, ("inputs", "outputs", "weights", "workspace")):
@@ -461,6 +510,10 @@ def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels:
         slot = b.gep(array, [ir.Constant(I64, slot_index)], inbounds=True, source_etype=PTR)
         fe.values[id(arg)] = b.load(slot, typ=PTR, name=arg.name_hint or "")
     null = ir.Constant(PTR, None)
+    clock = _Clock(fe, len(timed_steps(main)) + 1) if profile else None
+    steps = 0
+    if clock:
+        clock.read(steps)
     for op in main.body.ops:
         if op.name == "kernel.weight":
             fe.set(op, b.gep(weight_base, [ir.Constant(I64, weights.offsets[id(op)])], inbounds=True,
@@ -484,10 +537,16 @@ def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels:
             b.ret_void()
         else:
             raise IRError(f"{op.describe()}: unexpected in the lowered graph")
+        if clock and op.name in _TIMED:
+            steps += 1
+            clock.read(steps)
 
 
-def emit_llvm(module: Module, name: str = "fusecc_model") -> tuple[ir.Module, WeightLayout]:
-    """The LLVM module for a lowered fusecc module, and the layout of its weights blob."""
+def emit_llvm(module: Module, name: str = "fusecc_model", profile: bool = False) -> tuple[ir.Module, WeightLayout]:
+    """The LLVM module for a lowered fusecc module, and the layout of its weights blob.
+
+    ``profile`` instruments the entry with clock readings (see the module's docstring); such a build is for
+    the JIT only (its one ``fusecc_profile`` array serves every run, so one thread at a time runs it)."""
     llvm_module = ir.Module(name=name)
     main = module.main
     kernels = {}
@@ -496,5 +555,5 @@ def emit_llvm(module: Module, name: str = "fusecc_model") -> tuple[ir.Module, We
             _emit_kernel(llvm_module, func)
             kernels[func.sym_name] = llvm_module.get_global(func.sym_name)
     weights = layout_weights(main)
-    _emit_entry(llvm_module, main, weights, kernels)
+    _emit_entry(llvm_module, main, weights, kernels, profile)
     return llvm_module, weights
