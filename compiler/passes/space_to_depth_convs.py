@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusecc.dialects.tensor import ConvOp, PadOp, SpaceToDepthOp
+from fusecc.dialects.tensor import ConvOp, PadOp, SliceOp, SpaceToDepthOp
 from fusecc.ir.core import Module
 
 from .manager import Pass
@@ -26,9 +26,13 @@ class SpaceToDepthConvs(Pass):
     where ``w'`` holds the taps of ``w`` regrouped by phase (zero where a phase
     has no tap) with a kernel of ceil(K / s), and ``p'`` extends ``p`` so the
     padded size divides by ``s``. The stride-1 conv runs on the implicit-GEMM
-    micro-kernel (ResNet's stem and downsampling convs). Grouped, dilated and
-    1x1 convs (their schedule handles stride itself) and convs with
-    non-constant weights are left alone.
+    micro-kernel (ResNet's stem and downsampling convs). Grouped and dilated
+    convs and convs with non-constant weights are left alone.
+
+    An unpadded strided 1x1 conv reads every s-th pixel of every s-th row and
+    nothing else: it becomes a stride-1 1x1 conv over ``tensor.slice`` of
+    those pixels, a GEMM over contiguous planes instead of one over rows
+    whose skipped pixels are computed and thrown away.
     """
 
     name = "space-to-depth-convs"
@@ -38,7 +42,12 @@ class SpaceToDepthConvs(Pass):
         for func in module.funcs:
             for op in list(func.body.ops):
                 weights = constant_value(op.operands[1]) if isinstance(op, ConvOp) and len(op.operands) > 1 else None
-                if weights is None or not self._applies(op):
+                if weights is None:
+                    continue
+                if self._strided_pointwise(op):
+                    self._subsample(op, func.body)
+                    continue
+                if not self._applies(op):
                     continue
                 (stride, _), pads, _ = op.window()
                 top, left, bottom, right = pads
@@ -64,6 +73,27 @@ class SpaceToDepthConvs(Pass):
                 conv = ConvOp.build([phases.result, w_value] + list(op.operands[2:]), attributes, loc=op.loc)
                 func.body.insert_before(op, conv)
                 replace_op(op, [conv.result])
+
+    @staticmethod
+    def _strided_pointwise(op) -> bool:
+        x = op.operands[0].type
+        if x.rank != 4 or not x.is_static or not x.dtype.is_float or list(op.kernel_shape) != [1, 1]:
+            return False
+        strides, pads, _ = op.window()
+        return any(s > 1 for s in strides) and not any(pads)
+
+    @staticmethod
+    def _subsample(op, block) -> None:
+        strides, _, _ = op.window()
+        height, width = op.operands[0].type.shape[2:]
+        pixels = SliceOp.build([op.operands[0]], {"starts": [0, 0], "ends": [height, width], "axes": [2, 3],
+                                                  "steps": list(strides)}, loc=op.loc)
+        block.insert_before(op, pixels)
+        attributes = dict(op.attributes)
+        attributes.update(strides=[1, 1])
+        conv = ConvOp.build([pixels.result] + list(op.operands[1:]), attributes, loc=op.loc)
+        block.insert_before(op, conv)
+        replace_op(op, [conv.result])
 
     @staticmethod
     def _applies(op) -> bool:
