@@ -9,6 +9,7 @@ import numpy as np
 
 from fusecc.dialects.base import OpKind
 from fusecc.dialects.kernel import AllocOp, CopyOp, FusedOp, LaunchOp, ViewOp, WeightOp
+from fusecc.dialects.tensor import TransposeOp
 from fusecc.ir.core import FuncOp, IRError, Module, ReturnOp, Value
 from fusecc.dialects.loop import AllocaOp
 from fusecc.ir.attributes import DenseAttr
@@ -118,6 +119,9 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
             strip_offset(em, idx, depth, columns)
     plan = block_plan(fused.members, shape, buffers, simd, GemmSchedule.recorded(fused), tuple(outputs)) \
         if simd.width > 1 else None
+    tile = _transpose_tile(fused, shape) if plan is None else 0
+    if tile:
+        return _lower_transposing_copy(e, func, outputs, out_buffers, shape, tile)
     func.attributes["extent"] = plan.block_count(shape) if plan is not None else rows
     if plan is not None:
         for key in GemmSchedule.ATTRIBUTES:  # the schedule stays visible on the kernel it shaped
@@ -161,6 +165,46 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
     for value, buffer in zip(outputs, out_buffers):
         if plan is not None and plan.in_place and value is plan.op.results[0] and buffer is block_buffer:
             continue  # the micro-kernel wrote it there
+        e.store(e.at(value, idx), buffer, linear)
+    func.body.append(ReturnOp.create([], []))
+    return func
+
+
+#: rows of a transposing copy that walk their columns together (each input line read once per tile)
+TRANSPOSE_TILES = (16, 8)
+
+
+def _transpose_tile(fused: FusedOp, shape: tuple) -> int:
+    """Rows per tile for a region that only moves data and moves its last axis (a transpose), so that
+    consecutive columns of one output row read the input a whole row apart; 0 for any other region.
+
+    Walking such a copy row by row touches a new input line per element and keeps none of them for
+    the next row (a power-of-two row pitch maps them all to a few cache sets). Walking a tile of rows
+    column by column reads each input line once for the whole tile.
+    """
+    if len(shape) < 2 or not fused.members:
+        return 0
+    if any(op.kind not in (OpKind.INJECTIVE, OpKind.ELEMENTWISE, OpKind.BROADCAST) for op in fused.members):
+        return 0
+    if not any(isinstance(op, TransposeOp) and op.perm[-1] != len(op.perm) - 1 for op in fused.members):
+        return 0
+    rows = math.prod(shape[:-1])
+    return next((tile for tile in TRANSPOSE_TILES if rows % tile == 0 and shape[-2] % tile == 0), 0)
+
+
+def _lower_transposing_copy(e: Emitter, func: FuncOp, outputs, out_buffers, shape: tuple, tile: int) -> FuncOp:
+    """The nest of ``lower_region`` for a transposing copy: tiles of ``tile`` rows, each walked column by
+    column, the rows of the tile innermost."""
+    args = func.args
+    func.attributes["extent"] = math.prod(shape[:-1]) // tile
+    block, block_scope = e.open_loop(args[-2], args[-1], e.root, parallel=True, nest=True)
+    col, col_scope = e.open_loop(e.index(0), e.index(shape[-1]), block_scope, nest=True)
+    in_tile, row_scope = e.open_loop(e.index(0), e.index(tile), col_scope, nest=True)
+    e.current = row_scope
+    row = e.iadd(e.imul(block, e.index(tile)), in_tile)
+    idx = e.delinearize(row, shape[:-1]) + [col]
+    linear = e.linearize(idx, shape)
+    for value, buffer in zip(outputs, out_buffers):
         e.store(e.at(value, idx), buffer, linear)
     func.body.append(ReturnOp.create([], []))
     return func
