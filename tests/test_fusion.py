@@ -93,7 +93,8 @@ def test_resnet50_kernel_count():
     module = import_model(os.path.join(LIGHT, "light_resnet50.onnx"))
     run_phases(module, Options(compile_to="fusion"))
     kernels = [op for op in module.main.body.ops if op.name == "kernel.fused"]
-    assert len(kernels) <= 60
+    # 60, and a slice for each of the three strided 1x1 projections (space-to-depth-convs)
+    assert len(kernels) <= 63
 
 
 def test_fusion_report_cli(tmp_path):

@@ -26,7 +26,9 @@ class PlanContractions(Pass):
     * ``micro_tile = [rows, vectors]``: the largest of 6, 4, 3, 2 or 1 rows dividing the rows of A
       (a MatMul or Gemm takes 6 when only 2 or 1 would divide, its last rows then running one at a
       time), and as many vectors of B as keep ``rows x vectors`` accumulators, the B vectors and a
-      broadcast of A within the target's vector registers (``vector-registers``);
+      broadcast of A within the target's vector registers (``vector-registers``); a shorter
+      micro-tile where the tallest one's block of rows would overflow the stack (a conv's wide
+      output planes), rather than no block schedule at all;
     * ``depth_block``: steps of the outermost depth loop per pass over the tiles, so that the B
       sliver one tile reads (``depth_block x`` inner depth ``x`` tile columns) fills at most half
       the level-1 data cache (``l1-bytes``, the host's) and stays there while every row of the block
@@ -61,7 +63,15 @@ class PlanContractions(Pass):
         if op is None:
             return None
         rows_of_a, depth, _ = gemm_shape(op)
-        rows, vectors = self._micro_tile(fused, rows_of_a, simd, tail=ends_blocks_mid_matrix(op))
+        buffers = {id(arg): arg for arg in fused.body.args}
+        outputs = tuple(fused.body.ops[-1].operands)
+        for rows, vectors in self._micro_tiles(fused, rows_of_a, simd, tail=ends_blocks_mid_matrix(op)):
+            schedule = self._schedule(fused, op, depth, rows, vectors, simd)
+            if block_plan(fused.members, shape, buffers, simd, schedule, outputs) is not None:
+                return schedule
+        return None
+
+    def _schedule(self, fused: FusedOp, op, depth: list[int], rows: int, vectors: int, simd: Simd) -> GemmSchedule:
         strip = vectors * simd.width
         inner = 1
         for extent in depth[1:]:
@@ -71,22 +81,22 @@ class PlanContractions(Pass):
         else:
             block = max(1, int(self.l1_bytes * L1_SHARE) // (strip * op.operands[0].type.dtype.itemsize * inner))
         block = 0 if block >= depth[0] else block
-        buffers = {id(arg): arg for arg in fused.body.args}
         b = op.operands[1]
-        packed = packable_b(op) and id(b) in buffers and \
+        packed = packable_b(op) and b in fused.body.args and \
             constant_value(fused.operands[fused.body.args.index(b)]) is not None
-        schedule = GemmSchedule(rows, vectors, block, packed)
-        outputs = tuple(fused.body.ops[-1].operands)
-        return schedule if block_plan(fused.members, shape, buffers, simd, schedule, outputs) is not None else None
+        return GemmSchedule(rows, vectors, block, packed)
 
-    def _micro_tile(self, fused: FusedOp, rows_of_a: int, simd: Simd, tail: bool) -> tuple[int, int]:
+    def _micro_tiles(self, fused: FusedOp, rows_of_a: int, simd: Simd, tail: bool) -> list[tuple[int, int]]:
+        """The micro-tiles to try, best first: the tallest the rows allow, then shorter ones, whose
+        blocks may fit a block buffer the taller ones overflow (a conv's wide output planes)."""
         if not self.micro_tile:
-            rows = pick_rows_with_tail(rows_of_a) if tail else pick_rows(rows_of_a)
-            return rows, simd.tile_vectors(rows)
+            first = pick_rows_with_tail(rows_of_a) if tail else pick_rows(rows_of_a)
+            heights = [first] + [rows for rows in (4, 3, 2, 1) if rows < first and (tail or rows_of_a % rows == 0)]
+            return [(rows, simd.tile_vectors(rows)) for rows in heights]
         try:
             rows, vectors = (int(part) for part in self.micro_tile.lower().split("x"))
         except ValueError:
             raise IRError(f"plan-contractions: micro-tile '{self.micro_tile}' is not ROWSxVECTORS, e.g. 6x2") from None
         if rows < 1 or vectors < 1 or rows_of_a % rows and not tail:
             raise IRError(f"{fused.describe()}: micro-tile {rows}x{vectors} does not divide {rows_of_a} rows of A")
-        return rows, vectors
+        return [(rows, vectors)]

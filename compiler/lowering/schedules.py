@@ -393,7 +393,8 @@ def in_place_output(op: Operation, members: list[Operation], outputs: tuple) -> 
         if value is op.results[0]:
             return position
     elementwise = all(other is op or other.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST) for other in members)
-    return 0 if elementwise and len(outputs) == 1 else None
+    same_type = len(outputs) == 1 and outputs[0].type == op.results[0].type
+    return 0 if elementwise and same_type else None
 
 
 def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd,
@@ -401,9 +402,11 @@ def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd
     """The block schedule of the region's one schedulable compute op, if there is one, run as
     ``schedule`` says (else on the largest micro-tile ``simd`` holds, over the whole depth, B unpacked).
 
-    A MatMul or Gemm whose rows would overflow a block buffer is computed in place: straight into the
-    region output that holds its result, or into the region's one output when everything else in the
-    region is elementwise (each element of the product is read once, where its result is then stored).
+    A MatMul or Gemm is computed in place where it can be: straight into the region output that holds
+    its result, or into the region's one output when everything else in the region is elementwise
+    (each element of the product is read once, where its result is then stored). Its blocks are then
+    not bounded by a stack buffer: many rows share each pass over B, which a wide B (3072 or 50257
+    columns) would otherwise stream again for every few rows.
     """
     op = contraction(members, shape)
     if op is None:
@@ -411,10 +414,8 @@ def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd
     if schedule is None:
         rows = pick_rows(gemm_shape(op)[0])
         schedule = GemmSchedule(rows, simd.tile_vectors(rows))
-    plan = _PLANS[op.name](op, buffers, schedule, False)
-    if plan is not None and plan.buffer_elements > BLOCK_LIMIT and ends_blocks_mid_matrix(op) \
-            and in_place_output(op, members, outputs) is not None:
-        plan = _PLANS[op.name](op, buffers, schedule, True)
+    in_place = ends_blocks_mid_matrix(op) and in_place_output(op, members, outputs) is not None
+    plan = _PLANS[op.name](op, buffers, schedule, in_place)
     if plan is None or plan.buffer_elements > BLOCK_LIMIT and not plan.in_place:
         return None
     rows = plan.rows_per_block(shape)
