@@ -705,19 +705,41 @@ _SHIFT_SHARE = 0.25
 
 
 def _normalize(e, op, idx, axes, epsilon, rms=False):
-    """(x - mean) / sqrt(var + eps) over ``axes`` (or x / sqrt(mean(x^2) + eps) when ``rms``)."""
+    """(x - mean) / sqrt(var + eps) over ``axes`` (or x / sqrt(mean(x^2) + eps) when ``rms``).
+
+    The statistics and the result are in ``_stats_dtype``: the caller applies
+    scale and bias in it and rounds once, with ``_narrow``.
+    """
     x = op.operands[0]
-    dtype = x.type.dtype
+    dtype = _stats_dtype(x)
     shape = x.type.shape
     count = e.const(math.prod(shape[a] for a in axes), dtype)
-    load = lambda in_idx: e.at(x, in_idx)  # noqa: E731
+    load = lambda in_idx: _widened(e, x, in_idx)  # noqa: E731
     value = load(idx)
     if rms:
         square = _reduce_axes(e, op, idx, axes, True, shape, lambda i: e.mul(load(i), load(i)), e.add, 0.0,
-                              (id(op), "sumsq"))
+                              (id(op), "sumsq"), dtype)
         return e.mul(value, e.reciprocal(e.fn("sqrt", e.add(e.div(square, count), e.const(epsilon, dtype)))))
     mean, var = _moments(e, op, idx, axes, count)
     return e.mul(e.sub(value, mean), e.reciprocal(e.fn("sqrt", e.add(var, e.const(epsilon, dtype)))))
+
+
+def _stats_dtype(x: Value) -> DType:
+    """The dtype a normalisation of ``x`` sums in: float32 for float16 (as ONNX Runtime does; a float16
+    sum of a few thousand elements is off by whole percents), else x's own."""
+    return DType.F32 if x.type.dtype is DType.F16 else x.type.dtype
+
+
+def _widened(e, x: Value, idx) -> Value:
+    """``x[idx]`` in ``_stats_dtype(x)``."""
+    value = e.at(x, idx)
+    wide = _stats_dtype(x)
+    return value if wide is x.type.dtype else e.cast(value, wide)
+
+
+def _narrow(e, value: Value, x: Value) -> Value:
+    """A normalisation's result, computed in ``_stats_dtype(x)``, rounded to x's dtype."""
+    return value if value.type.dtype is x.type.dtype else e.cast(value, x.type.dtype)
 
 
 def _moments(e, op, idx, axes, count):
@@ -734,8 +756,8 @@ def _moments(e, op, idx, axes, count):
     sum(x - s) back into sum(x) - n s.
     """
     x = op.operands[0]
-    dtype, shape = x.type.dtype, x.type.shape
-    load = lambda in_idx: e.at(x, in_idx)  # noqa: E731
+    dtype, shape = _stats_dtype(x), x.type.shape
+    load = lambda in_idx: _widened(e, x, in_idx)  # noqa: E731
     last = axes[-1]
     sample = min(_SHIFT_SAMPLE, shape[last])
 
@@ -746,9 +768,9 @@ def _moments(e, op, idx, axes, count):
     shift = e.div(e.reduce((id(op), "shift"), deps, [sample], dtype, 0.0, e.add, leading),
                   e.const(sample, dtype))
     offset = lambda in_idx: e.sub(load(in_idx), shift, strict=True)  # noqa: E731
-    total = _reduce_axes(e, op, idx, axes, True, shape, offset, e.add, 0.0, (id(op), "shifted sum"))
+    total = _reduce_axes(e, op, idx, axes, True, shape, offset, e.add, 0.0, (id(op), "shifted sum"), dtype)
     squares = _reduce_axes(e, op, idx, axes, True, shape, lambda i: e.mul(offset(i), offset(i)), e.add, 0.0,
-                           (id(op), "shifted squares"))
+                           (id(op), "shifted squares"), dtype)
     mean_offset = e.div(total, count)
     mean = e.add(shift, mean_offset)
     offset_share = e.mul(mean_offset, total)
@@ -760,7 +782,7 @@ def _moments(e, op, idx, axes, count):
 
     trips = [e.select(recompute, e.index(shape[axes[0]]), e.index(0))] + [shape[a] for a in axes[1:]]
     centered = _reduce_axes(e, op, idx, axes, True, shape, centered_square, e.add, 0.0, (id(op), "var"),
-                            extents=trips)
+                            dtype, extents=trips)
     var = e.select(recompute, centered, e.sub(squares, offset_share))
     return mean, e.div(var, count)
 
@@ -772,11 +794,11 @@ def _layer_norm(e, op, result_index, idx):
     normed = _normalize(e, op, idx, list(range(axis, rank)), op.epsilon)
     tail = idx[axis:]
     scale = op.operands[1]
-    out = e.mul(normed, e.at(scale, broadcast_index(e, tail, scale.type.shape)))
+    out = e.mul(normed, _widened(e, scale, broadcast_index(e, tail, scale.type.shape)))
     if len(op.operands) == 3:
         bias = op.operands[2]
-        out = e.add(out, e.at(bias, broadcast_index(e, tail, bias.type.shape)))
-    return out
+        out = e.add(out, _widened(e, bias, broadcast_index(e, tail, bias.type.shape)))
+    return _narrow(e, out, op.operands[0])
 
 
 @rule("tensor.rms_normalization")
@@ -785,14 +807,16 @@ def _rms_norm(e, op, result_index, idx):
     axis = normalize_axis(op, op.axis, rank)
     normed = _normalize(e, op, idx, list(range(axis, rank)), op.epsilon, rms=True)
     scale = op.operands[1]
-    return e.mul(normed, e.at(scale, broadcast_index(e, idx[axis:], scale.type.shape)))
+    return _narrow(e, e.mul(normed, _widened(e, scale, broadcast_index(e, idx[axis:], scale.type.shape))),
+                   op.operands[0])
 
 
 @rule("tensor.instance_normalization")
 def _instance_norm(e, op, result_index, idx):
     normed = _normalize(e, op, idx, list(range(2, len(idx))), op.epsilon)
     channel = [idx[1]]
-    return e.add(e.mul(normed, e.at(op.operands[1], channel)), e.at(op.operands[2], channel))
+    scaled = e.mul(normed, _widened(e, op.operands[1], channel))
+    return _narrow(e, e.add(scaled, _widened(e, op.operands[2], channel)), op.operands[0])
 
 
 def _scan(e, op, idx, combine, identity):
