@@ -98,8 +98,9 @@ def pass_pipelines(options: Options) -> dict[str, str]:
     target's widest registers and shapes its micro-kernels to their number."""
     from fusecc.codegen.caches import host_caches
     from fusecc.codegen.target import preferred_vector_width, vector_registers
+    caches = host_caches()
     return phase_pipelines(options.fuse, explain=options.debug >= 2, vector_width=preferred_vector_width(),
-                           vector_registers=vector_registers(), l1_bytes=host_caches().l1)
+                           vector_registers=vector_registers(), l1_bytes=caches.l1, l2_bytes=caches.l2)
 
 
 def run_phases(module: Module, options: Options, log=sys.stderr) -> Module:

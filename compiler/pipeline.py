@@ -29,14 +29,17 @@ def fusion_pipeline(fusion: bool, explain: bool = False) -> str:
 
 
 def phase_pipelines(fusion: bool, explain: bool = False, vector_width: int | None = None,
-                    vector_registers: int | None = None, l1_bytes: int | None = None) -> dict[str, str]:
-    """The phases' pipelines. The target's vector width (float32 lanes), vector registers and level-1 data
-    cache, when given, shape the loops phase's micro-kernels (else its passes keep their defaults)."""
+                    vector_registers: int | None = None, l1_bytes: int | None = None,
+                    l2_bytes: int | None = None) -> dict[str, str]:
+    """The phases' pipelines. The target's vector width (float32 lanes), vector registers and level-1 and
+    level-2 data caches, when given, shape the loops phase's micro-kernels (else its passes keep their
+    defaults)."""
     def options(**values) -> str:
         given = [f"{name.replace('_', '-')}={value}" for name, value in values.items() if value is not None]
         return f"{{{','.join(given)}}}" if given else ""
 
-    plan = options(vector_width=vector_width, vector_registers=vector_registers, l1_bytes=l1_bytes)
+    plan = options(vector_width=vector_width, vector_registers=vector_registers, l1_bytes=l1_bytes,
+                   l2_bytes=l2_bytes)
     lower = options(vector_width=vector_width, vector_registers=vector_registers)
     loops = LOOPS_PIPELINE.replace("plan-contractions", "plan-contractions" + plan, 1) \
         .replace("lower-to-loops", "lower-to-loops" + lower, 1)

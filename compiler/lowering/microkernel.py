@@ -18,6 +18,7 @@ tile whose last vector's loads and stores are masked to the columns that exist.
 
 from __future__ import annotations
 
+import math
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -106,6 +107,10 @@ class Gemm:
     #: buffer that the tiles read: for an A that a prologue computes (a transpose, say), which each tile
     #: of columns would otherwise compute again, or one read across its rows (transA). Single depth loop.
     pack_a: int = 0
+    #: each tile's sliver of B (this pass's depth x the tile's columns) is copied to a contiguous scratch
+    #: buffer before the block's rows read it: a B read in place has its rows N elements apart, which for
+    #: a wide B map to few sets of the L1 cache and evict each other while the sliver is reused
+    pack_b_tiles: bool = False
 
 
 def pack_strips(b, columns: int):
@@ -147,13 +152,55 @@ def emit_gemm(e: Emitter, gemm: Gemm, out: Value, simd: Simd) -> None:
             gemm = _with_packed_a(e, gemm, first)
         if full:
             with e.loop_in(e.current, 0, full, step=step) as (j0, _):
+                b, b_at = _tile_of_b(e, gemm, j0, tile, width, vtype, 0, first)
                 for r0, micro in _row_groups(e, gemm):
-                    _tile(e, gemm, out, r0, micro, j0, tile, width, vtype, first=first)
+                    _tile(e, gemm, out, r0, micro, j0, b, b_at, tile, width, vtype, first=first)
         if rest:
             vectors = -(-rest // width)
+            lanes = rest - (vectors - 1) * width
+            b, b_at = _tile_of_b(e, gemm, e.index(full), vectors, width, vtype, lanes, first)
             for r0, micro in _row_groups(e, gemm):
-                _tile(e, gemm, out, r0, micro, e.index(full), vectors, width, vtype,
-                      lanes=rest - (vectors - 1) * width, first=first)
+                _tile(e, gemm, out, r0, micro, e.index(full), b, b_at, vectors, width, vtype,
+                      lanes=lanes, first=first)
+
+
+def _tile_of_b(e: Emitter, gemm: Gemm, j0: Value, vectors: int, width: int, vtype: VectorType, lanes: int,
+               first: Value | None) -> tuple[Value, Callable[[Emitter, list], Value]]:
+    """Where the tile of columns from ``j0`` reads B: the buffer, and the linear index of ``B[ks, j0]``.
+
+    That is B itself, unless ``gemm.pack_b_tiles``: then this pass's sliver of the tile is first copied
+    to a scratch buffer, depth step after depth step, ``vectors x width`` columns each (the last vector
+    masked to ``lanes`` when nonzero; its other lanes feed accumulator lanes that are never stored).
+    """
+    def in_b(em: Emitter, ks: list) -> Value:
+        return em.iadd(gemm.b_row(em, ks), em.imul(j0, em.index(gemm.b_strip_depth)))
+
+    if not gemm.pack_b_tiles:
+        return gemm.b, in_b
+    outer, inner = gemm.depth[0], gemm.depth[1:]
+    steps = gemm.depth_block if first is not None else outer
+    start = first if first is not None else e.index(0)
+    stop = e.imin(e.iadd(first, e.index(steps)), e.index(outer)) if first is not None else outer
+    step = vectors * width
+    inner_size = math.prod(inner)
+    scratch = e.emit(loop.AllocaOp, [], MemRefType((steps * inner_size * step,), vtype.dtype),
+                     scope=e.alloca_scope, pure=False)
+
+    def in_scratch(em: Emitter, ks: list) -> Value:
+        row = em.isub(ks[0], start)
+        if inner:
+            row = em.iadd(em.imul(row, em.index(inner_size)), em.linearize(ks[1:], tuple(inner)))
+        return em.imul(row, em.index(step))
+
+    with e.loop_in(e.current, start, stop) as (k0, _):
+        with _depth_loops(e, inner) as inner_ivs:
+            ks = [k0] + inner_ivs
+            source, target = in_b(e, ks), in_scratch(e, ks)
+            for v in range(vectors):
+                mask = {"lanes": lanes} if lanes and v == vectors - 1 else {}
+                value = e.emit(vector.LoadOp, [gemm.b, e.iadd(source, e.index(v * width))], vtype, **mask)
+                e.insert(vector.StoreOp.create([value, scratch, e.iadd(target, e.index(v * width))], []))
+    return scratch, in_scratch
 
 
 def _with_packed_a(e: Emitter, gemm: Gemm, first: Value | None) -> Gemm:
@@ -208,9 +255,11 @@ def _fill_with_init(e: Emitter, gemm: Gemm, out: Value, simd: Simd, vtype: Vecto
         e.insert(vector.StoreOp.create([start, out, e.iadd(base, e.index((vectors - 1) * width))], [], last))
 
 
-def _tile(e: Emitter, gemm: Gemm, out: Value, r0: Value, micro: int, j0: Value, tile: int, width: int,
-          vtype: VectorType, lanes: int = 0, first: Value | None = None) -> None:
-    """Rows [r0, r0 + micro) x ``tile`` vectors from column j0: accumulators over the depth.
+def _tile(e: Emitter, gemm: Gemm, out: Value, r0: Value, micro: int, j0: Value, b: Value,
+          b_at: Callable[[Emitter, list], Value], tile: int, width: int, vtype: VectorType, lanes: int = 0,
+          first: Value | None = None) -> None:
+    """Rows [r0, r0 + micro) x ``tile`` vectors from column j0: accumulators over the depth, reading the
+    tile's columns of B row ``ks`` from ``b`` at ``b_at(ks)`` (see ``_tile_of_b``).
 
     ``lanes`` limits the last vector to its first lanes: the row's last columns. With ``first`` (the
     first step of the outermost depth loop this pass covers) the pass covers ``depth_block`` steps
@@ -241,9 +290,8 @@ def _tile(e: Emitter, gemm: Gemm, out: Value, r0: Value, micro: int, j0: Value, 
             ks.append(k0)
             depth = depth[1:]
         ks += stack.enter_context(_depth_loops(e, depth))
-        b_row = e.iadd(gemm.b_row(e, ks), e.imul(j0, e.index(gemm.b_strip_depth))) if gemm.b_strip_depth != 1 \
-            else e.iadd(gemm.b_row(e, ks), j0)
-        bs = [e.emit(vector.LoadOp, [gemm.b, e.iadd(b_row, e.index(v * width))], vtype, **masks[v])
+        b_row = b_at(e, ks)
+        bs = [e.emit(vector.LoadOp, [b, e.iadd(b_row, e.index(v * width))], vtype, **masks[v])
               for v in range(tile)]
         for row, slots in zip(rows, accs):
             a = e.emit(vector.BroadcastOp, [gemm.a(e, row, ks)], vtype)

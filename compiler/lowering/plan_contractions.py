@@ -14,6 +14,12 @@ from .schedules import GemmSchedule, block_plan, contraction, ends_blocks_mid_ma
 
 #: the share of the level-1 data cache a depth block of B's tile may fill (the rest holds A and C)
 L1_SHARE = 0.5
+#: the share of the level-2 cache a block's rows of A over one depth pass may fill (the rest holds B's
+#: slivers and the output rows)
+L2_SHARE = 0.5
+#: the fewest micro-kernel row groups that must read a tile's sliver of B for copying it to be worth a
+#: second pass over B: below, the copy would cost more than the cache misses it saves
+TILE_COPY_ROW_GROUPS = 4
 
 
 @dataclass
@@ -34,7 +40,16 @@ class PlanContractions(Pass):
       the level-1 data cache (``l1-bytes``, the host's) and stays there while every row of the block
       uses it; absent when the whole depth fits;
     * ``packed_b``: a constant K x N B is stored in strips as wide as a tile, each contiguous over
-      the depth, so the micro-kernel streams it sequentially instead of one short run per row of B.
+      the depth, so the micro-kernel streams it sequentially instead of one short run per row of B;
+    * ``pack_b_tiles``: a MatMul or Gemm B that is not constant (an attention product, a GEMM of two
+      inputs) and wider than one tile is copied at run time, one tile's sliver per pass, into a
+      contiguous buffer that every row group of the block then reads from L1 (rows of B N elements
+      apart fall in few cache sets and evict each other); only where at least
+      ``TILE_COPY_ROW_GROUPS`` row groups share the copy.
+
+    * ``block_rows``: most rows of A a MatMul or Gemm block written in place covers, so that those
+      rows of one depth pass fit ``L2_SHARE`` of the level-2 cache (``l2-bytes``) while every tile of
+      columns reads them; absent when all rows fit.
 
     ``lower-to-loops`` only reads these. The options ``micro-tile`` (``ROWSxVECTORS``) and
     ``depth-block`` (0: none) override the choice for every region, for experiments.
@@ -44,6 +59,7 @@ class PlanContractions(Pass):
     vector_width: int = 16
     vector_registers: int = 32
     l1_bytes: int = 32768
+    l2_bytes: int = 524288
     micro_tile: str = ""
     depth_block: int = -1
 
@@ -84,7 +100,20 @@ class PlanContractions(Pass):
         b = op.operands[1]
         packed = packable_b(op) and b in fused.body.args and \
             constant_value(fused.operands[fused.body.args.index(b)]) is not None
-        return GemmSchedule(rows, vectors, block, packed)
+        rows_of_a, _, columns = gemm_shape(op)
+        copied = ends_blocks_mid_matrix(op) and not packed and columns > strip and \
+            rows_of_a >= TILE_COPY_ROW_GROUPS * rows
+        return GemmSchedule(rows, vectors, block, packed, copied, self._block_rows(op, rows, (block or depth[0]) * inner))
+
+    def _block_rows(self, op, micro: int, span: int) -> int:
+        """Most rows of A per in-place block of a MatMul or Gemm: as many multiples of ``micro`` as keep
+        the rows' ``span`` depth steps of A within ``L2_SHARE`` of the level-2 cache, which every tile of
+        columns then reads again; 0 (no bound) when all rows of A fit or for a conv."""
+        if not ends_blocks_mid_matrix(op):
+            return 0
+        fitting = int(self.l2_bytes * L2_SHARE) // (span * op.operands[0].type.dtype.itemsize)
+        rows = max(micro, fitting // micro * micro)
+        return rows if rows < gemm_shape(op)[0] else 0
 
     def _micro_tiles(self, fused: FusedOp, rows_of_a: int, simd: Simd, tail: bool) -> list[tuple[int, int]]:
         """The micro-tiles to try, best first: the tallest the rows allow, then shorter ones, whose

@@ -32,17 +32,21 @@ class GemmSchedule:
 
     ``plan-contractions`` chooses it and records it on the ``kernel.fused`` op as ``micro_tile = [rows,
     vectors]`` (rows of A and vectors of B per micro-kernel), ``depth_block`` (steps of the outermost
-    depth loop per pass over the tiles; 0 for all at once) and ``packed_b`` (a constant B stored in
-    strips as wide as a tile, see ``pack_strips``); ``lower-to-loops`` follows it.
+    depth loop per pass over the tiles; 0 for all at once), ``block_rows`` (most rows of A per block
+    written in place; 0 for no bound), ``packed_b`` (a constant B stored in strips as wide as a tile,
+    see ``pack_strips``) and ``pack_b_tiles`` (a B read in place copied a tile's sliver at a time at
+    run time, see ``Gemm.pack_b_tiles``); ``lower-to-loops`` follows it.
     """
 
     rows: int
     vectors: int
     depth_block: int = 0
     packed_b: bool = False
+    pack_b_tiles: bool = False
+    block_rows: int = 0
 
     #: the attributes of a ``kernel.fused`` op (and of its kernel function) that record a schedule
-    ATTRIBUTES = ("micro_tile", "depth_block", "packed_b")
+    ATTRIBUTES = ("micro_tile", "depth_block", "block_rows", "packed_b", "pack_b_tiles")
 
     @staticmethod
     def recorded(fused: Operation) -> "GemmSchedule | None":
@@ -50,14 +54,20 @@ class GemmSchedule:
         if tile is None:
             return None
         return GemmSchedule(int(tile[0]), int(tile[1]), int(fused.attributes.get("depth_block", 0)),
-                            bool(fused.attributes.get("packed_b", False)))
+                            bool(fused.attributes.get("packed_b", False)),
+                            bool(fused.attributes.get("pack_b_tiles", False)),
+                            int(fused.attributes.get("block_rows", 0)))
 
     def record(self, fused: Operation) -> None:
         fused.attributes["micro_tile"] = [self.rows, self.vectors]
         if self.depth_block:
             fused.attributes["depth_block"] = self.depth_block
+        if self.block_rows:
+            fused.attributes["block_rows"] = self.block_rows
         if self.packed_b:
             fused.attributes["packed_b"] = True
+        if self.pack_b_tiles:
+            fused.attributes["pack_b_tiles"] = True
 
     def strip(self, width: int) -> int:
         """Columns per tile (and per strip of a packed B) at ``width`` lanes per vector."""
@@ -120,6 +130,14 @@ class BlockPlan:
         return self.rows * result[-1]
 
 
+def _in_place_limit(schedule: GemmSchedule, columns: int) -> int:
+    """Most elements of a block written in place: ``IN_PLACE_LIMIT``, and ``block_rows`` rows when the
+    schedule bounds them."""
+    if schedule.block_rows:
+        return min(IN_PLACE_LIMIT, schedule.block_rows * columns)
+    return IN_PLACE_LIMIT
+
+
 def _a_scratch_rows(rows: int, depth: int, schedule: GemmSchedule) -> int:
     """Rows of A a block copies to a scratch buffer (see ``Gemm.pack_a``), 0 when the copy would not fit
     the stack as a block buffer does."""
@@ -134,7 +152,7 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place:
     out_shape = op.results[0].type.shape
     m, k_size, n = a.type.shape[-2], a.type.shape[-1], b.type.shape[-1]
     micro = schedule.rows
-    rows = pick_block(m, micro, n, IN_PLACE_LIMIT if in_place else BLOCK_LIMIT)
+    rows = pick_block(m, micro, n, _in_place_limit(schedule, n) if in_place else BLOCK_LIMIT)
     batch_shape = out_shape[:-2]
     packed = schedule.packed_b and b.type.rank == 2
 
@@ -150,7 +168,7 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place:
                     b=buffers[id(b)], b_row=lambda em, ks: em.iadd(b_base, em.imul(ks[0], em.index(row_elements))),
                     init=lambda em, r: em.const(0.0, a.type.dtype),
                     b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
-                    depth_block=schedule.depth_block,
+                    depth_block=schedule.depth_block, pack_b_tiles=schedule.pack_b_tiles,
                     pack_a=_a_scratch_rows(rows, k_size, schedule) if id(a) not in buffers else 0,
                     out_row=_result_row(first, n) if in_place else None)
         emit_gemm(e, gemm, block, simd)
@@ -166,7 +184,7 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
     m, n = op.results[0].type.shape
     k_size = a.type.shape[0] if op.transA else a.type.shape[1]
     micro = schedule.rows
-    rows = pick_block(m, micro, n, IN_PLACE_LIMIT if in_place else BLOCK_LIMIT)
+    rows = pick_block(m, micro, n, _in_place_limit(schedule, n) if in_place else BLOCK_LIMIT)
     dtype = a.type.dtype
     packed = schedule.packed_b
 
@@ -177,7 +195,7 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
                     b=buffers[id(b)], b_row=lambda em, ks: em.imul(ks[0], em.index(row_elements)),
                     init=lambda em, r: em.const(0.0, dtype),
                     b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
-                    depth_block=schedule.depth_block,
+                    depth_block=schedule.depth_block, pack_b_tiles=schedule.pack_b_tiles,
                     pack_a=_a_scratch_rows(rows, k_size, schedule) if op.transA or id(a) not in buffers else 0,
                     out_row=_result_row(i0, n) if in_place else None)
         emit_gemm(e, gemm, block, simd)
