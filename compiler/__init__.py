@@ -23,7 +23,7 @@ def _installed_version() -> str:
 def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shapes: dict | None = None,
             cache: bool = True, print_ir_after_all: bool = False, print_ir_after: tuple[str, ...] = (),
             print_ir_before: tuple[str, ...] = (), verify_each: bool = True, time_passes: bool = False,
-            dump_ir_dir: str | None = None):
+            dump_ir_dir: str | None = None, threads: int | None = None):
     """Compile an ONNX model (path, bytes or ``onnx.ModelProto``) or a ``.fir`` file to native code.
 
     ``fusion=False`` (the default at ``opt_level=0``) gives one kernel per op.
@@ -31,8 +31,13 @@ def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shap
     ``cache=False`` compiles without the compile cache (see ``fusecc.cache``); a compilation that prints or dumps
     IR or times passes never uses it. The model's ``cache_hit`` tells whether the cache held it.
     The printing options match the CLI's ``--print-ir-*`` flags (output on stderr).
+    ``threads`` is how many threads the model's runs use unless a run says otherwise (default: the process's
+    physical cores, or ``FUSECC_NUM_THREADS``).
     """
     from .driver import Options, compile_model
+    from .runtime.model import check_threads
+
+    check_threads(threads)
 
     instrumentation = None  # the pass manager's default: verify after each pass, print nothing
     if print_ir_after_all or print_ir_after or print_ir_before or time_passes or dump_ir_dir or not verify_each:
@@ -42,13 +47,19 @@ def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shap
                                           time_passes=time_passes, dump_dir=dump_ir_dir)
     options = Options(opt_level=opt_level, fusion=fusion, input_shapes=input_shapes,
                       instrumentation=instrumentation, cache=cache)
-    return compile_model(model, options)
+    compiled = compile_model(model, options)
+    compiled.threads = threads
+    return compiled
 
 
-def load(path: str):
-    """Load a model library written by ``fusecc ... -o lib.so`` or ``CompiledModel.save``."""
-    from fusecc.runtime.model import load as load_library
-    return load_library(path)
+def load(path: str, threads: int | None = None):
+    """Load a model library written by ``fusecc ... -o lib.so`` or ``CompiledModel.save``; ``threads`` as for
+    :func:`compile`."""
+    from fusecc.runtime.model import check_threads, load as load_library
+    check_threads(threads)
+    loaded = load_library(path)
+    loaded.threads = threads
+    return loaded
 
 
 def __getattr__(name):

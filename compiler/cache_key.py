@@ -79,13 +79,14 @@ class ModelSource:
 
 @functools.lru_cache(maxsize=1)
 def compiler_digest() -> str:
-    """SHA-256 of the compiler's files (packages ``fusecc`` and ``fusecc.dialects``: Python and grammar)."""
+    """SHA-256 of the compiler's files (packages ``fusecc``, ``fusecc.dialects`` and ``fusecc.runtime``: Python,
+    grammar, and the C linked into libraries)."""
     digest = hashlib.sha256()
-    for package in ("fusecc", "fusecc.dialects"):
+    for package in ("fusecc", "fusecc.dialects", "fusecc.runtime"):
         for root in importlib.util.find_spec(package).submodule_search_locations:
             for directory, subdirectories, files in os.walk(root):
                 subdirectories[:] = sorted(d for d in subdirectories if d != "__pycache__")
-                for name in sorted(f for f in files if f.endswith((".py", ".lark"))):
+                for name in sorted(f for f in files if f.endswith((".py", ".lark", ".c", ".h"))):
                     path = os.path.join(directory, name)
                     digest.update(os.path.relpath(path, root).encode() + b"\0")
                     with open(path, "rb") as handle:

@@ -29,73 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fusecc.dialects.base import OpKind
-from fusecc.dialects.tensor import (ArgReduceOp, AxisNormOp, BatchNormOp, BitcastOp, CastOp, ConstantOp, ConvOp,
-                                    ConvTransposeOp, EinsumOp, GemmOp, InstanceNormOp, LayerNormOp, LRNOp,
-                                    MatMulOp, ReduceOp, RMSNormOp, ScanOp, TensorOp, WindowOp)
-
-#: FLOPs per input element of the row ops (multiply-adds count two): softmax takes a maximum, a subtraction,
-#: an exponential, a sum and a division per element; layer normalization a sum for the mean, a subtraction, a
-#: multiply-add for the variance and a multiply-add for the scale and bias (and a multiply by 1/sigma)
-_ROW_OP_FLOPS = {AxisNormOp: 5, LayerNormOp: 7, InstanceNormOp: 7, RMSNormOp: 4, BatchNormOp: 2}
-
-
-def _elements(t) -> int:
-    return math.prod(t.shape)
-
-
-def op_flops(op) -> int:
-    """Floating-point (or integer) operations of one tensor op, a multiply-add counting two.
-
-    Contractions count their multiply-adds (MatMul ``2*M*N*K``, conv ``2*N*Cout*(Cin/group)*KH*KW*OH*OW``)
-    plus one per output element for a bias; pooling windows one per tap; reductions one per input element;
-    row ops (softmax, normalizations) a few per element (``_ROW_OP_FLOPS``); other elementwise ops one per
-    output element; ops that only move or convert data (reshape, transpose, gather, pad, cast, ...) none.
-    The counts are those of the ops as compiled: a strided conv that ``space-to-depth-convs`` rewrote counts
-    the taps of its regrouped kernel, zeros included.
-    """
-    if not isinstance(op, TensorOp) or isinstance(op, (ConstantOp, CastOp, BitcastOp)) or op.moves_data:
-        return 0
-    out = _elements(op.results[0].type) if op.results else 0
-    if isinstance(op, MatMulOp):
-        return 2 * out * op.in_types[0].shape[-1]
-    if isinstance(op, GemmOp):
-        a = op.in_types[0]
-        k = a.shape[0] if op.transA else a.shape[1]
-        return 2 * out * k + (out if len(op.operands) == 3 else 0)
-    if isinstance(op, ConvOp):
-        w = op.in_types[1]  # Cout x Cin/group x KH x KW
-        return 2 * out * math.prod(w.shape[1:]) + (out if len(op.operands) == 3 else 0)
-    if isinstance(op, ConvTransposeOp):
-        x, w = op.in_types[:2]  # w: Cin x Cout/group x KH x KW; every input element meets a kernel's taps
-        return 2 * _elements(x) * math.prod(w.shape[1:]) + (out if len(op.operands) == 3 else 0)
-    if isinstance(op, WindowOp):
-        return out * math.prod(op.kernel_shape)
-    if isinstance(op, EinsumOp):
-        sizes = {}
-        terms = op.equation.replace(" ", "").partition("->")[0].split(",")
-        for term, t in zip(terms, op.in_types):
-            sizes.update((letter, max(d, sizes.get(letter, 1))) for letter, d in zip(term, t.shape))
-        return (2 if len(terms) > 1 else 1) * math.prod(sizes.values())
-    if isinstance(op, LRNOp):
-        return out * (op.size + 3)
-    for cls, per_element in _ROW_OP_FLOPS.items():
-        if isinstance(op, cls):
-            return per_element * _elements(op.in_types[0])
-    if isinstance(op, (ReduceOp, ArgReduceOp, ScanOp)):
-        return _elements(op.in_types[0])
-    if op.kind is OpKind.INJECTIVE:
-        return 0
-    return out
-
-
-@dataclass(frozen=True)
-class RegionCost:
-    """The work of a fused region: FLOPs of its ops (:func:`op_flops`) and the bytes of the tensors it reads and
-    writes, each once (the least memory traffic it can have; padding the lowering adds to a buffer not counted)."""
-
-    flops: int
-    bytes: int
+from fusecc.costs import RegionCost, region_cost
 
 
 def region_costs(module) -> dict[str, RegionCost]:
@@ -104,10 +38,7 @@ def region_costs(module) -> dict[str, RegionCost]:
     costs = {}
     for op in module.main.body.ops:
         if op.name == "kernel.fused":
-            tensors = {id(value): value for value in [*op.operands, *op.results]}
-            costs[kernel_name(op, len(costs))] = RegionCost(
-                sum(op_flops(member) for member in op.members),
-                sum(value.type.nbytes for value in tensors.values()))
+            costs[kernel_name(op, len(costs))] = region_cost(op)
     return costs
 
 
@@ -320,6 +251,8 @@ class Profile:
     copies: int = 0
     copy_bytes: int = 0
     kernels: list[KernelProfile] = field(default_factory=list)
+    #: threads of each run (``peak`` is that many cores' FLOP rate)
+    threads: int = 1
 
     @property
     def kernels_ns(self) -> float:
@@ -339,7 +272,7 @@ class Profile:
 
     def to_json(self, order: str = "time", top: int | None = None) -> dict:
         return {"model": self.model, "runs": self.runs, "warmup": self.warmup, "middle_runs": self.middle_runs,
-                "inputs": self.inputs, "peak": self.peak.to_json(), "end_to_end_ns": self.end_to_end_ns,
+                "inputs": self.inputs, "threads": self.threads, "peak": self.peak.to_json(), "end_to_end_ns": self.end_to_end_ns,
                 "end_to_end_median_ns": self.end_to_end_median_ns, "kernels_ns": self.kernels_ns,
                 "copies_ns": self.copies_ns, "copies": self.copies, "copy_bytes": self.copy_bytes,
                 "other_ns": self.other_ns, "kernel_count": len(self.kernels),
@@ -361,16 +294,16 @@ class Timings:
         return order[quarter:len(order) - quarter]
 
 
-def measure(instrumented: InstrumentedModel, feeds: dict, runs: int, warmup: int) -> Timings:
-    """Run the model ``warmup`` times, then ``runs`` times, timing each run and its steps."""
+def measure(instrumented: InstrumentedModel, feeds: dict, runs: int, warmup: int, threads: int = 1) -> Timings:
+    """Run the model ``warmup`` times, then ``runs`` times on ``threads`` threads, timing each run and its steps."""
     model = instrumented.model
     for _ in range(warmup):
-        model.run(feeds)
+        model.run(feeds, threads=threads)
     total = np.empty(runs)
     per_step = np.empty((runs, len(instrumented.steps)))
     for run in range(runs):
         start = time.perf_counter_ns()
-        model.run(feeds)
+        model.run(feeds, threads=threads)
         total[run] = time.perf_counter_ns() - start
         per_step[run] = np.diff(instrumented.readings())
     kernels: dict[str, np.ndarray] = {}
@@ -402,9 +335,10 @@ def random_inputs(specs, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def profile_model(source, options, runs: int = 20, warmup: int = 3, feeds: dict | None = None,
-                  seed: int = 0) -> Profile:
-    """Compile ``source`` instrumented, run it and gather the :class:`Profile`. ``feeds`` maps input names to
-    arrays; inputs it does not name get random values (:func:`random_inputs`)."""
+                  seed: int = 0, threads: int = 1) -> Profile:
+    """Compile ``source`` instrumented, run it on ``threads`` threads and gather the :class:`Profile` (against
+    ``threads`` times one core's peak FLOP rate). ``feeds`` maps input names to arrays; inputs it does not name
+    get random values (:func:`random_inputs`)."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"--runs must be 1 or more and --warmup 0 or more, got {runs} and {warmup}")
     instrumented = compile_instrumented(source, options)
@@ -414,14 +348,15 @@ def profile_model(source, options, runs: int = 20, warmup: int = 3, feeds: dict 
         random = random_inputs([s for s in model.inputs if s.name not in given], seed)
         described = f"random (seed {seed})" if not given else \
             "given" if not random else f"given, random (seed {seed}) for {', '.join(random)}"
-        peak = machine_peak()
-        timings = measure(instrumented, {**given, **random}, runs, warmup)
+        core = machine_peak()
+        peak = Peak(core.gflops * threads, core.gbps)
+        timings = measure(instrumented, {**given, **random}, runs, warmup, threads)
         middle = timings.middle_runs()
         end_to_end = float(timings.end_to_end[middle].mean())
         name = source if isinstance(source, str) else getattr(getattr(source, "graph", None), "name", "model")
         result = Profile(str(name), runs, warmup, described, peak, len(middle), end_to_end,
                          float(np.median(timings.end_to_end)), float(timings.copies[middle].mean()),
-                         instrumented.steps.count(None), instrumented.copy_bytes)
+                         instrumented.steps.count(None), instrumented.copy_bytes, threads=threads)
         never = np.zeros(runs)
         for index, kernel in enumerate(model.kernels):
             times = timings.kernels.get(kernel.name, never)
@@ -476,7 +411,8 @@ def format_table(result: Profile, order: str = "time", top: int | None = None) -
     lines = [f"fusecc profile: {result.model}: {_count_of(len(result.kernels), 'kernel')}, "
              f"{_count_of(result.runs, 'run')} after {_count_of(result.warmup, 'warm-up run')}, "
              f"inputs {result.inputs}",
-             f"peak of one core: {peak.gflops:.1f} GFLOP/s (f32 FMA), {peak.gbps:.1f} GB/s (copy); "
+             f"peak of {'one core' if result.threads == 1 else f'{result.threads} cores'}: "
+             f"{peak.gflops:.1f} GFLOP/s (f32 FMA), {peak.gbps:.1f} GB/s (copy); "
              f"ridge {peak.ridge:.1f} FLOP/byte",
              f"times: means of the {_count_of(result.middle_runs, 'run')} between the quartiles of the end-to-end time",
              "",
@@ -527,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fusecc profile",
         description="Run a model and report, for each kernel, its median time, share of the run, FLOPs, bytes "
-                    "moved and achieved GFLOP/s or GB/s against this machine's peak (one core).")
+                    "moved and achieved GFLOP/s or GB/s against this machine's peak (of one core, or of --threads cores).")
     parser.add_argument("model", help="an .onnx model or a tensor-level .fir file")
     parser.add_argument("--runs", type=_at_least(1), default=20, metavar="N", help="timed runs (default 20)")
     parser.add_argument("--warmup", type=_at_least(0), default=3, metavar="N", help="untimed runs first (default 3)")
@@ -541,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sort", choices=["time", "name", "order"], default="time",
                         help="kernel order: slowest first (default), by name, or as they run")
     parser.add_argument("--no-fusion", action="store_true", help="one kernel per op")
+    parser.add_argument("--threads", type=_at_least(1), default=1, metavar="N",
+                        help="threads of each run (default 1); the peak FLOP rate is N cores'")
     parser.add_argument("--json", action="store_true", help="print the profile as JSON")
     return parser
 
@@ -570,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
             shapes = {name: tuple(array.shape) for name, array in feeds.items()}
             shapes.update(dict(args.input_shape))
             options = Options(fusion=False if args.no_fusion else None, input_shapes=shapes or None, cache=False)
-            result = profile_model(args.model, options, args.runs, args.warmup, feeds, args.seed)
+            result = profile_model(args.model, options, args.runs, args.warmup, feeds, args.seed, args.threads)
         except _known_errors() as exc:
             return _fail(str(exc))
         except KeyboardInterrupt:

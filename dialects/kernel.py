@@ -114,13 +114,15 @@ class CopyOp(KernelOp):
 
 
 class LaunchOp(KernelOp):
-    """Runs kernel ``callee`` over outer iterations [0, extent) on its buffer operands."""
+    """Runs kernel ``callee`` over outer iterations [0, extent) on its buffer operands; ``work`` estimates
+    one iteration's FLOPs plus bytes moved, by which the thread pool chooses how to split the range."""
 
     name = "kernel.launch"
     side_effects = True
     num_results = 0
     callee = attr(str)
     extent = attr(int)
+    work = attr(int, 1)
 
 
 def is_tensor(value) -> bool:

@@ -21,7 +21,8 @@ import tempfile
 from .files import write_atomically
 
 #: the functions of the C API, after ``<prefix>_``
-API_FUNCTIONS = ("run", "run_with_workspace", "workspace_size", "model_info", "last_error")
+API_FUNCTIONS = ("run", "run_with_workspace", "workspace_size", "model_info", "last_error", "run_with_threads",
+                 "set_num_threads", "num_threads", "set_parallel_for")
 
 _ELF_HEADER = struct.Struct("<16sHHIQQQIHHHHHH")
 _SECTION_HEADER = struct.Struct("<IIQQQQIIQQ")
@@ -110,6 +111,8 @@ class SharedLibrary:
         finally:
             os.unlink(copy)
         self._run = self._function("run", ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p])
+        self._run_with_threads = self._function("run_with_threads", ctypes.c_int,
+                                                [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int])
         self._model_info = self._function("model_info", ctypes.c_char_p, [])
         self._last_error = self._function("last_error", ctypes.c_char_p, [])
 
@@ -122,12 +125,18 @@ class SharedLibrary:
         """What ``<prefix>_model_info()`` describes: inputs, outputs, kernels, workspace size."""
         return json.loads(self._model_info().decode())
 
-    def run(self, in_ptrs, out_ptrs) -> None:
-        """``<prefix>_run`` on arrays of input and output pointers; a non-zero status raises :class:`RunError`."""
-        status = self._run(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs))
+    def run(self, in_ptrs, out_ptrs, threads: int = 0) -> None:
+        """``<prefix>_run`` on arrays of input and output pointers, or ``<prefix>_run_with_threads`` given a
+        number of ``threads``; a non-zero status raises :class:`RunError`."""
+        if threads:
+            function = "run_with_threads"
+            status = self._run_with_threads(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), threads)
+        else:
+            function = "run"
+            status = self._run(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs))
         if status != 0:
             message = self._last_error().decode(errors="replace")
-            raise RunError(f"'{self.path}': {self.prefix}_run returned {status}: {message}")
+            raise RunError(f"'{self.path}': {self.prefix}_{function} returned {status}: {message}")
 
     def save_copy(self, path: str, name: str | None = None) -> None:
         """Write the library as it was loaded to ``path`` (replacing any file there at once). Its C API keeps its

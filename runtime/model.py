@@ -124,6 +124,8 @@ class CompiledModel:
     saver: Callable[[str, str | None], None] = field(repr=False)
     #: whether ``fusecc.compile`` took the model's library from the compile cache
     cache_hit: bool = False
+    #: threads a run uses unless it says otherwise (None: the default, see ``runtime/threadpool.c``)
+    threads: int | None = None
 
     def __post_init__(self):
         # the finalizer holds the native code, not the model; at interpreter exit the process frees it anyway
@@ -188,7 +190,7 @@ class CompiledModel:
         """The outputs, as ``InferenceSession.get_outputs()``."""
         return [spec.node_arg() for spec in self.outputs]
 
-    def run(self, *args, as_dict: bool = False) -> list[np.ndarray] | dict[str, np.ndarray]:
+    def run(self, *args, as_dict: bool = False, threads: int | None = None) -> list[np.ndarray] | dict[str, np.ndarray]:
         """Run the model on a dict of input arrays, called either way:
 
         * ``run(feeds)``: every output, in graph order;
@@ -197,7 +199,7 @@ class CompiledModel:
 
         The result is a list of arrays, or with ``as_dict=True`` a dict from output name to array. A bfloat16 input
         takes an ``ml_dtypes.bfloat16`` array or its bits as ``uint16`` (likewise the other formats ``ml_dtypes``
-        holds); such outputs come back as their bits.
+        holds); such outputs come back as their bits. ``threads`` overrides the model's ``threads`` for this run.
         """
         if len(args) not in (1, 2):
             raise TypeError("run() takes a dict of inputs, or a list of output names (or None) and a dict of inputs")
@@ -208,7 +210,8 @@ class CompiledModel:
         arrays = self._check(feeds)
         outputs = [np.empty(spec.shape, dtype=spec.dtype) for spec in self.outputs]
         in_ptrs, out_ptrs = _pointer_array(arrays), _pointer_array(outputs)
-        self.invoke(in_ptrs, out_ptrs)
+        check_threads(threads)
+        self.invoke(in_ptrs, out_ptrs, threads or self.threads or 0)
         if as_dict:
             return {self.outputs[i].name: outputs[i] for i in wanted}
         return [outputs[i] for i in wanted]
@@ -232,13 +235,25 @@ class CompiledModel:
                 "kernels": [k.to_json() for k in self.kernels]}
 
 
+def check_threads(threads) -> None:
+    """Raises ValueError unless ``threads`` is None or a positive int."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+
+
 def _model(info: dict, invoke, native, saver, cache_hit: bool = False) -> CompiledModel:
     return CompiledModel([TensorSpec.from_json(d) for d in info["inputs"]],
                          [TensorSpec.from_json(d) for d in info["outputs"]],
                          [KernelInfo.from_json(d) for d in info["kernels"]], invoke, native, saver, cache_hit)
 
 
-_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+_ENTRY = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+class Threading(ctypes.Structure):
+    """``fusecc_threading`` (``runtime/threadpool.h``): how one run uses threads."""
+
+    _fields_ = [("threads", ctypes.c_int64), ("parallel_for", ctypes.c_void_p), ("host", ctypes.c_void_p)]
 
 
 def from_jit(entry_address: int, weights: bytes, info: dict, native, saver) -> CompiledModel:
@@ -247,9 +262,11 @@ def from_jit(entry_address: int, weights: bytes, info: dict, native, saver) -> C
     blob = np.frombuffer(weights, dtype=np.uint8) if weights else np.zeros(1, dtype=np.uint8)
     workspace_size = info["workspace_size"]
 
-    def invoke(in_ptrs, out_ptrs):
+    def invoke(in_ptrs, out_ptrs, threads: int = 0):
         workspace = np.empty(max(workspace_size, 1), dtype=np.uint8)
-        entry(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), blob.ctypes.data, workspace.ctypes.data)
+        threading = Threading(threads, None, None)
+        entry(ctypes.addressof(in_ptrs), ctypes.addressof(out_ptrs), blob.ctypes.data, workspace.ctypes.data,
+              ctypes.addressof(threading))
 
     return _model(info, invoke, native, saver)
 

@@ -26,7 +26,7 @@ from fusecc.codegen import c_api
 from fusecc.codegen.aot import default_prefix
 from fusecc.codegen.cpu import CPUID_FEATURES, CpuRequirements
 from fusecc.codegen.target import CodegenError, find_c_compiler
-from fusecc.runtime.library import RunError
+from fusecc.runtime.library import API_FUNCTIONS, RunError
 from fusecc.runtime.model import InputError
 
 ort = pytest.importorskip("onnxruntime")
@@ -219,14 +219,18 @@ def test_header_declares_entry_points(cli_library):
     for declaration in ("int lib_run(const void *const *inputs, void *const *outputs);",
                         "int lib_run_with_workspace(const void *const *inputs, void *const *outputs, void *workspace);",
                         "int64_t lib_workspace_size(void);", "const char *lib_model_info(void);",
-                        "const char *lib_last_error(void);"):
+                        "const char *lib_last_error(void);",
+                        "int lib_run_with_threads(const void *const *inputs, void *const *outputs, int threads);",
+                        "void lib_set_num_threads(int threads);", "int lib_num_threads(void);",
+                        "void lib_set_parallel_for(lib_parallel_for_fn parallel_for, void *host);"):
         assert declaration in header
     assert "#ifndef LIB_FUSECC_H" in header and "#define LIB_OK 0" in header
     assert "#define LIB_INPUT_0_ELEMENTS 384" in header and "#define LIB_INPUT_0_BYTES 1536" in header
     assert "#define LIB_INPUT_1_ELEMENTS 4" in header
     assert "#define LIB_OUTPUT_1_ELEMENTS 8" in header and "#define LIB_OUTPUT_1_BYTES 32" in header
     assert "#define LIB_NUM_INPUTS 2" in header and "#define LIB_NUM_OUTPUTS 2" in header
-    assert not re.search(r"\bFUSECC_|\bfusecc_", header)
+    code = re.sub(r"/\*.*?\*/", "", header, flags=re.S)  # comments may name FUSECC_NUM_THREADS
+    assert not re.search(r"\bFUSECC_|\bfusecc_", code)
 
 
 def nm(*args):
@@ -237,14 +241,13 @@ def nm(*args):
 
 
 def test_library_exports_only_its_api(cli_library):
-    """The five API functions are the only dynamic symbols; kernels and fusecc_main stay inside the library."""
+    """The API functions are the only dynamic symbols; kernels, fusecc_main and the thread pool stay inside."""
     exported = {line.split()[-1] for line in nm("-D", "--defined-only", cli_library).splitlines()}
-    assert exported == {f"lib_{name}" for name in ("run", "run_with_workspace", "workspace_size", "model_info",
-                                                   "last_error")}
+    assert exported == {f"lib_{name}" for name in API_FUNCTIONS}
     local = {line.split()[-1]: line.split()[-2] for line in nm(cli_library).splitlines() if len(line.split()) == 3}
     kernels = [name for name in local if name.startswith("fused_")]
     assert kernels and all(local[name] == "t" for name in kernels)
-    assert local["fusecc_main"] == "t"
+    assert local["fusecc_main"] == "t" and local["fusecc_parallel_for"] == "t"
 
 
 @pytest.mark.skipif(CXX is None, reason="no C++ compiler")

@@ -89,3 +89,7 @@ def test_light_model_with_random_weights_matches_onnxruntime(name):
     if softmax:
         np.testing.assert_allclose(outputs[0], expected[0], rtol=1e-3, atol=1e-6)
     assert np.argmax(logits) == np.argmax(expected_logits)
+    one_thread = compiled.run({input_name: x}, threads=1)
+    for threads in (2, 3, 7):  # blocks of channels and rows split unevenly: not a bit may change
+        for got, want in zip(compiled.run({input_name: x}, threads=threads), one_thread):
+            assert got.tobytes() == want.tobytes(), f"{threads} threads differ from 1"

@@ -1358,6 +1358,10 @@ def run_oracle(case: Case, model, feeds: dict) -> list[np.ndarray]:
     return run_onnxruntime(model, feeds)
 
 
+#: thread counts every case runs with besides one (the suite splits every kernel, see ``conftest``)
+THREAD_COUNTS = (2, 3, 7)
+
+
 def _param(case: Case):
     bug = case.xfail
     marks = [pytest.mark.xfail(reason=bug.reason, raises=bug.raises, strict=True)] if bug else []
@@ -1372,6 +1376,10 @@ def test_op(case: Case):
     compiled = fusecc.compile(model)
     actual = compiled.run(feeds)
     check(actual, expected, DEFAULT_TOL, f"fusecc vs the oracle ({case.oracle})")
+    one_thread = compiled.run(feeds, threads=1)
+    for threads in THREAD_COUNTS:  # chunks of rows split unevenly: the results must not change by a bit
+        for got, want in zip(compiled.run(feeds, threads=threads), one_thread):
+            assert got.tobytes() == want.tobytes(), f"{threads} threads differ from 1"
 
     reference = interpret(import_model(model), feeds)
     check(actual, reference, DEFAULT_TOL, "fusecc vs the reference interpreter")

@@ -1,6 +1,6 @@
-"""Benchmark contractions: fusecc vs ONNX Runtime, one thread, interleaved, medians.
+"""Benchmark contractions: fusecc vs ONNX Runtime, on as many threads each (one by default), medians.
 
-    python -m fusecc.tools.bench_contractions [--repeat 50] [--cases sgemm,layouts,shapes,models]
+    python -m fusecc.tools.bench_contractions [--repeat 50] [--cases sgemm,layouts,shapes,models] [--threads 1]
 
 Groups of cases:
 
@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from . import models
-from .bench_fusion import _ort_session, interleaved_medians
+from .bench_fusion import _ort_session, engine_medians
 
 
 def _inputs(model, rng) -> dict:
@@ -35,14 +35,14 @@ def _inputs(model, rng) -> dict:
     return feeds
 
 
-def bench(name: str, model, repeat: int) -> dict:
+def bench(name: str, model, repeat: int, threads: int = 1) -> dict:
     import fusecc
 
     feeds = _inputs(model, np.random.default_rng(0))
     start = time.perf_counter()
-    compiled = fusecc.compile(model, cache=False)  # the compile time of a cold compile
+    compiled = fusecc.compile(model, cache=False, threads=threads)  # the compile time of a cold compile
     compile_seconds = time.perf_counter() - start
-    session = _ort_session(model)
+    session = _ort_session(model, threads)
     ours, theirs = compiled.run(feeds)[0], session.run(None, feeds)[0]
     # rounding errors grow with the sums' magnitude: the absolute tolerance follows the largest result
     tolerance = 1e-2 if ours.dtype == np.float16 else 1e-4
@@ -51,7 +51,7 @@ def bench(name: str, model, repeat: int) -> dict:
                                atol=tolerance * scale, err_msg=name)
     engines = {"fusecc": lambda: compiled.run(feeds), "ort": lambda: session.run(None, feeds)}
     return {"name": name, "kernels": len(compiled.kernels), "compile": compile_seconds,
-            **interleaved_medians(engines, repeat)}
+            **engine_medians(engines, repeat, threads)}
 
 
 #: M x K x N of activation @ constant weight, as in batch-1 inference, BERT-base, ViT-tiny, GPT-2 and an MLP
@@ -90,6 +90,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=50)
     parser.add_argument("--cases", default=",".join(GROUPS), help=f"groups of cases, from {', '.join(GROUPS)}")
+    parser.add_argument("--threads", type=int, default=1, help="threads of each engine")
     args = parser.parse_args(argv)
     groups = set(args.cases.split(","))
     unknown = groups - set(GROUPS)
@@ -100,7 +101,7 @@ def main(argv=None) -> None:
     print(header)
     print("-" * len(header))
     for name, model, flops in cases(groups):
-        r = bench(name, model, args.repeat)
+        r = bench(name, model, args.repeat, args.threads)
         print(f"{name:<42} {r['kernels']:>7} {r['compile']:>9.2f} {1e3 * r['fusecc']:>10.3f} {1e3 * r['ort']:>8.3f} "
               f"{r['fusecc'] / r['ort']:>9.2f}x {flops / r['fusecc'] / 1e9:>8.1f}")
 

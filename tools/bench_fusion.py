@@ -17,10 +17,10 @@ import numpy as np
 from fusecc.tools import models
 
 
-def _ort_session(model):
+def _ort_session(model, threads: int = 1):
     import onnxruntime as ort
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -29,8 +29,8 @@ def _ort_session(model):
 def bench(name: str, model, feeds: dict, repeat: int) -> dict:
     import fusecc
 
-    fused = fusecc.compile(model)
-    unfused = fusecc.compile(model, fusion=False)
+    fused = fusecc.compile(model, threads=1)
+    unfused = fusecc.compile(model, fusion=False, threads=1)
     session = _ort_session(model)
     engines = {"fused": lambda: fused.run(feeds), "unfused": lambda: unfused.run(feeds),
                "ort": lambda: session.run(None, feeds)}
@@ -53,6 +53,31 @@ def interleaved_medians(engines: dict, repeat: int) -> dict:
             start = time.perf_counter()
             run()
             times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}
+
+
+#: runs of one engine in a row, and the idle time before each such block, when engines run on several threads
+BLOCK_RUNS = 5
+IDLE_SECONDS = 0.05
+
+
+def engine_medians(engines: dict, repeat: int, threads: int = 1) -> dict:
+    """{label: median seconds of ``run()``} over ``repeat`` runs of each engine. On one thread the engines take
+    turns run by run (:func:`interleaved_medians`). On several, an engine's idle workers spin for a while after
+    its run and would take the cores of the next engine's run: each engine then runs ``BLOCK_RUNS`` times in a
+    row after ``IDLE_SECONDS`` of sleep, the engines taking turns block by block."""
+    if threads == 1:
+        return interleaved_medians(engines, repeat)
+    times = {label: [] for label in engines}
+    for run in engines.values():
+        run()
+    for _ in range(-(-repeat // BLOCK_RUNS)):
+        for label, run in engines.items():
+            time.sleep(IDLE_SECONDS)
+            for _ in range(BLOCK_RUNS):
+                start = time.perf_counter()
+                run()
+                times[label].append(time.perf_counter() - start)
     return {label: statistics.median(values) for label, values in times.items()}
 
 

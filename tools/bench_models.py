@@ -1,6 +1,8 @@
-"""Benchmark the ONNX light models: fusecc vs ONNX Runtime, one thread, interleaved runs, medians.
+"""Benchmark the ONNX light models: fusecc vs ONNX Runtime, on as many threads each, medians.
 
-    python -m fusecc.tools.bench_models [--repeat 20] [--models resnet50,inception_v1]
+    python -m fusecc.tools.bench_models [--repeat 20] [--models resnet50,inception_v1] [--threads 1]
+
+On one thread the two take turns run by run; on several, block by block (``bench_fusion.engine_medians``).
 
 Prints per model: kernels, compile time, median latencies and fusecc/ORT
 (below 1 means fusecc is faster).
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import numpy as np
@@ -24,30 +25,22 @@ def light_model_path(name: str) -> str:
     return os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", f"light_{name}.onnx")
 
 
-def bench(name: str, repeat: int) -> dict:
+def bench(name: str, repeat: int, threads: int = 1) -> dict:
     import fusecc
-    from fusecc.tools.bench_fusion import _ort_session
+    from fusecc.tools.bench_fusion import _ort_session, engine_medians
 
     path = light_model_path(name)
     start = time.perf_counter()
-    compiled = fusecc.compile(path, cache=False)  # the compile time of a cold compile
+    compiled = fusecc.compile(path, cache=False, threads=threads)  # the compile time of a cold compile
     compile_seconds = time.perf_counter() - start
     spec = compiled.inputs[0]
     feeds = {spec.name: np.random.default_rng(0).standard_normal(spec.shape).astype(spec.dtype)}
-    session = _ort_session(onnx.load(path))
+    session = _ort_session(onnx.load(path), threads)
     expected = session.run(None, feeds)[0]
     got = compiled.run(feeds)[0]
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-5, err_msg=name)
-    times = {"fusecc": [], "ort": []}
-    for _ in range(2):
-        compiled.run(feeds)
-        session.run(None, feeds)
-    for _ in range(repeat):
-        for label, run in (("fusecc", lambda: compiled.run(feeds)), ("ort", lambda: session.run(None, feeds))):
-            begin = time.perf_counter()
-            run()
-            times[label].append(time.perf_counter() - begin)
-    medians = {label: statistics.median(values) for label, values in times.items()}
+    medians = engine_medians({"fusecc": lambda: compiled.run(feeds), "ort": lambda: session.run(None, feeds)},
+                             repeat, threads)
     return {"name": name, "kernels": len(compiled.kernels), "compile": compile_seconds, **medians}
 
 
@@ -55,12 +48,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--models", default=",".join(MODELS[:5]))
+    parser.add_argument("--threads", type=int, default=1, help="threads of each engine")
     args = parser.parse_args(argv)
     header = f"{'model':<14} {'kernels':>7} {'compile s':>9} {'fusecc ms':>10} {'ORT ms':>8} {'fusecc/ORT':>10}"
     print(header)
     print("-" * len(header))
     for name in args.models.split(","):
-        r = bench(name.strip(), args.repeat)
+        r = bench(name.strip(), args.repeat, args.threads)
         print(f"{r['name']:<14} {r['kernels']:>7} {r['compile']:>9.2f} {1e3 * r['fusecc']:>10.2f} "
               f"{1e3 * r['ort']:>8.2f} {r['fusecc'] / r['ort']:>9.2f}x", flush=True)
 

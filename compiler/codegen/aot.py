@@ -1,8 +1,8 @@
 """Ahead-of-time output: a shared library with the weights embedded, its C API and its C header.
 
 The model's object (internal kernels, ``fusecc_main``, the weights) is linked with the C source of its
-API (``c_api``), so the library exports only ``<prefix>_run``, ``<prefix>_run_with_workspace``,
-``<prefix>_workspace_size``, ``<prefix>_model_info`` and ``<prefix>_last_error``, and the header's macros
+API (``c_api``) and the thread pool (``pool``), so the library exports only its ``<prefix>_`` functions
+(``<prefix>_run`` and the others ``c_api`` lists), and the header's macros
 start with ``<PREFIX>_``: any number of models share a process or a program. The prefix is chosen with
 ``fusecc --name`` or ``save(path, name=...)``, else derived from the file name (``model.so`` -> ``model``).
 
@@ -18,7 +18,7 @@ import tempfile
 
 from llvmlite import ir
 
-from . import c_api, target
+from . import c_api, pool, target
 from .llvm_emit import ENTRY
 
 WEIGHTS_SYMBOL = "fusecc_weights"
@@ -58,7 +58,7 @@ def build_shared_library(llvm_module: ir.Module, weights_blob: bytes, info: dict
         api = c_api.CApi(prefix, os.path.basename(out_path), os.path.basename(header_path), info,
                          target.cpu_requirements(module_ref))
         source = api.write_source(tmp, ENTRY, WEIGHTS_SYMBOL)
-        target.link_shared_library(target.emit_object(module_ref), out_path, [source],
-                                   ["-std=gnu11", *target.baseline_c_flags()])
+        target.link_shared_library(target.emit_object(module_ref), out_path, [source, pool.source_path()],
+                                   [*target.baseline_c_flags(), *pool.c_flags()])
     with open(header_path, "w") as handle:
         handle.write(api.header_text())

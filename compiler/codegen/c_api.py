@@ -7,6 +7,10 @@ For a prefix P (``model`` for ``model.so`` unless chosen) the library exports ex
     int64_t P_workspace_size(void);
     const char *P_model_info(void);
     const char *P_last_error(void);
+    int P_run_with_threads(const void *const *inputs, void *const *outputs, int threads);
+    void P_set_num_threads(int threads);
+    int P_num_threads(void);
+    void P_set_parallel_for(P_parallel_for_fn parallel_for, void *host);
 
 and the header defines the status codes (``P_OK``, ``P_ERROR_...``), the workspace size and, for every
 buffer, ``P_INPUT_<i>_NAME/_RANK/_SHAPE/_ELEMENTS/_BYTES`` and its element type, under the include guard
@@ -18,6 +22,9 @@ constructor compares the CPU (``cpuid``, and XCR0 for the register state the OS 
 the code was compiled for; if one is missing, every run returns ``P_ERROR_UNSUPPORTED_CPU``. The source is
 compiled for the architecture's baseline (``target.baseline_c_flags``), so these checks run on any CPU.
 ``P_last_error()`` says why the calling thread's last run failed (thread-local; "" after a success).
+
+Runs split their kernels across the library's own thread pool (``runtime/threadpool.c``, compiled in with its
+symbols hidden); the header documents the threading functions.
 """
 
 from __future__ import annotations
@@ -139,9 +146,32 @@ int64_t ${p}_workspace_size(void);
 /* JSON: the inputs and outputs (name, shape, dtype), the kernels and the workspace size. */
 const char *${p}_model_info(void);
 
-/* Why the calling thread's last ${p}_run or ${p}_run_with_workspace failed, or "" if it succeeded.
+/* Why the calling thread's last run failed, or "" if it succeeded.
    Thread-local; valid until that thread's next run. */
 const char *${p}_last_error(void);
+
+/* Threads. A run splits each kernel large enough to pay for it across threads: by default as many as
+   the physical cores this process may run on (its CPU affinity, capped by a cgroup CPU quota), or
+   FUSECC_NUM_THREADS when that is set. Workers spin for about 0.1 ms after a kernel, then sleep. A run
+   that finds the library's threads busy with another run uses only its calling thread. */
+
+/* ${p}_run with `threads` threads (0: the default). */
+int ${p}_run_with_threads(const void *const *inputs, void *const *outputs, int threads);
+
+/* Sets the default number of threads of later runs (threads < 1: back to the default above). */
+void ${p}_set_num_threads(int threads);
+
+/* The default number of threads of a run. */
+int ${p}_num_threads(void);
+
+/* A host's own parallel-for: calls task(context, i) once for every i in [0, count), on any of its
+   threads, and returns when all calls have returned. */
+typedef void (*${p}_task_fn)(void *context, int64_t index);
+typedef void (*${p}_parallel_for_fn)(void *host, ${p}_task_fn task, void *context, int64_t count);
+
+/* Later runs split kernels through parallel_for(host, ...) instead of the library's threads (NULL:
+   back to them). Call it before runs start, not during one. */
+void ${p}_set_parallel_for(${p}_parallel_for_fn parallel_for, void *host);
 
 #ifdef __cplusplus
 }
@@ -158,12 +188,17 @@ _SOURCE = Template("""\
 #include <string.h>
 
 #include "${included_header}"
+#include "threadpool.h"
 
 /* Defined by the model's object. Declared hidden here, they are hidden in the library: the linker keeps
    the most restrictive visibility a symbol is given. */
 __attribute__((visibility("hidden"))) extern const unsigned char ${weights}[];
 __attribute__((visibility("hidden")))
-void ${entry}(const void *const *inputs, void *const *outputs, const void *weights, void *workspace);
+void ${entry}(const void *const *inputs, void *const *outputs, const void *weights, void *workspace,
+              const fusecc_threading *threading);
+
+/* How runs use threads: the default count, or the host's parallel-for (${p}_set_parallel_for). */
+static fusecc_threading run_threading;
 
 static const char model_info[] = ${info};
 
@@ -264,13 +299,14 @@ int ${p}_run_with_workspace(const void *const *inputs, void *const *outputs, voi
         return status;
     if (workspace == NULL && ${P}_WORKSPACE_BYTES > 0)
         return null_argument("${p}_run_with_workspace", "workspace", -1);
-    ${entry}(inputs, outputs, ${weights}, workspace);
+    ${entry}(inputs, outputs, ${weights}, workspace, &run_threading);
     return ${P}_OK;
 }
 
-int ${p}_run(const void *const *inputs, void *const *outputs) {
+static int run_allocating(const char *function, const void *const *inputs, void *const *outputs,
+                          const fusecc_threading *threading) {
     void *workspace = NULL;
-    int status = check_run("${p}_run", inputs, outputs);
+    int status = check_run(function, inputs, outputs);
     if (status != ${P}_OK)
         return status;
     if (${P}_WORKSPACE_BYTES > 0) {
@@ -278,9 +314,32 @@ int ${p}_run(const void *const *inputs, void *const *outputs) {
         if (workspace == NULL)
             return fail(${P}_ERROR_OUT_OF_MEMORY, "${p}_run: cannot allocate its ${workspace}-byte workspace");
     }
-    ${entry}(inputs, outputs, ${weights}, workspace);
+    ${entry}(inputs, outputs, ${weights}, workspace, threading);
     free(workspace);
     return ${P}_OK;
+}
+
+int ${p}_run(const void *const *inputs, void *const *outputs) {
+    return run_allocating("${p}_run", inputs, outputs, &run_threading);
+}
+
+int ${p}_run_with_threads(const void *const *inputs, void *const *outputs, int threads) {
+    fusecc_threading threading = run_threading;
+    threading.threads = threads > 0 ? threads : 0;
+    return run_allocating("${p}_run_with_threads", inputs, outputs, &threading);
+}
+
+void ${p}_set_num_threads(int threads) {
+    fusecc_set_default_threads(threads);
+}
+
+int ${p}_num_threads(void) {
+    return fusecc_default_threads();
+}
+
+void ${p}_set_parallel_for(${p}_parallel_for_fn parallel_for, void *host) {
+    run_threading.parallel_for = (fusecc_host_parallel_for)parallel_for;
+    run_threading.host = host;
 }
 
 int64_t ${p}_workspace_size(void) {

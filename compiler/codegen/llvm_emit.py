@@ -5,8 +5,13 @@ buffers arrive as an array of pointers, ``dims`` carries run-time sizes for
 kernels with symbolic extents, and [begin, end) is the slice of the outermost
 (parallel) loop to run, so a runtime can split a kernel across threads. The
 graph becomes ``void fusecc_main(ptr inputs, ptr outputs, ptr weights, ptr
-workspace)``, which launches the kernels in order. Weights are laid out in one
-blob (64-byte aligned) that the caller passes in; ``weights_blob`` returns it.
+workspace, ptr threading)``, which launches the kernels in order. Weights are
+laid out in one blob (64-byte aligned) that the caller passes in;
+``weights_blob`` returns it. A kernel whose range has more than one step is
+launched through ``fusecc_parallel_for(threading, kernel, bufs, extent,
+work)`` (``runtime/threadpool.c``: ``threading`` is a ``fusecc_threading``
+or NULL, ``work`` the launch's estimated work per step), which splits the
+range across threads where the work pays for it.
 
 Kernels have internal linkage: no symbol of one model can stand in for
 another's when several share a process, and calls to them never go through a
@@ -31,6 +36,8 @@ from llvmlite import ir
 
 from fusecc.ir.core import FuncOp, IRError, Module, Operation, Value
 from fusecc.ir.types import DType, MemRefType, VectorType
+
+from .pool import PARALLEL_FOR
 
 ENTRY = "fusecc_main"
 #: the array of clock readings in a profiling build (see ``timed_steps``)
@@ -498,9 +505,9 @@ class _Clock:
 
 def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels: dict[str, ir.Function],
                 profile: bool = False) -> None:
-    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, PTR]), name=ENTRY)
-    inputs, outputs, weight_base, workspace = fn.args
-    for arg, name in zip(fn.args, ("inputs", "outputs", "weights", "workspace")):
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, PTR, PTR]), name=ENTRY)
+    inputs, outputs, weight_base, workspace, threading = fn.args
+    for arg, name in zip(fn.args, ("inputs", "outputs", "weights", "workspace", "threading")):
         arg.name = name
     fe = _FunctionEmitter(module, fn)
     b = fe.builder
@@ -528,7 +535,14 @@ def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels:
             args = fe.alloca(PTR, len(op.operands))
             for position, value in enumerate(op.operands):
                 b.store(fe[value], b.gep(args, [ir.Constant(I64, position)], inbounds=True, source_etype=PTR))
-            b.call(kernels[op.attr("callee")], [args, null, ir.Constant(I64, 0), ir.Constant(I64, op.attr("extent"))])
+            kernel, extent = kernels[op.attr("callee")], op.attr("extent")
+            if extent > 1:
+                parallel_for = module.globals.get(PARALLEL_FOR) or ir.Function(
+                    module, ir.FunctionType(ir.VoidType(), [PTR, PTR, PTR, I64, I64]), name=PARALLEL_FOR)
+                b.call(parallel_for, [threading, kernel, args, ir.Constant(I64, extent),
+                                      ir.Constant(I64, op.attr("work", 1))])
+            else:
+                b.call(kernel, [args, null, ir.Constant(I64, 0), ir.Constant(I64, extent)])
         elif op.name == "kernel.copy":
             src, dst = op.operands
             memcpy = module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])

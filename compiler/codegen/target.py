@@ -450,6 +450,9 @@ class JitLibrary:
         _check_module_usable(module_ref)
         _check_incbin_files(module_ref)
         _check_runs_here(cpu_requirements(module_ref))
+        from .pool import PARALLEL_FOR, load_for_jit
+        if any(fn.name == PARALLEL_FOR and fn.is_declaration for fn in module_ref.functions):
+            load_for_jit()
         key = _module_key(module_ref)
         # Fresh machine: the engine owns (and eventually deletes) it.
         tm = _create_target_machine(*key, jit=True)

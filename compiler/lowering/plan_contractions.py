@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from fusecc.dialects.kernel import FusedOp
@@ -17,6 +18,12 @@ L1_SHARE = 0.5
 #: the share of the level-2 cache a block's rows of A over one depth pass may fill (the rest holds B's
 #: slivers and the output rows)
 L2_SHARE = 0.5
+#: the fewest blocks a contraction's kernel is cut into where its rows allow: the steps of its range that
+#: threads share (a block per thread would leave a thread idle whenever another is slowed down)
+PARALLEL_BLOCKS = 8
+#: the least work of a block cut for threads, in FLOPs: smaller ones cost more in B read again than a
+#: thread gains (the thread pool runs a kernel of a few such blocks on one thread anyway)
+PARALLEL_BLOCK_FLOPS = 1 << 21
 #: the fewest micro-kernel row groups that must read a tile's sliver of B for copying it to be worth a
 #: second pass over B: below, the copy would cost more than the cache misses it saves
 TILE_COPY_ROW_GROUPS = 4
@@ -47,9 +54,10 @@ class PlanContractions(Pass):
       apart fall in few cache sets and evict each other); only where at least
       ``TILE_COPY_ROW_GROUPS`` row groups share the copy.
 
-    * ``block_rows``: most rows of A a MatMul or Gemm block written in place covers, so that those
-      rows of one depth pass fit ``L2_SHARE`` of the level-2 cache (``l2-bytes``) while every tile of
-      columns reads them; absent when all rows fit.
+    * ``block_rows``: most rows of A (a conv's output channels) a block covers: few enough that the
+      kernel has ``PARALLEL_BLOCKS`` blocks for threads to share, and for a MatMul or Gemm that
+      those rows of one depth pass fit ``L2_SHARE`` of the level-2 cache (``l2-bytes``) while every
+      tile of columns reads them; absent when all rows fit.
 
     ``lower-to-loops`` only reads these. The options ``micro-tile`` (``ROWSxVECTORS``) and
     ``depth-block`` (0: none) override the choice for every region, for experiments.
@@ -106,14 +114,24 @@ class PlanContractions(Pass):
         return GemmSchedule(rows, vectors, block, packed, copied, self._block_rows(op, rows, (block or depth[0]) * inner))
 
     def _block_rows(self, op, micro: int, span: int) -> int:
-        """Most rows of A per in-place block of a MatMul or Gemm: as many multiples of ``micro`` as keep
-        the rows' ``span`` depth steps of A within ``L2_SHARE`` of the level-2 cache, which every tile of
-        columns then reads again; 0 (no bound) when all rows of A fit or for a conv."""
-        if not ends_blocks_mid_matrix(op):
-            return 0
-        fitting = int(self.l2_bytes * L2_SHARE) // (span * op.operands[0].type.dtype.itemsize)
-        rows = max(micro, fitting // micro * micro)
-        return rows if rows < gemm_shape(op)[0] else 0
+        """Most rows of A (a conv's output channels) per block: a multiple of ``micro`` that gives the
+        kernel at least ``PARALLEL_BLOCKS`` blocks over all its matrices (images), so that threads have
+        blocks to share, each of at least ``PARALLEL_BLOCK_FLOPS``; for a MatMul or Gemm also few enough that the rows' ``span`` depth steps of A
+        stay within ``L2_SHARE`` of the level-2 cache, which every tile of columns reads again. 0 (no
+        bound) where all rows fit both."""
+        rows_of_a = gemm_shape(op)[0]
+        out_shape = op.results[0].type.shape
+        matrices = math.prod(out_shape[:-2]) if op.name == "tensor.matmul" else \
+            out_shape[0] if op.name == "tensor.conv" else 1
+        per_matrix = -(-PARALLEL_BLOCKS // matrices)
+        _, depth, columns = gemm_shape(op)
+        row_flops = 2 * math.prod(depth) * columns
+        bound = max(-(-rows_of_a // per_matrix), -(-PARALLEL_BLOCK_FLOPS // row_flops))
+        bound = -(-bound // micro) * micro
+        if ends_blocks_mid_matrix(op):
+            fitting = int(self.l2_bytes * L2_SHARE) // (span * op.operands[0].type.dtype.itemsize)
+            bound = min(bound, max(micro, fitting // micro * micro))
+        return bound if bound < rows_of_a else 0
 
     def _micro_tiles(self, fused: FusedOp, rows_of_a: int, simd: Simd, tail: bool) -> list[tuple[int, int]]:
         """The micro-tiles to try, best first: the tallest the rows allow, then shorter ones, whose

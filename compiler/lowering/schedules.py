@@ -130,12 +130,11 @@ class BlockPlan:
         return self.rows * result[-1]
 
 
-def _in_place_limit(schedule: GemmSchedule, columns: int) -> int:
-    """Most elements of a block written in place: ``IN_PLACE_LIMIT``, and ``block_rows`` rows when the
-    schedule bounds them."""
+def _block_limit(schedule: GemmSchedule, row_elements: int, limit: int) -> int:
+    """Most elements of a block: ``limit``, and ``block_rows`` rows when the schedule bounds them."""
     if schedule.block_rows:
-        return min(IN_PLACE_LIMIT, schedule.block_rows * columns)
-    return IN_PLACE_LIMIT
+        return min(limit, schedule.block_rows * row_elements)
+    return limit
 
 
 def _a_scratch_rows(rows: int, depth: int, schedule: GemmSchedule) -> int:
@@ -152,7 +151,7 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place:
     out_shape = op.results[0].type.shape
     m, k_size, n = a.type.shape[-2], a.type.shape[-1], b.type.shape[-1]
     micro = schedule.rows
-    rows = pick_block(m, micro, n, _in_place_limit(schedule, n) if in_place else BLOCK_LIMIT)
+    rows = pick_block(m, micro, n, _block_limit(schedule, n, IN_PLACE_LIMIT if in_place else BLOCK_LIMIT))
     batch_shape = out_shape[:-2]
     packed = schedule.packed_b and b.type.rank == 2
 
@@ -184,7 +183,7 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
     m, n = op.results[0].type.shape
     k_size = a.type.shape[0] if op.transA else a.type.shape[1]
     micro = schedule.rows
-    rows = pick_block(m, micro, n, _in_place_limit(schedule, n) if in_place else BLOCK_LIMIT)
+    rows = pick_block(m, micro, n, _block_limit(schedule, n, IN_PLACE_LIMIT if in_place else BLOCK_LIMIT))
     dtype = a.type.dtype
     packed = schedule.packed_b
 
@@ -239,7 +238,7 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -
     pitch = s_w * (out_w - 1) + 1 if strided else out_w  # input columns a strided row GEMM covers
     plane = out_h * pitch
     micro = schedule.rows
-    rows = pick_block(c_out_group, micro, plane, BLOCK_LIMIT)
+    rows = pick_block(c_out_group, micro, plane, _block_limit(schedule, plane, BLOCK_LIMIT))
     bias = op.operands[2] if len(op.operands) == 3 else None
 
     def fill(e: Emitter, block: Value, index: Value, first_row: Value, count: int, simd: Simd):
@@ -293,7 +292,7 @@ def _spatial_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> 
     out_h, out_w = op.results[0].type.shape[2:]
     span = (out_h - 1) * pitch + out_w  # columns up to the last output pixel
     micro = schedule.rows
-    rows = pick_block(c_out, micro, out_h * pitch, BLOCK_LIMIT)
+    rows = pick_block(c_out, micro, out_h * pitch, _block_limit(schedule, out_h * pitch, BLOCK_LIMIT))
     bias = op.operands[2] if len(op.operands) == 3 else None
     weights = buffers[id(w)]
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fusecc.costs import region_cost
 from fusecc.dialects.base import OpKind
 from fusecc.dialects.kernel import AllocOp, CopyOp, FusedOp, LaunchOp, ViewOp, WeightOp
 from fusecc.dialects.tensor import TransposeOp
@@ -303,8 +304,11 @@ class LowerToLoops(Pass):
                         target = body.append(AllocOp.create([], [memref(result.type)], loc=op.loc)).result
                     buffers[id(result)] = target
                     outs.append(target)
-                body.append(LaunchOp.create(operands + outs, [],
-                                            {"callee": name, "extent": kernel.attr("extent")}, loc=op.loc))
+                extent = kernel.attr("extent")
+                cost = region_cost(op)
+                work = -(-(cost.flops + cost.bytes) // max(extent, 1))
+                body.append(LaunchOp.create(operands + outs, [], {"callee": name, "extent": extent, "work": work},
+                                            loc=op.loc))
             elif op.name == "func.return":
                 for value, out in zip(returned, out_args):
                     if buffers[id(value)] is not out:

@@ -1,0 +1,87 @@
+"""The thread pool (``runtime/threadpool.c``) that a model's entry launches its kernels through.
+
+A shared library compiles the pool's source in (``aot``), its symbols hidden, so each library has a pool of its
+own. The JIT's models share one pool per process: :func:`load_for_jit` compiles the source with the host's C
+compiler into a private helper library once (kept in the compile cache when it is on), loads it and hands its
+functions to LLVM's symbol resolution.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import subprocess
+import tempfile
+
+from . import target
+
+#: the pool's entry that a model's entry launches kernels through
+PARALLEL_FOR = "fusecc_parallel_for"
+#: the pool's functions that generated code and C APIs call
+FUNCTIONS = (PARALLEL_FOR, "fusecc_default_threads", "fusecc_set_default_threads")
+
+
+def _runtime_dir() -> str:
+    """Where ``threadpool.c`` and its header are: beside this package's ``runtime`` package when installed,
+    else the source tree's ``runtime`` directory."""
+    from fusecc import runtime
+    return os.path.dirname(os.path.abspath(runtime.__file__))
+
+
+def source_path() -> str:
+    return os.path.join(_runtime_dir(), "threadpool.c")
+
+
+def c_flags() -> list[str]:
+    """Flags to compile ``threadpool.c`` or a file that includes ``threadpool.h``."""
+    return ["-std=gnu11", f"-I{_runtime_dir()}", "-pthread"]
+
+
+@functools.cache
+def load_for_jit() -> ctypes.CDLL:
+    """The pool as a helper library of this process, its functions registered with LLVM. Built on first use,
+    or taken from the compile cache, keyed by the source, the header and the compiler command."""
+    from llvmlite import binding as llvm
+
+    from fusecc.cache import open_cache
+
+    directory = tempfile.mkdtemp(prefix="fusecc_pool_")
+    path = os.path.join(directory, "libfusecc_pool.so")
+    command = target.find_c_compiler() + ["-shared", "-fPIC", "-O2", *target.baseline_c_flags(), *c_flags(),
+                                          "-DFUSECC_POOL_API=__attribute__((visibility(\"default\")))",
+                                          "-o", path, source_path()]
+    digest = hashlib.sha256(b"fusecc thread pool\0" + " ".join(command[:-3] + command[-1:]).encode())
+    for name in ("threadpool.c", "threadpool.h"):
+        with open(os.path.join(_runtime_dir(), name), "rb") as handle:
+            digest.update(handle.read())
+    key, cache = digest.hexdigest(), open_cache()
+    try:
+        entry = cache.get(key) if cache is not None else None
+        if entry is not None:
+            with open(path, "wb") as handle:
+                handle.write(entry["library"])
+        else:
+            _build(command)
+            if cache is not None:
+                with open(path, "rb") as handle:
+                    cache.put(key, {"library": handle.read()})
+        library = ctypes.CDLL(path)
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+        os.rmdir(directory)
+    for name in FUNCTIONS:
+        llvm.add_symbol(name, ctypes.cast(library[name], ctypes.c_void_p).value)
+    return library
+
+
+def _build(command: list[str]) -> None:
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, errors="replace", timeout=300)
+    except OSError as exc:
+        raise target.CodegenError(f"cannot run the C compiler to build the thread pool: {exc}") from None
+    if done.returncode != 0:
+        raise target.CodegenError(f"building the thread pool failed (exit {done.returncode}): "
+                                  f"{' '.join(command)}\n{done.stderr.strip()}")
