@@ -56,7 +56,8 @@ struct job {
 struct worker {
     pthread_t thread;
     _Atomic uint64_t assigned;  /* the job generation this worker is to run */
-    char pad[64 - sizeof(pthread_t) - sizeof(uint64_t)];
+    uint64_t born;              /* the generation when it started: jobs before it are not its own */
+    char pad[64 - sizeof(pthread_t) - 2 * sizeof(uint64_t)];
 };
 
 static struct {
@@ -99,7 +100,7 @@ static void run_chunks(struct job *job) {
 
 static void *worker_main(void *arg) {
     struct worker *self = arg;
-    uint64_t seen = 0;
+    uint64_t seen = self->born;
     for (;;) {
         uint64_t assigned = atomic_load_explicit(&self->assigned, memory_order_acquire);
         if (assigned == seen) {
@@ -150,6 +151,7 @@ static int start_workers(int count) {
     pthread_attr_setstacksize(&attr, FUSECC_WORKER_STACK);
     while (pool.started < count) {
         struct worker *w = &pool.workers[pool.started];
+        w->born = pool.generation;
         atomic_store(&w->assigned, pool.generation);
         if (pthread_create(&w->thread, &attr, worker_main, w) != 0)
             break;

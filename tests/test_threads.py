@@ -272,3 +272,60 @@ def test_unloading_a_library_stops_its_workers(library):
     for _ in range(20):
         with fusecc.load(str(path)) as loaded:
             assert_same_bits(loaded.run(feeds, threads=3), [expected], "a loaded library")
+
+
+POOL_STRESS = r"""
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "threadpool.h"
+
+#define EXTENT 1000
+static _Atomic int hits[EXTENT];
+
+/* Marks the steps it runs, slowly (a call that returned before its last chunk was done would be seen);
+   each must be run once per call, and all before fusecc_parallel_for returns. */
+static void mark(void **bufs, const int64_t *dims, int64_t begin, int64_t end) {
+    (void)bufs;
+    (void)dims;
+    for (int64_t i = begin; i < end; i++) {
+        for (volatile int delay = 0; delay < 2000; delay++) {
+        }
+        atomic_fetch_add(&hits[i], 1);
+    }
+}
+
+int main(void) {
+    static const int threads[] = {2, 7, 1, 3, 8, 2, 5};
+    for (int round = 0; round < 2000; round++) {
+        fusecc_threading threading = {threads[round % 7], NULL, NULL};
+        int64_t extent = 1 + round % EXTENT;
+        memset(hits, 0, sizeof hits);
+        fusecc_parallel_for(&threading, mark, NULL, extent, 1);
+        for (int64_t i = 0; i < EXTENT; i++)
+            if (atomic_load(&hits[i]) != (i < extent)) {
+                printf("round %d (%d threads, extent %lld): step %lld ran %d times\n", round, threads[round % 7],
+                       (long long)extent, (long long)i, atomic_load(&hits[i]));
+                return 1;
+            }
+    }
+    printf("ok\n");
+    return 0;
+}
+"""
+
+
+@needs_cc
+def test_the_pool_runs_every_step_once_before_returning_whatever_the_thread_counts(tmp_path):
+    """The pool alone, from C: 2000 calls that change the thread count between them (new workers join a pool
+    that has run jobs before), with every chunk at its least work (``FUSECC_MIN_CHUNK_WORK=1``)."""
+    from fusecc.codegen import pool
+
+    (tmp_path / "stress.c").write_text(POOL_STRESS)
+    built = subprocess.run([*CC, "-O2", *pool.c_flags(), "-DFUSECC_POOL_API=", str(tmp_path / "stress.c"),
+                            pool.source_path(), "-o", str(tmp_path / "stress")], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    ran = subprocess.run([str(tmp_path / "stress")], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "FUSECC_MIN_CHUNK_WORK": "1"})
+    assert ran.returncode == 0 and ran.stdout == "ok\n", ran.stdout + ran.stderr
