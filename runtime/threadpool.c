@@ -53,9 +53,13 @@ struct job {
     _Atomic int pending;      /* workers still on this job */
 };
 
+/* A worker's slot: the generation of the job it is given, times 4, plus the job's state for it. */
+enum { ASSIGNED = 0, CLAIMED = 1, WITHDRAWN = 2 };
+#define SLOT(generation, state) ((generation) << 2 | (state))
+
 struct worker {
     pthread_t thread;
-    _Atomic uint64_t assigned;  /* the job generation this worker is to run */
+    _Atomic uint64_t slot;      /* SLOT(generation, state) of the last job given to this worker */
     uint64_t born;              /* the generation when it started: jobs before it are not its own */
     char pad[64 - sizeof(pthread_t) - 2 * sizeof(uint64_t)];
 };
@@ -98,33 +102,37 @@ static void run_chunks(struct job *job) {
     }
 }
 
+/* A worker takes part in a job only after claiming it; a caller that has run every chunk itself withdraws
+   the jobs still unclaimed, so it never waits for a worker that has yet to wake up. */
 static void *worker_main(void *arg) {
     struct worker *self = arg;
     uint64_t seen = self->born;
     for (;;) {
-        uint64_t assigned = atomic_load_explicit(&self->assigned, memory_order_acquire);
-        if (assigned == seen) {
+        uint64_t slot = atomic_load_explicit(&self->slot, memory_order_acquire);
+        if (slot >> 2 == seen) {
             int64_t until = now_ns() + FUSECC_SPIN_NS;
-            for (int spins = 0; assigned == seen; spins++) {
+            for (int spins = 0; slot >> 2 == seen; spins++) {
                 cpu_relax();
-                assigned = atomic_load_explicit(&self->assigned, memory_order_acquire);
+                slot = atomic_load_explicit(&self->slot, memory_order_acquire);
                 if ((spins & 255) == 255 && now_ns() > until)
                     break;
             }
         }
-        if (assigned == seen) {
+        if (slot >> 2 == seen) {
             pthread_mutex_lock(&pool.lock);
             atomic_fetch_add(&pool.sleepers, 1);
-            while ((assigned = atomic_load(&self->assigned)) == seen)
+            while ((slot = atomic_load(&self->slot)) >> 2 == seen)
                 pthread_cond_wait(&pool.wake, &pool.lock);
             atomic_fetch_sub(&pool.sleepers, 1);
             pthread_mutex_unlock(&pool.lock);
         }
-        seen = assigned;
+        seen = slot >> 2;
         if (pool.stopping)
             return NULL;
-        run_chunks(&pool.job);
-        atomic_fetch_sub_explicit(&pool.job.pending, 1, memory_order_release);
+        if ((slot & 3) == ASSIGNED && atomic_compare_exchange_strong(&self->slot, &slot, SLOT(seen, CLAIMED))) {
+            run_chunks(&pool.job);
+            atomic_fetch_sub_explicit(&pool.job.pending, 1, memory_order_release);
+        }
     }
     return NULL;
 }
@@ -138,7 +146,7 @@ static void forget_workers_after_fork(void) {
     pool.started = 0;
     pool.generation = 0;
     for (int i = 0; i < FUSECC_MAX_THREADS; i++)
-        atomic_store(&pool.workers[i].assigned, 0);
+        atomic_store(&pool.workers[i].slot, 0);
 }
 
 static void install_fork_handler(void) { pthread_atfork(NULL, NULL, forget_workers_after_fork); }
@@ -152,7 +160,7 @@ static int start_workers(int count) {
     while (pool.started < count) {
         struct worker *w = &pool.workers[pool.started];
         w->born = pool.generation;
-        atomic_store(&w->assigned, pool.generation);
+        atomic_store(&w->slot, SLOT(pool.generation, WITHDRAWN));
         if (pthread_create(&w->thread, &attr, worker_main, w) != 0)
             break;
         pool.started++;
@@ -167,7 +175,7 @@ __attribute__((destructor)) static void stop_workers(void) {
     pool.stopping = 1;
     uint64_t generation = ++pool.generation;
     for (int i = 0; i < pool.started; i++)
-        atomic_store(&pool.workers[i].assigned, generation);
+        atomic_store(&pool.workers[i].slot, SLOT(generation, ASSIGNED));
     pthread_mutex_lock(&pool.lock);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
@@ -310,13 +318,18 @@ FUSECC_POOL_API void fusecc_parallel_for(const fusecc_threading *threading, fuse
     atomic_store_explicit(&job->pending, helpers, memory_order_relaxed);
     uint64_t generation = ++pool.generation;
     for (int i = 0; i < helpers; i++)
-        atomic_store(&pool.workers[i].assigned, generation);
+        atomic_store(&pool.workers[i].slot, SLOT(generation, ASSIGNED));
     if (atomic_load(&pool.sleepers) > 0) {
         pthread_mutex_lock(&pool.lock);
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.lock);
     }
     run_chunks(job);
+    for (int i = 0; i < helpers; i++) {
+        uint64_t unclaimed = SLOT(generation, ASSIGNED);
+        if (atomic_compare_exchange_strong(&pool.workers[i].slot, &unclaimed, SLOT(generation, WITHDRAWN)))
+            atomic_fetch_sub_explicit(&job->pending, 1, memory_order_relaxed);
+    }
     while (atomic_load_explicit(&job->pending, memory_order_acquire) > 0)
         cpu_relax();
     pthread_mutex_unlock(&pool.busy);

@@ -38,7 +38,23 @@ MODELS = {
     "projection_into_heads": lambda: models.projection_into_heads(sequence=30, hidden=48, heads=4),
     "matmul_300x600x40": lambda: models.matmul(300, 600, 40),
     "batched_matmul": lambda: models.batched_matmul(3, 30, 64, 37),
+    # few rows, wide B: panels of columns (the last one narrower, its last tile masked), over depth passes
+    "panels_8x700x1000_weight": lambda: models.matmul(8, 700, 1000, weight=True),
+    "panels_8x700x1000_inputs": lambda: models.matmul(8, 700, 1000),
+    "panels_gemm_alpha_beta": lambda: gemm_alpha_beta(8, 700, 1000),
 }
+
+
+def gemm_alpha_beta(m, k, n):
+    """Gemm(x, W, c) * alpha + beta * c, then Relu: an epilogue over each panel's columns."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(3)
+    nodes = [helper.make_node("Gemm", ["x", "w", "c"], ["g"], alpha=0.5, beta=2.0), helper.make_node("Relu", ["g"], ["y"])]
+    weights = [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w"),
+               numpy_helper.from_array(rng.standard_normal((n,)).astype(np.float32), "c")]
+    graph = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def feeds_for(model, seed=0):

@@ -56,25 +56,33 @@ def interleaved_medians(engines: dict, repeat: int) -> dict:
     return {label: statistics.median(values) for label, values in times.items()}
 
 
-#: runs of one engine in a row, and the idle time before each such block, when engines run on several threads
-BLOCK_RUNS = 5
+#: the idle time before each block of runs of one engine, the least time a block takes, and its fewest runs,
+#: when engines run on several threads
 IDLE_SECONDS = 0.05
+BLOCK_SECONDS = 0.2
+BLOCK_RUNS = 5
 
 
 def engine_medians(engines: dict, repeat: int, threads: int = 1) -> dict:
-    """{label: median seconds of ``run()``} over ``repeat`` runs of each engine. On one thread the engines take
-    turns run by run (:func:`interleaved_medians`). On several, an engine's idle workers spin for a while after
-    its run and would take the cores of the next engine's run: each engine then runs ``BLOCK_RUNS`` times in a
-    row after ``IDLE_SECONDS`` of sleep, the engines taking turns block by block."""
+    """{label: median seconds of ``run()``} over at least ``repeat`` runs of each engine. On one thread the
+    engines take turns run by run (:func:`interleaved_medians`). On several, an engine's idle workers spin for a
+    while after its run and would take the cores of the next engine's run: each engine then runs in blocks,
+    after ``IDLE_SECONDS`` of sleep, one untimed run (caches and clocks are cold after the pause) and then as
+    many timed ones as fill ``BLOCK_SECONDS`` (at least ``BLOCK_RUNS``), the engines taking turns block by
+    block."""
     if threads == 1:
         return interleaved_medians(engines, repeat)
     times = {label: [] for label in engines}
-    for run in engines.values():
+    estimates = {}
+    for label, run in engines.items():
+        start = time.perf_counter()
         run()
-    for _ in range(-(-repeat // BLOCK_RUNS)):
+        estimates[label] = max(time.perf_counter() - start, 1e-6)
+    while min(len(values) for values in times.values()) < repeat:
         for label, run in engines.items():
             time.sleep(IDLE_SECONDS)
-            for _ in range(BLOCK_RUNS):
+            run()
+            for _ in range(max(BLOCK_RUNS, int(BLOCK_SECONDS / estimates[label]))):
                 start = time.perf_counter()
                 run()
                 times[label].append(time.perf_counter() - start)

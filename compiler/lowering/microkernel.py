@@ -107,6 +107,9 @@ class Gemm:
     #: buffer that the tiles read: for an A that a prologue computes (a transpose, say), which each tile
     #: of columns would otherwise compute again, or one read across its rows (transA). Single depth loop.
     pack_a: int = 0
+    #: the columns [first, stop) of C this block computes (Values; a panel, see ``GemmSchedule.column_panels``),
+    #: a multiple of the tile's width from; None: all ``columns``
+    column_range: tuple[Value, Value] | None = None
     #: each tile's sliver of B (this pass's depth x the tile's columns) is copied to a contiguous scratch
     #: buffer before the block's rows read it: a B read in place has its rows N elements apart, which for
     #: a wide B map to few sets of the L1 cache and evict each other while the sliver is reused
@@ -150,18 +153,32 @@ def emit_gemm(e: Emitter, gemm: Gemm, out: Value, simd: Simd) -> None:
             first, _ = stack.enter_context(e.loop_in(e.current, 0, outer, step=gemm.depth_block))
         if gemm.pack_a:
             gemm = _with_packed_a(e, gemm, first)
+        start, stop = gemm.column_range or (0, full)
+        if gemm.column_range:
+            stop = e.imin(stop, e.index(full))
         if full:
-            with e.loop_in(e.current, 0, full, step=step) as (j0, _):
+            with e.loop_in(e.current, start, stop, step=step) as (j0, _):
                 b, b_at = _tile_of_b(e, gemm, j0, tile, width, vtype, 0, first)
                 for r0, micro in _row_groups(e, gemm):
                     _tile(e, gemm, out, r0, micro, j0, b, b_at, tile, width, vtype, first=first)
         if rest:
-            vectors = -(-rest // width)
-            lanes = rest - (vectors - 1) * width
-            b, b_at = _tile_of_b(e, gemm, e.index(full), vectors, width, vtype, lanes, first)
-            for r0, micro in _row_groups(e, gemm):
-                _tile(e, gemm, out, r0, micro, e.index(full), b, b_at, vectors, width, vtype,
-                      lanes=lanes, first=first)
+            with _in_range(e, gemm, full, step) as j0:
+                vectors = -(-rest // width)
+                lanes = rest - (vectors - 1) * width
+                b, b_at = _tile_of_b(e, gemm, j0, vectors, width, vtype, lanes, first)
+                for r0, micro in _row_groups(e, gemm):
+                    _tile(e, gemm, out, r0, micro, j0, b, b_at, vectors, width, vtype, lanes=lanes, first=first)
+
+
+@contextmanager
+def _in_range(e: Emitter, gemm: Gemm, column: int, step: int):
+    """Yields ``column`` as an index, the code emitted meanwhile running only where the block's columns hold it
+    (always without a ``column_range``: a loop of one step or none, from ``column`` to at most its range's end)."""
+    if gemm.column_range is None:
+        yield e.index(column)
+        return
+    with e.loop_in(e.current, column, e.imax(e.index(column), gemm.column_range[1]), step=step) as (j0, _):
+        yield j0
 
 
 def _tile_of_b(e: Emitter, gemm: Gemm, j0: Value, vectors: int, width: int, vtype: VectorType, lanes: int,
@@ -241,18 +258,24 @@ def _row_groups(e: Emitter, gemm: Gemm):
 
 
 def _fill_with_init(e: Emitter, gemm: Gemm, out: Value, simd: Simd, vtype: VectorType) -> None:
-    """``out``'s rows set to their initial values, for depth passes that each add to them."""
+    """``out``'s rows (in the block's columns) set to their initial values, for depth passes that each add
+    to them."""
     width = simd.width
     vectors = -(-gemm.columns // width)
     lanes = gemm.columns - (vectors - 1) * width
+    last_vector = (vectors - 1) * width
     with e.loop_in(e.current, 0, gemm.rows) as (row, _):
         start = e.emit(vector.BroadcastOp, [gemm.init(e, row)], vtype)
         base = gemm.out_row(e, row) if gemm.out_row else e.imul(row, e.index(gemm.columns))
+        first, stop = gemm.column_range or (0, last_vector)
+        if gemm.column_range:
+            stop = e.imin(stop, e.index(last_vector))
         if vectors > 1:
-            with e.loop_in(e.current, 0, (vectors - 1) * width, step=width) as (j, _):
+            with e.loop_in(e.current, first, stop, step=width) as (j, _):
                 e.insert(vector.StoreOp.create([start, out, e.iadd(base, j)], []))
         last = {"lanes": lanes} if lanes != width else {}
-        e.insert(vector.StoreOp.create([start, out, e.iadd(base, e.index((vectors - 1) * width))], [], last))
+        with _in_range(e, gemm, last_vector, width) as j:
+            e.insert(vector.StoreOp.create([start, out, e.iadd(base, j)], [], last))
 
 
 def _tile(e: Emitter, gemm: Gemm, out: Value, r0: Value, micro: int, j0: Value, b: Value,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fusecc.dialects.kernel import FusedOp
 from fusecc.ir.core import IRError, Module
@@ -11,7 +11,8 @@ from fusecc.passes.manager import Pass
 from fusecc.passes.rewrite import constant_value
 
 from .microkernel import Simd, pick_rows, pick_rows_with_tail
-from .schedules import GemmSchedule, block_plan, contraction, ends_blocks_mid_matrix, gemm_shape, packable_b
+from .schedules import (GemmSchedule, block_plan, contraction, ends_blocks_mid_matrix, gemm_shape,
+                        only_elementwise_around, packable_b)
 
 #: the share of the level-1 data cache a depth block of B's tile may fill (the rest holds A and C)
 L1_SHARE = 0.5
@@ -21,9 +22,10 @@ L2_SHARE = 0.5
 #: the fewest blocks a contraction's kernel is cut into where its rows allow: the steps of its range that
 #: threads share (a block per thread would leave a thread idle whenever another is slowed down)
 PARALLEL_BLOCKS = 8
-#: the least work of a block cut for threads, in FLOPs: smaller ones cost more in B read again than a
-#: thread gains (the thread pool runs a kernel of a few such blocks on one thread anyway)
-PARALLEL_BLOCK_FLOPS = 1 << 21
+#: the least work of a block cut for threads, in FLOPs (plus, for a panel of columns, bytes of B read):
+#: smaller ones cost more than a thread gains (the thread pool runs a kernel of a few such blocks on one
+#: thread anyway)
+PARALLEL_BLOCK_WORK = 1 << 21
 #: the fewest micro-kernel row groups that must read a tile's sliver of B for copying it to be worth a
 #: second pass over B: below, the copy would cost more than the cache misses it saves
 TILE_COPY_ROW_GROUPS = 4
@@ -54,13 +56,18 @@ class PlanContractions(Pass):
       apart fall in few cache sets and evict each other); only where at least
       ``TILE_COPY_ROW_GROUPS`` row groups share the copy.
 
-    * ``block_rows``: most rows of A (a conv's output channels) a block covers: few enough that the
-      kernel has ``PARALLEL_BLOCKS`` blocks for threads to share, and for a MatMul or Gemm that
-      those rows of one depth pass fit ``L2_SHARE`` of the level-2 cache (``l2-bytes``) while every
-      tile of columns reads them; absent when all rows fit.
+    * ``block_rows``: most rows of A (a conv's output channels) a block covers: for a MatMul or
+      Gemm, few enough that those rows of one depth pass fit ``L2_SHARE`` of the level-2 cache
+      (``l2-bytes``) while every tile of columns reads them; for a conv, few enough that the kernel
+      has ``PARALLEL_BLOCKS`` blocks for threads to share; absent when all rows fit.
 
-    ``lower-to-loops`` only reads these. The options ``micro-tile`` (``ROWSxVECTORS``) and
-    ``depth-block`` (0: none) override the choice for every region, for experiments.
+    * ``column_panels``: a MatMul or Gemm computed in place with only elementwise ops around it, whose
+      blocks of rows give fewer than ``PARALLEL_BLOCKS`` steps, has each block cut into that many
+      panels of columns (see ``_with_column_panels``).
+
+    ``lower-to-loops`` only reads these. The options ``micro-tile`` (``ROWSxVECTORS``),
+    ``depth-block`` (0: none) and ``column-panels`` (1: none) override the choice for every region
+    (panels: every region that may have them), for experiments.
     """
 
     name = "plan-contractions"
@@ -70,6 +77,7 @@ class PlanContractions(Pass):
     l2_bytes: int = 524288
     micro_tile: str = ""
     depth_block: int = -1
+    column_panels: int = -1
 
     def run(self, module: Module) -> None:
         simd = Simd(self.vector_width, self.vector_registers)
@@ -91,9 +99,37 @@ class PlanContractions(Pass):
         outputs = tuple(fused.body.ops[-1].operands)
         for rows, vectors in self._micro_tiles(fused, rows_of_a, simd, tail=ends_blocks_mid_matrix(op)):
             schedule = self._schedule(fused, op, depth, rows, vectors, simd)
-            if block_plan(fused.members, shape, buffers, simd, schedule, outputs) is not None:
-                return schedule
+            plan = block_plan(fused.members, shape, buffers, simd, schedule, outputs)
+            if plan is not None:
+                return self._with_column_panels(schedule, plan, op, fused, shape, simd)
         return None
+
+    def _with_column_panels(self, schedule: GemmSchedule, plan, op, fused: FusedOp, shape: tuple,
+                            simd: Simd) -> GemmSchedule:
+        """``schedule`` with its blocks cut into panels of columns where blocks of rows alone give fewer than
+        ``PARALLEL_BLOCKS`` steps (a GEMM of few rows, or whose rows share one pass over a wide B): as many
+        panels of whole tiles as make up the difference, each of at least ``PARALLEL_BLOCK_WORK``. Threads
+        then share B's columns, each streaming its own share of B once. Only for a MatMul or Gemm computed
+        in place with nothing but elementwise ops around it (see ``only_elementwise_around``)."""
+        if not plan.in_place or not only_elementwise_around(op, fused.members):
+            return schedule
+        blocks = plan.block_count(shape)
+        if self.column_panels >= 0:
+            panels = self.column_panels
+        elif blocks >= PARALLEL_BLOCKS:
+            return schedule
+        else:
+            rows_of_a, depth, columns = gemm_shape(op)
+            matrices = math.prod(shape[:-1]) // rows_of_a
+            work = 2 * math.prod(shape[:-1]) * math.prod(depth) * columns + \
+                matrices * math.prod(depth) * columns * op.operands[1].type.dtype.itemsize
+            panels = min(-(-PARALLEL_BLOCKS // blocks), columns // schedule.strip(simd.width),
+                         work // blocks // PARALLEL_BLOCK_WORK)
+        if panels < 2:
+            return schedule
+        columns = gemm_shape(op)[2]
+        width = replace(schedule, column_panels=panels).panel_columns(columns, simd.width)
+        return replace(schedule, column_panels=-(-columns // width))
 
     def _schedule(self, fused: FusedOp, op, depth: list[int], rows: int, vectors: int, simd: Simd) -> GemmSchedule:
         strip = vectors * simd.width
@@ -111,26 +147,23 @@ class PlanContractions(Pass):
         rows_of_a, _, columns = gemm_shape(op)
         copied = ends_blocks_mid_matrix(op) and not packed and columns > strip and \
             rows_of_a >= TILE_COPY_ROW_GROUPS * rows
-        return GemmSchedule(rows, vectors, block, packed, copied, self._block_rows(op, rows, (block or depth[0]) * inner))
+        return GemmSchedule(rows, vectors, block, packed, copied,
+                            self._block_rows(op, rows, (block or depth[0]) * inner))
 
     def _block_rows(self, op, micro: int, span: int) -> int:
-        """Most rows of A (a conv's output channels) per block: a multiple of ``micro`` that gives the
-        kernel at least ``PARALLEL_BLOCKS`` blocks over all its matrices (images), so that threads have
-        blocks to share, each of at least ``PARALLEL_BLOCK_FLOPS``; for a MatMul or Gemm also few enough that the rows' ``span`` depth steps of A
-        stay within ``L2_SHARE`` of the level-2 cache, which every tile of columns reads again. 0 (no
-        bound) where all rows fit both."""
-        rows_of_a = gemm_shape(op)[0]
-        out_shape = op.results[0].type.shape
-        matrices = math.prod(out_shape[:-2]) if op.name == "tensor.matmul" else \
-            out_shape[0] if op.name == "tensor.conv" else 1
-        per_matrix = -(-PARALLEL_BLOCKS // matrices)
-        _, depth, columns = gemm_shape(op)
-        row_flops = 2 * math.prod(depth) * columns
-        bound = max(-(-rows_of_a // per_matrix), -(-PARALLEL_BLOCK_FLOPS // row_flops))
-        bound = -(-bound // micro) * micro
+        """Most rows of A per block, a multiple of ``micro``. A MatMul or Gemm: few enough that the rows'
+        ``span`` depth steps of A stay within ``L2_SHARE`` of the level-2 cache, which every tile of columns
+        reads again (its threads share panels of columns instead, see ``_with_column_panels``). A conv
+        (rows: output channels): few enough that its images have ``PARALLEL_BLOCKS`` blocks for threads to
+        share, each of at least ``PARALLEL_BLOCK_WORK`` FLOPs. 0 (no bound) where all rows fit."""
+        rows_of_a, depth, columns = gemm_shape(op)
         if ends_blocks_mid_matrix(op):
             fitting = int(self.l2_bytes * L2_SHARE) // (span * op.operands[0].type.dtype.itemsize)
-            bound = min(bound, max(micro, fitting // micro * micro))
+            bound = max(micro, fitting // micro * micro)
+        else:
+            per_matrix = -(-PARALLEL_BLOCKS // op.results[0].type.shape[0])
+            bound = max(-(-rows_of_a // per_matrix), -(-PARALLEL_BLOCK_WORK // (2 * math.prod(depth) * columns)))
+            bound = -(-bound // micro) * micro
         return bound if bound < rows_of_a else 0
 
     def _micro_tiles(self, fused: FusedOp, rows_of_a: int, simd: Simd, tail: bool) -> list[tuple[int, int]]:

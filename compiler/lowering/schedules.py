@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fusecc.dialects.base import OpKind
-from fusecc.ir.core import Operation, Value
+from fusecc.ir.core import IRError, Operation, Value
 
 from .emitter import Emitter
 from .microkernel import Gemm, Simd, emit_gemm, pick_block, pick_rows
@@ -34,8 +34,10 @@ class GemmSchedule:
     vectors]`` (rows of A and vectors of B per micro-kernel), ``depth_block`` (steps of the outermost
     depth loop per pass over the tiles; 0 for all at once), ``block_rows`` (most rows of A per block
     written in place; 0 for no bound), ``packed_b`` (a constant B stored in strips as wide as a tile,
-    see ``pack_strips``) and ``pack_b_tiles`` (a B read in place copied a tile's sliver at a time at
-    run time, see ``Gemm.pack_b_tiles``); ``lower-to-loops`` follows it.
+    see ``pack_strips``), ``pack_b_tiles`` (a B read in place copied a tile's sliver at a time at
+    run time, see ``Gemm.pack_b_tiles``) and ``column_panels`` (blocks of a MatMul or Gemm computed in
+    place cut further into that many panels of columns, each a step of the kernel's range that threads
+    share); ``lower-to-loops`` follows it.
     """
 
     rows: int
@@ -44,9 +46,10 @@ class GemmSchedule:
     packed_b: bool = False
     pack_b_tiles: bool = False
     block_rows: int = 0
+    column_panels: int = 0
 
     #: the attributes of a ``kernel.fused`` op (and of its kernel function) that record a schedule
-    ATTRIBUTES = ("micro_tile", "depth_block", "block_rows", "packed_b", "pack_b_tiles")
+    ATTRIBUTES = ("micro_tile", "depth_block", "block_rows", "column_panels", "packed_b", "pack_b_tiles")
 
     @staticmethod
     def recorded(fused: Operation) -> "GemmSchedule | None":
@@ -56,7 +59,8 @@ class GemmSchedule:
         return GemmSchedule(int(tile[0]), int(tile[1]), int(fused.attributes.get("depth_block", 0)),
                             bool(fused.attributes.get("packed_b", False)),
                             bool(fused.attributes.get("pack_b_tiles", False)),
-                            int(fused.attributes.get("block_rows", 0)))
+                            int(fused.attributes.get("block_rows", 0)),
+                            int(fused.attributes.get("column_panels", 0)))
 
     def record(self, fused: Operation) -> None:
         fused.attributes["micro_tile"] = [self.rows, self.vectors]
@@ -64,6 +68,8 @@ class GemmSchedule:
             fused.attributes["depth_block"] = self.depth_block
         if self.block_rows:
             fused.attributes["block_rows"] = self.block_rows
+        if self.column_panels > 1:
+            fused.attributes["column_panels"] = self.column_panels
         if self.packed_b:
             fused.attributes["packed_b"] = True
         if self.pack_b_tiles:
@@ -72,6 +78,14 @@ class GemmSchedule:
     def strip(self, width: int) -> int:
         """Columns per tile (and per strip of a packed B) at ``width`` lanes per vector."""
         return self.vectors * width
+
+    def panel_columns(self, columns: int, width: int) -> int:
+        """Columns per panel of ``columns``: ``column_panels`` panels of whole tiles (the last may be narrower);
+        all columns when the schedule cuts none."""
+        if self.column_panels < 2:
+            return columns
+        strip = self.strip(width)
+        return -(-columns // (self.column_panels * strip)) * strip
 
 
 @dataclass
@@ -98,6 +112,14 @@ class BlockPlan:
     #: rows of the result per matrix (M) when blocks of ``rows`` need not divide it: each matrix then
     #: takes ceil(M / rows) blocks, the last one holding what is left (0: blocks divide every matrix)
     matrix_rows: int = 0
+    #: columns per panel when a block of rows is cut into panels of columns, each a step of the range
+    #: (0: blocks are whole rows); ``fill`` then takes the panel's columns as ``columns=(first, stop)``
+    panel_columns: int = 0
+    columns: int = 0  # the result's columns (N), with panel_columns
+
+    @property
+    def panels(self) -> int:
+        return -(-self.columns // self.panel_columns) if self.panel_columns else 1
 
     def rows_per_block(self, shape: tuple) -> int:
         """Rows of a nest of ``shape`` that one (full) block covers."""
@@ -106,11 +128,21 @@ class BlockPlan:
         return self.rows
 
     def block_count(self, shape: tuple) -> int:
-        """Blocks covering a nest of ``shape``."""
+        """Blocks covering a nest of ``shape`` (each a step of the kernel's range)."""
         rows = math.prod(shape[:-1])
         if not self.matrix_rows:
-            return rows // self.rows_per_block(shape)
-        return rows // self.matrix_rows * -(-self.matrix_rows // self.rows)
+            return rows // self.rows_per_block(shape) * self.panels
+        return rows // self.matrix_rows * -(-self.matrix_rows // self.rows) * self.panels
+
+    def block_columns(self, e: Emitter, block: Value) -> tuple[Value, tuple[Value, Value] | None]:
+        """The block of rows that step ``block`` of the range covers, and its panel's columns [first, stop)
+        (None: all of them)."""
+        if not self.panel_columns:
+            return block, None
+        panels = e.index(self.panels)
+        first = e.imul(e.irem(block, panels), e.index(self.panel_columns))
+        return e.idiv(block, panels), (first, e.imin(e.iadd(first, e.index(self.panel_columns)),
+                                                     e.index(self.columns)))
 
     def block_rows(self, e: Emitter, block: Value, shape: tuple) -> tuple[Value, int | Value]:
         """The first row of the nest that ``block`` covers, and how many rows it covers."""
@@ -155,7 +187,8 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place:
     batch_shape = out_shape[:-2]
     packed = schedule.packed_b and b.type.rank == 2
 
-    def fill(e: Emitter, block: Value, index: Value, first: Value, count: int | Value, simd: Simd) -> None:
+    def fill(e: Emitter, block: Value, index: Value, first: Value, count: int | Value, simd: Simd,
+             columns: tuple[Value, Value] | None = None) -> None:
         batch = e.delinearize(e.idiv(first, e.index(m)), batch_shape) if batch_shape else []
         i0 = e.irem(first, e.index(m))
         a_batch = _broadcast(e, batch, a.type.shape[:-2])
@@ -169,11 +202,12 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place:
                     b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
                     depth_block=schedule.depth_block, pack_b_tiles=schedule.pack_b_tiles,
                     pack_a=_a_scratch_rows(rows, k_size, schedule) if id(a) not in buffers else 0,
-                    out_row=_result_row(first, n) if in_place else None)
+                    out_row=_result_row(first, n) if in_place else None, column_range=columns)
         emit_gemm(e, gemm, block, simd)
         return _row_locator(n, first if in_place else None)
 
     return BlockPlan(op, fill, rows=rows, matrix_rows=m, in_place=in_place)
+
 
 
 def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: bool) -> BlockPlan | None:
@@ -187,7 +221,8 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
     dtype = a.type.dtype
     packed = schedule.packed_b
 
-    def fill(e: Emitter, block: Value, index: Value, i0: Value, count: int | Value, simd: Simd) -> None:
+    def fill(e: Emitter, block: Value, index: Value, i0: Value, count: int | Value, simd: Simd,
+             columns: tuple[Value, Value] | None = None) -> None:
         row_elements = schedule.strip(simd.width) if packed else n
         gemm = Gemm(count, micro, [k_size], n,
                     a=lambda em, r, ks: em.at(a, [ks[0], em.iadd(i0, r)] if op.transA else [em.iadd(i0, r), ks[0]]),
@@ -196,14 +231,14 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
                     b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
                     depth_block=schedule.depth_block, pack_b_tiles=schedule.pack_b_tiles,
                     pack_a=_a_scratch_rows(rows, k_size, schedule) if op.transA or id(a) not in buffers else 0,
-                    out_row=_result_row(i0, n) if in_place else None)
+                    out_row=_result_row(i0, n) if in_place else None, column_range=columns)
         emit_gemm(e, gemm, block, simd)
         locate = _row_locator(n, i0 if in_place else None)
         if op.alpha == 1.0 and (len(op.operands) == 2 or op.beta == 0.0):
             return locate
         c = op.operands[2] if len(op.operands) == 3 else None
         with e.loop_in(e.current, 0, count) as (r, _):
-            with e.loop_in(e.current, 0, n) as (j, _):
+            with e.loop_in(e.current, *(columns or (0, n))) as (j, _):
                 slot = e.iadd(e.imul(e.iadd(i0, r) if in_place else r, e.index(n)), j)
                 acc = e.load_mutable(block, slot)
                 if op.alpha != 1.0:
@@ -403,15 +438,20 @@ def packable_b(op: Operation) -> bool:
     return ends_blocks_mid_matrix(op) and op.operands[1].type.rank == 2
 
 
+def only_elementwise_around(op: Operation, members: list[Operation]) -> bool:
+    """Whether every other op of the region is elementwise: each element of its result then depends on the
+    same element of ``op``'s alone, so a block of ``op``'s columns computes those columns of the region."""
+    return all(other is op or other.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST) for other in members)
+
+
 def in_place_output(op: Operation, members: list[Operation], outputs: tuple) -> int | None:
     """The position among the region's ``outputs`` that ``op``'s result may be computed into (see
     ``block_plan``), or None."""
     for position, value in enumerate(outputs):
         if value is op.results[0]:
             return position
-    elementwise = all(other is op or other.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST) for other in members)
     same_type = len(outputs) == 1 and outputs[0].type == op.results[0].type
-    return 0 if elementwise and same_type else None
+    return 0 if only_elementwise_around(op, members) and same_type else None
 
 
 def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd,
@@ -435,6 +475,12 @@ def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd
     plan = _PLANS[op.name](op, buffers, schedule, in_place)
     if plan is None or plan.buffer_elements > BLOCK_LIMIT and not plan.in_place:
         return None
+    if schedule.column_panels > 1:
+        if not (plan.in_place and only_elementwise_around(op, members)):
+            raise IRError(f"{op.describe()}: column_panels needs a MatMul or Gemm computed in place with "
+                          "only elementwise ops around it")
+        columns = gemm_shape(op)[2]
+        plan.panel_columns, plan.columns = schedule.panel_columns(columns, simd.width), columns
     rows = plan.rows_per_block(shape)
     if plan.matrix_rows:
         return plan if math.prod(shape[:-1]) % plan.matrix_rows == 0 else None

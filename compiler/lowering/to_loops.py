@@ -134,8 +134,10 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
         block_buffer = out_buffers[in_place_output(plan.op, fused.members, tuple(outputs))] if plan.in_place else \
             e.emit(AllocaOp, [], MemRefType((plan.buffer_elements,), plan.op.results[0].type.dtype),
                    scope=e.alloca_scope, pure=False)
-        first_row, block_rows = plan.block_rows(e, block, shape)
-        locate = plan.fill(e, block_buffer, block, first_row, block_rows, simd)
+        row_block, columns = plan.block_columns(e, block)
+        first_row, block_rows = plan.block_rows(e, row_block, shape)
+        locate = plan.fill(e, block_buffer, row_block, first_row, block_rows, simd,
+                           **({"columns": columns} if columns else {}))
         in_block, row_scope = e.open_loop(e.index(0), e.as_index(block_rows), block_scope, nest=True)
         row = e.iadd(first_row, in_block)
         e.current = row_scope
@@ -146,7 +148,8 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
         e.cache_block(plan.op.results[0], block_buffer, lambda em, index: locate(em, index, in_block),
                       None if plan.channels else outer, block_scope)
     if shape:
-        col, inner_scope = e.open_loop(e.index(0), e.index(shape[-1]), row_scope, nest=True)
+        first_col, stop_col = columns if plan is not None and columns else (e.index(0), e.index(shape[-1]))
+        col, inner_scope = e.open_loop(first_col, stop_col, row_scope, nest=True)
         e.current = inner_scope
         idx = outer + [col]
     else:
