@@ -165,7 +165,11 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
             if schedule is not None and tuple(op.results[0].type.shape) == tuple(shape):
                 e.cache_rows(op.results[0], outer, shape[-1],
                              lambda em, row, out, op=op, schedule=schedule: schedule(em, op, row, out))
-    linear = e.linearize(idx, shape)
+    # with a block plan, the row's start plus the column: the same expression as the block's reads of its
+    # in-place result, so LLVM sees each element read and then stored at one address (through div/rem of
+    # the nest's row it could not, and would guard the vector loop with an overlap check that in-place
+    # blocks always fail)
+    linear = e.iadd(e.imul(row, e.index(shape[-1])), col) if plan is not None and shape else e.linearize(idx, shape)
     for value, buffer in zip(outputs, out_buffers):
         if plan is not None and plan.in_place and value is plan.op.results[0] and buffer is block_buffer:
             continue  # the micro-kernel wrote it there
@@ -205,9 +209,10 @@ def _lower_transposing_copy(e: Emitter, func: FuncOp, outputs, out_buffers, shap
     col, col_scope = e.open_loop(e.index(0), e.index(shape[-1]), block_scope, nest=True)
     in_tile, row_scope = e.open_loop(e.index(0), e.index(tile), col_scope, nest=True)
     e.current = row_scope
-    row = e.iadd(e.imul(block, e.index(tile)), in_tile)
-    idx = e.delinearize(row, shape[:-1]) + [col]
-    linear = e.linearize(idx, shape)
+    first = e.imul(block, e.index(tile))
+    start = e.delinearize(first, shape[:-1])  # once per tile: a tile's rows share all but their last index
+    idx = start[:-1] + [e.iadd(start[-1], in_tile), col]
+    linear = e.iadd(e.imul(e.iadd(first, in_tile), e.index(shape[-1])), col)
     for value, buffer in zip(outputs, out_buffers):
         e.store(e.at(value, idx), buffer, linear)
     func.body.append(ReturnOp.create([], []))
