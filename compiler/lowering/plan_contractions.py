@@ -12,7 +12,7 @@ from fusecc.passes.rewrite import constant_value
 
 from .microkernel import Simd, pick_rows, pick_rows_with_tail
 from .schedules import (GemmSchedule, block_plan, contraction, ends_blocks_mid_matrix, gemm_shape,
-                        only_elementwise_around, packable_b)
+                        in_place_output, only_elementwise_around, packable_b)
 
 #: the share of the level-1 data cache a depth block of B's tile may fill (the rest holds A and C)
 L1_SHARE = 0.5
@@ -22,6 +22,9 @@ L2_SHARE = 0.5
 #: the fewest blocks a contraction's kernel is cut into where its rows allow: the steps of its range that
 #: threads share (a block per thread would leave a thread idle whenever another is slowed down)
 PARALLEL_BLOCKS = 8
+#: the blocks of rows a MatMul or Gemm computed through a block buffer is cut into for threads: each
+#: streams all of B, so no more than two
+BUFFERED_BLOCKS = 2
 #: the least work of a block cut for threads, in FLOPs (plus, for a panel of columns, bytes of B read):
 #: smaller ones cost more than a thread gains (the thread pool runs a kernel of a few such blocks on one
 #: thread anyway)
@@ -147,22 +150,28 @@ class PlanContractions(Pass):
         rows_of_a, _, columns = gemm_shape(op)
         copied = ends_blocks_mid_matrix(op) and not packed and columns > strip and \
             rows_of_a >= TILE_COPY_ROW_GROUPS * rows
+        in_place = in_place_output(op, fused.members, tuple(fused.body.ops[-1].operands)) is not None
         return GemmSchedule(rows, vectors, block, packed, copied,
-                            self._block_rows(op, rows, (block or depth[0]) * inner))
+                            self._block_rows(op, rows, (block or depth[0]) * inner, in_place))
 
-    def _block_rows(self, op, micro: int, span: int) -> int:
+    def _block_rows(self, op, micro: int, span: int, in_place: bool) -> int:
         """Most rows of A per block, a multiple of ``micro``. A MatMul or Gemm: few enough that the rows'
         ``span`` depth steps of A stay within ``L2_SHARE`` of the level-2 cache, which every tile of columns
-        reads again (its threads share panels of columns instead, see ``_with_column_panels``). A conv
-        (rows: output channels): few enough that its images have ``PARALLEL_BLOCKS`` blocks for threads to
-        share, each of at least ``PARALLEL_BLOCK_WORK`` FLOPs. 0 (no bound) where all rows fit."""
+        reads again; and, when its blocks go through a block buffer (a row op reads its rows whole, so its
+        columns cannot be cut into panels), at most half its rows, so that two threads share its blocks, each
+        streaming B once. A conv (rows: output channels): few enough that its images have
+        ``PARALLEL_BLOCKS`` blocks for threads to share. Blocks for threads hold at least
+        ``PARALLEL_BLOCK_WORK`` FLOPs. 0 (no bound) where all rows fit."""
         rows_of_a, depth, columns = gemm_shape(op)
+        least = -(-PARALLEL_BLOCK_WORK // (2 * math.prod(depth) * columns))
         if ends_blocks_mid_matrix(op):
             fitting = int(self.l2_bytes * L2_SHARE) // (span * op.operands[0].type.dtype.itemsize)
             bound = max(micro, fitting // micro * micro)
+            if not in_place:
+                bound = min(bound, -(-max(-(-rows_of_a // BUFFERED_BLOCKS), least) // micro) * micro)
         else:
             per_matrix = -(-PARALLEL_BLOCKS // op.results[0].type.shape[0])
-            bound = max(-(-rows_of_a // per_matrix), -(-PARALLEL_BLOCK_WORK // (2 * math.prod(depth) * columns)))
+            bound = max(-(-rows_of_a // per_matrix), least)
             bound = -(-bound // micro) * micro
         return bound if bound < rows_of_a else 0
 

@@ -20,7 +20,7 @@ from .emitter import Emitter
 from .microkernel import Gemm, Simd, emit_gemm, pick_block, pick_rows
 
 #: largest block buffer, in elements (it lives on the kernel's stack)
-BLOCK_LIMIT = 1 << 15
+BLOCK_LIMIT = 1 << 16
 #: largest block written in place into the region's output, in elements: a block holds the rows that
 #: share one pass over B, so a wide B (a vocabulary of 50257) is not streamed once per few rows
 IN_PLACE_LIMIT = 1 << 22
