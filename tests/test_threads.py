@@ -49,7 +49,8 @@ def gemm_alpha_beta(m, k, n):
     """Gemm(x, W, c) * alpha + beta * c, then Relu: an epilogue over each panel's columns."""
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(3)
-    nodes = [helper.make_node("Gemm", ["x", "w", "c"], ["g"], alpha=0.5, beta=2.0), helper.make_node("Relu", ["g"], ["y"])]
+    nodes = [helper.make_node("Gemm", ["x", "w", "c"], ["g"], alpha=0.5, beta=2.0),
+             helper.make_node("Relu", ["g"], ["y"])]
     weights = [numpy_helper.from_array(rng.standard_normal((k, n)).astype(np.float32), "w"),
                numpy_helper.from_array(rng.standard_normal((n,)).astype(np.float32), "c")]
     graph = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
@@ -101,9 +102,9 @@ def test_a_bad_thread_count_is_refused(threads):
 
 
 @pytest.mark.parametrize("cached", [False, True], ids=["jit", "library"])
-def test_eight_python_threads_run_one_model_at_once(cached, compile_cache):
+def test_eight_python_threads_run_one_model_at_once(cached, compile_cache, monkeypatch):
     if not cached:
-        os.environ["FUSECC_CACHE"] = "0"  # compile_cache switched it on; monkeypatch restores it
+        monkeypatch.setenv("FUSECC_CACHE", "0")  # the JIT: compile_cache switched the cache on
     model = MODELS["resnet_block"]()
     compiled = fusecc.compile(model)
     assert compiled.cache_hit is False
@@ -253,7 +254,8 @@ def test_small_kernels_run_on_the_calling_thread_by_default(tmp_path):
         HOST_FOR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
         TASK = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)
         small = helper.make_model(helper.make_graph(
-            [helper.make_node("Add", ["a", "a"], ["y"])], "small", [helper.make_tensor_value_info("a", TP.FLOAT, [4, 8])],
+            [helper.make_node("Add", ["a", "a"], ["y"])], "small",
+            [helper.make_tensor_value_info("a", TP.FLOAT, [4, 8])],
             [helper.make_tensor_value_info("y", TP.FLOAT, [4, 8])]))
         for name, model in (("small", small), ("large", models.matmul(64, 1024, 1024, weight=True))):
             path = sys.argv[1] + f"/{name}.so"

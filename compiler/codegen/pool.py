@@ -24,8 +24,7 @@ FUNCTIONS = (PARALLEL_FOR, "fusecc_default_threads", "fusecc_set_default_threads
 
 
 def _runtime_dir() -> str:
-    """Where ``threadpool.c`` and its header are: beside this package's ``runtime`` package when installed,
-    else the source tree's ``runtime`` directory."""
+    """Where ``threadpool.c`` and its header are: the directory of the ``fusecc.runtime`` package."""
     from fusecc import runtime
     return os.path.dirname(os.path.abspath(runtime.__file__))
 

@@ -108,7 +108,7 @@ class Gemm:
     #: of columns would otherwise compute again, or one read across its rows (transA). Single depth loop.
     pack_a: int = 0
     #: the columns [first, stop) of C this block computes (Values; a panel, see ``GemmSchedule.column_panels``),
-    #: a multiple of the tile's width from; None: all ``columns``
+    #: ``first`` a multiple of the tile's width; None: all ``columns``
     column_range: tuple[Value, Value] | None = None
     #: each tile's sliver of B (this pass's depth x the tile's columns) is copied to a contiguous scratch
     #: buffer before the block's rows read it: a B read in place has its rows N elements apart, which for

@@ -32,8 +32,8 @@ class GemmSchedule:
 
     ``plan-contractions`` chooses it and records it on the ``kernel.fused`` op as ``micro_tile = [rows,
     vectors]`` (rows of A and vectors of B per micro-kernel), ``depth_block`` (steps of the outermost
-    depth loop per pass over the tiles; 0 for all at once), ``block_rows`` (most rows of A per block
-    written in place; 0 for no bound), ``packed_b`` (a constant B stored in strips as wide as a tile,
+    depth loop per pass over the tiles; 0 for all at once), ``block_rows`` (most rows of A, or output
+    channels of a conv, per block; 0 for no bound), ``packed_b`` (a constant B stored in strips as wide as a tile,
     see ``pack_strips``), ``pack_b_tiles`` (a B read in place copied a tile's sliver at a time at
     run time, see ``Gemm.pack_b_tiles``) and ``column_panels`` (blocks of a MatMul or Gemm computed in
     place cut further into that many panels of columns, each a step of the kernel's range that threads
@@ -115,7 +115,11 @@ class BlockPlan:
     #: columns per panel when a block of rows is cut into panels of columns, each a step of the range
     #: (0: blocks are whole rows); ``fill`` then takes the panel's columns as ``columns=(first, stop)``
     panel_columns: int = 0
-    columns: int = 0  # the result's columns (N), with panel_columns
+
+    @property
+    def columns(self) -> int:
+        """The result's columns (N)."""
+        return self.op.results[0].type.shape[-1]
 
     @property
     def panels(self) -> int:
@@ -479,8 +483,7 @@ def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd
         if not (plan.in_place and only_elementwise_around(op, members)):
             raise IRError(f"{op.describe()}: column_panels needs a MatMul or Gemm computed in place with "
                           "only elementwise ops around it")
-        columns = gemm_shape(op)[2]
-        plan.panel_columns, plan.columns = schedule.panel_columns(columns, simd.width), columns
+        plan.panel_columns = schedule.panel_columns(plan.columns, simd.width)
     rows = plan.rows_per_block(shape)
     if plan.matrix_rows:
         return plan if math.prod(shape[:-1]) % plan.matrix_rows == 0 else None

@@ -130,6 +130,7 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
                 func.attributes[key] = fused.attributes[key]
     block, block_scope = e.open_loop(begin, end, root, parallel=True, nest=True)
     e.current = block_scope
+    columns = None  # all of them, unless the plan cuts its blocks into panels of columns
     if plan is not None:
         block_buffer = out_buffers[in_place_output(plan.op, fused.members, tuple(outputs))] if plan.in_place else \
             e.emit(AllocaOp, [], MemRefType((plan.buffer_elements,), plan.op.results[0].type.dtype),
@@ -148,7 +149,7 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
         e.cache_block(plan.op.results[0], block_buffer, lambda em, index: locate(em, index, in_block),
                       None if plan.channels else outer, block_scope)
     if shape:
-        first_col, stop_col = columns if plan is not None and columns else (e.index(0), e.index(shape[-1]))
+        first_col, stop_col = columns or (e.index(0), e.index(shape[-1]))
         col, inner_scope = e.open_loop(first_col, stop_col, row_scope, nest=True)
         e.current = inner_scope
         idx = outer + [col]
@@ -169,7 +170,8 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
     # in-place result, so LLVM sees each element read and then stored at one address (through div/rem of
     # the nest's row it could not, and would guard the vector loop with an overlap check that in-place
     # blocks always fail)
-    linear = e.iadd(e.imul(row, e.index(shape[-1])), col) if plan is not None and shape else e.linearize(idx, shape)
+    linear = e.iadd(e.imul(row, e.index(shape[-1])), col) if plan is not None and shape \
+        else e.linearize(idx, shape)
     for value, buffer in zip(outputs, out_buffers):
         if plan is not None and plan.in_place and value is plan.op.results[0] and buffer is block_buffer:
             continue  # the micro-kernel wrote it there
