@@ -32,7 +32,7 @@ def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shap
     IR or times passes never uses it. The model's ``cache_hit`` tells whether the cache held it.
     The printing options match the CLI's ``--print-ir-*`` flags (output on stderr).
     ``threads`` is how many threads the model's runs use unless a run says otherwise (default: the process's
-    physical cores, or ``FUSECC_NUM_THREADS``).
+    physical cores, or ``FUSECC_NUM_THREADS``); its kernels' blocks are planned for that many.
     """
     from .driver import Options, compile_model
     from .runtime.model import check_threads
@@ -46,7 +46,7 @@ def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shap
                                           print_after=set(print_ir_after), print_before=set(print_ir_before),
                                           time_passes=time_passes, dump_dir=dump_ir_dir)
     options = Options(opt_level=opt_level, fusion=fusion, input_shapes=input_shapes,
-                      instrumentation=instrumentation, cache=cache)
+                      instrumentation=instrumentation, cache=cache, threads=threads)
     compiled = compile_model(model, options)
     compiled.threads = threads
     return compiled

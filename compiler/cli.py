@@ -65,9 +65,9 @@ def _known_errors():
     return (CodegenError, FrontendError, IRError, InputError, OSError, ValueError)
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, tool: str = "fusecc") -> int:
     located = re.match(r"\S+:\d+:\d+: error: ", message) is not None
-    sys.stderr.write(("" if located else "fusecc: error: ") + message + "\n")
+    sys.stderr.write(("" if located else f"{tool}: error: ") + message + "\n")
     return 1
 
 
@@ -233,6 +233,10 @@ def opt_main(argv: list[str] | None = None) -> int:
                         help="treat '// -----' lines as separators between independent inputs")
     parser.add_argument("--elide-weights", action="store_true", help="leave resource blobs out of the output")
     parser.add_argument("--list-passes", action="store_true", help="list the registered passes and exit")
+    parser.add_argument("--target", metavar="CPU",
+                        help="give the passes that shape kernels (vector width and registers, caches, threads) this "
+                             "CPU's values: 'host' or a name LLVM knows (fusecc --list-cpus); without it they keep "
+                             "their defaults, and options in the pipeline always win")
     _add_pass_flags(parser)
     args = parser.parse_args(argv)
     try:
@@ -249,18 +253,22 @@ def opt_main(argv: list[str] | None = None) -> int:
             return 0
         if args.input is None:
             parser.error("an input file is required (or --list-passes)")
+        pipeline = args.pass_pipeline
+        if args.target:
+            from fusecc.target import named_target
+            pipeline = named_target(args.target).configure(pipeline)
         text = sys.stdin.read() if args.input == "-" else open(args.input).read()
         chunks = _split(text) if args.split_input_file else [(0, text)]
         outputs = []
         for line_offset, chunk in chunks:
             module = parse_module("\n" * line_offset + chunk, args.input)
             module.verify()
-            PassManager(parse_pipeline(args.pass_pipeline), _instrumentation(args)).run(module)
+            PassManager(parse_pipeline(pipeline), _instrumentation(args)).run(module)
             outputs.append(print_module(module, elide_resources=args.elide_weights))
         _write(args.output, "// -----\n".join(outputs))
         return 0
     except _known_errors() as exc:
-        return _fail(str(exc))
+        return _fail(str(exc), "fusecc-opt")
 
 
 def _split(text: str) -> list[tuple[int, str]]:

@@ -47,6 +47,9 @@ class Options:
     debug: int = field(default_factory=debug_level)
     #: whether the compile cache may serve and keep the result
     cache: bool = True
+    #: the threads the model's runs use by default, which its kernels' blocks are planned for (None: the thread
+    #: pool's default, see ``fusecc.target``)
+    threads: int | None = None
 
     @property
     def fuse(self) -> bool:
@@ -95,12 +98,10 @@ def load_module(source, input_shapes=None) -> Imported:
 
 def pass_pipelines(options: Options) -> dict[str, str]:
     """Each phase's pass pipeline as ``options`` and the target choose it: the loops phase vectorizes for the
-    target's widest registers and shapes its micro-kernels to their number."""
-    from fusecc.codegen.caches import host_caches
-    from fusecc.codegen.target import preferred_vector_width, vector_registers
-    caches = host_caches()
-    return phase_pipelines(options.fuse, explain=options.debug >= 2, vector_width=preferred_vector_width(),
-                           vector_registers=vector_registers(), l1_bytes=caches.l1, l2_bytes=caches.l2)
+    target's widest registers, shapes its micro-kernels to their number and its blocks to the host's caches
+    and ``options.threads``."""
+    from fusecc.target import host_target
+    return phase_pipelines(options.fuse, explain=options.debug >= 2, target=host_target(options.threads, options.cached))
 
 
 def run_phases(module: Module, options: Options, log=sys.stderr) -> Module:

@@ -28,19 +28,10 @@ def fusion_pipeline(fusion: bool, explain: bool = False) -> str:
     return "recognize-gelu,dce," + ("fuse{explain=true}" if explain else "fuse") + "," + UNFUSED_PIPELINE
 
 
-def phase_pipelines(fusion: bool, explain: bool = False, vector_width: int | None = None,
-                    vector_registers: int | None = None, l1_bytes: int | None = None,
-                    l2_bytes: int | None = None) -> dict[str, str]:
-    """The phases' pipelines. The target's vector width (float32 lanes), vector registers and level-1 and
-    level-2 data caches, when given, shape the loops phase's micro-kernels (else its passes keep their
-    defaults)."""
-    def options(**values) -> str:
-        given = [f"{name.replace('_', '-')}={value}" for name, value in values.items() if value is not None]
-        return f"{{{','.join(given)}}}" if given else ""
-
-    plan = options(vector_width=vector_width, vector_registers=vector_registers, l1_bytes=l1_bytes,
-                   l2_bytes=l2_bytes)
-    lower = options(vector_width=vector_width, vector_registers=vector_registers)
-    loops = LOOPS_PIPELINE.replace("plan-contractions", "plan-contractions" + plan, 1) \
-        .replace("lower-to-loops", "lower-to-loops" + lower, 1)
-    return {"graph": GRAPH_PIPELINE, "fusion": fusion_pipeline(fusion, explain), "loops": loops}
+def phase_pipelines(fusion: bool, explain: bool = False, target=None) -> dict[str, str]:
+    """The phases' pipelines. A ``Target`` (``fusecc.target``), when given, sets the options of the passes that
+    shape kernels for it (vector width and registers, caches, threads); else those passes keep their defaults."""
+    pipelines = {"graph": GRAPH_PIPELINE, "fusion": fusion_pipeline(fusion, explain), "loops": LOOPS_PIPELINE}
+    if target is not None:
+        pipelines = {phase: target.configure(pipeline) for phase, pipeline in pipelines.items()}
+    return pipelines

@@ -177,8 +177,9 @@ def machine_peak() -> Peak:
     from fusecc.codegen import target
     from fusecc.codegen.llvm_emit import ENTRY, emit_llvm
     from fusecc.runtime.model import from_jit
+    from fusecc.target import host_target
 
-    lanes = target.preferred_vector_width(4)
+    lanes = host_target().vector_width
     llvm_module, _ = emit_llvm(_fma_probe(lanes, _CHAINS, _PROBE_ITERATIONS))
     library = target.JitLibrary(target.parse_and_optimize(str(llvm_module), 3))
     info = {"inputs": [], "outputs": [{"name": "y", "shape": [lanes * _CHAINS], "dtype": "float32",
@@ -507,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
             feeds = _load_inputs(args.inputs) if args.inputs else {}
             shapes = {name: tuple(array.shape) for name, array in feeds.items()}
             shapes.update(dict(args.input_shape))
-            options = Options(fusion=False if args.no_fusion else None, input_shapes=shapes or None, cache=False)
+            options = Options(fusion=False if args.no_fusion else None, input_shapes=shapes or None, cache=False,
+                              threads=args.threads)
             result = profile_model(args.model, options, args.runs, args.warmup, feeds, args.seed, args.threads)
         except _known_errors() as exc:
             return _fail(str(exc))

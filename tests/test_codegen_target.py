@@ -11,6 +11,7 @@ import pytest
 
 from fusecc.codegen import target
 from fusecc.codegen.cpu import CPUID_FEATURES
+from fusecc.target import host_target
 
 
 F32P = ctypes.POINTER(ctypes.c_float)
@@ -365,7 +366,7 @@ def test_vector_width_follows_the_cpu_named(monkeypatch, cpu, lanes):
     """A CPU named without a feature string brings its own features: x86-64-v4 has AVX-512."""
     monkeypatch.setenv("FUSECC_CPU", cpu)
     monkeypatch.delenv("FUSECC_CPU_FEATURES", raising=False)
-    assert target.preferred_vector_width(4) == lanes
+    assert host_target().vector_width == lanes
 
 
 def test_cache_sizes_come_from_sysfs(tmp_path):

@@ -182,7 +182,7 @@ def test_fir_verification_error(tmp_path):
     path.write_text(VERIFY_ERROR)
     result = run_tool("opt_main", path)
     assert result.returncode == 1
-    assert result.stderr.startswith("fusecc: error: ")
+    assert result.stderr.startswith("fusecc-opt: error: ")
     assert "tensor.add" in result.stderr and f"{path}:3:3" in result.stderr
     assert "[2, 3]" in result.stderr and "[4]" in result.stderr
     with pytest.raises(Exception, match=re.escape(f"{path}:3:3")) as info:
@@ -209,7 +209,7 @@ def test_fir_error_names_what_and_where(tmp_path, body, names, where):
 def test_missing_fir_file(tmp_path):
     result = run_tool("opt_main", tmp_path / "missing.fir")
     assert result.returncode == 1
-    assert result.stderr.startswith("fusecc: error: ") and "missing.fir" in result.stderr
+    assert result.stderr.startswith("fusecc-opt: error: ") and "missing.fir" in result.stderr
 
 
 # --------------------------------------------------------------------------------------

@@ -208,17 +208,18 @@ def _feature_problem(features: str, known: tuple[str, ...]) -> str | None:
     return None
 
 
-def check_target(cpu: str, features: str) -> None:
+def check_target(cpu: str, features: str, cpu_source: str = CPU_VARIABLE) -> None:
     """Raise :class:`TargetError` unless LLVM knows ``cpu`` and every ``+name``/``-name`` of ``features``
-    (comma-separated, no spaces) and compiles for them."""
+    (comma-separated, no spaces) and compiles for them. ``cpu_source`` names where the CPU name came from (an
+    environment variable or an option)."""
     answer = ask_llvm(cpu, features)
     listing = "; `fusecc --list-cpus` lists the CPUs and features LLVM knows"
     if cpu not in answer.cpus:
-        raise TargetError(f"{CPU_VARIABLE}={cpu!r} is not a CPU LLVM knows{_suggestion(cpu, answer.cpus)}{listing}"
+        raise TargetError(f"{cpu_source}={cpu!r} is not a CPU LLVM knows{_suggestion(cpu, answer.cpus)}{listing}"
                           " ('host' means this machine's)")
     problem = _feature_problem(features, answer.features) if features else None
     if problem:
         raise TargetError(f"{FEATURES_VARIABLE}={features!r}: {problem}{listing}")
     if answer.error:
         raise TargetError(f"LLVM cannot compile for CPU {cpu!r} with features {features!r} "
-                          f"({CPU_VARIABLE}, {FEATURES_VARIABLE}): {answer.error}")
+                          f"({cpu_source}, {FEATURES_VARIABLE}): {answer.error}")

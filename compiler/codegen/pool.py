@@ -9,11 +9,11 @@ functions to LLVM's symbol resolution.
 from __future__ import annotations
 
 import ctypes
-import functools
 import hashlib
 import os
 import subprocess
 import tempfile
+import threading
 
 from . import target
 
@@ -38,10 +38,22 @@ def c_flags() -> list[str]:
     return ["-std=gnu11", f"-I{_runtime_dir()}", "-pthread"]
 
 
-@functools.cache
-def load_for_jit() -> ctypes.CDLL:
+_loaded: ctypes.CDLL | None = None
+_loading = threading.Lock()
+
+
+def load_for_jit(cache: bool = True) -> ctypes.CDLL:
     """The pool as a helper library of this process, its functions registered with LLVM. Built on first use,
-    or taken from the compile cache, keyed by the source, the header and the compiler command."""
+    or taken from the compile cache (unless ``cache`` is False), keyed by the source, the header and the
+    compiler command."""
+    global _loaded
+    with _loading:
+        if _loaded is None:
+            _loaded = _load(cache)
+        return _loaded
+
+
+def _load(cache: bool) -> ctypes.CDLL:
     from llvmlite import binding as llvm
 
     from fusecc.cache import open_cache
@@ -55,7 +67,7 @@ def load_for_jit() -> ctypes.CDLL:
     for name in ("threadpool.c", "threadpool.h"):
         with open(os.path.join(_runtime_dir(), name), "rb") as handle:
             digest.update(handle.read())
-    key, cache = digest.hexdigest(), open_cache()
+    key, cache = digest.hexdigest(), open_cache() if cache else None
     try:
         entry = cache.get(key) if cache is not None else None
         if entry is not None:
@@ -74,6 +86,13 @@ def load_for_jit() -> ctypes.CDLL:
     for name in FUNCTIONS:
         llvm.add_symbol(name, ctypes.cast(library[name], ctypes.c_void_p).value)
     return library
+
+
+def default_threads(cache: bool = True) -> int:
+    """The threads a run uses unless told otherwise, as the pool counts them: ``FUSECC_NUM_THREADS``, else the
+    physical cores of this process's CPU affinity within its cgroup's quota. ``cache`` as for
+    :func:`load_for_jit`."""
+    return int(load_for_jit(cache).fusecc_default_threads())
 
 
 def _build(command: list[str]) -> None:

@@ -204,6 +204,12 @@ def _target_key(opt_level: int) -> tuple:
     return key
 
 
+def check_environment_target() -> None:
+    """Raise ``cpu.TargetError`` if ``FUSECC_CPU`` or ``FUSECC_CPU_FEATURES`` names a target LLVM cannot
+    compile for."""
+    _target_key(3)
+
+
 def host_target_machine(opt_level: int = 3):
     """The (cached) ``llvmlite.binding.TargetMachine`` for the host.
 
@@ -363,12 +369,13 @@ def _module_tm(module_ref):
 def cpu_requirements(module_ref) -> cpu.CpuRequirements:
     """What the code of a module from :func:`parse_and_optimize` needs of the CPU that runs it."""
     _, name, features = _module_key(module_ref)
-    return cpu.CpuRequirements(name, _required_features(name, features))
+    return cpu.CpuRequirements(name, required_features(name, features))
 
 
 @functools.lru_cache(maxsize=None)
-def _required_features(name: str, features: str) -> tuple[str, ...]:
-    """``cpu.required_features`` for a CPU and feature string (x86-64 only: none elsewhere)."""
+def required_features(name: str, features: str) -> tuple[str, ...]:
+    """The CPU features code compiled for CPU ``name`` with ``features`` may use (``cpu.required_features``;
+    x86-64 only: none elsewhere)."""
     if not _initialize().get_process_triple().startswith("x86_64"):
         return ()
     return cpu.required_features(lambda text: _parse_and_optimize(text, (2, name, features)))
@@ -689,22 +696,3 @@ def incbin_ir_declarations(symbol: str, align: int = 64) -> str:
         raise ValueError(f"invalid symbol name {symbol!r}")
     return (f"@{symbol} = external hidden global [0 x i8], align {align}\n"
             f"@{symbol}_end = external hidden global [0 x i8]\n")
-
-
-def vector_registers() -> int:
-    """SIMD registers the target has: 32 with AVX-512, 16 with AVX or SSE on x86-64 (the features a named
-    CPU implies count, as for :func:`preferred_vector_width`)."""
-    _, name, features = _target_key(3)
-    return 32 if "avx512f" in _required_features(name, features) else 16
-
-
-def preferred_vector_width(dtype_bytes: int = 4) -> int:
-    """Lanes of the widest SIMD register the target has, for elements of ``dtype_bytes`` (the features
-    a named CPU implies count: ``FUSECC_CPU=x86-64-v4`` has AVX-512, ``x86-64`` only SSE)."""
-    _, name, features = _target_key(3)
-    required = _required_features(name, features)
-    if "avx512f" in required:
-        return 64 // dtype_bytes
-    if "avx" in required:
-        return 32 // dtype_bytes
-    return 16 // dtype_bytes

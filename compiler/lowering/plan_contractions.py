@@ -22,9 +22,6 @@ L2_SHARE = 0.5
 #: the fewest blocks a contraction's kernel is cut into where its rows allow: the steps of its range that
 #: threads share (a block per thread would leave a thread idle whenever another is slowed down)
 PARALLEL_BLOCKS = 8
-#: the blocks of rows a MatMul or Gemm computed through a block buffer is cut into for threads: each
-#: streams all of B, so no more than two
-BUFFERED_BLOCKS = 2
 #: the least work of a block cut for threads, in FLOPs (plus, for a panel of columns, bytes of B read):
 #: smaller ones cost more than a thread gains (the thread pool runs a kernel of a few such blocks on one
 #: thread anyway)
@@ -61,7 +58,8 @@ class PlanContractions(Pass):
 
     * ``block_rows``: most rows of A (a conv's output channels) a block covers: for a MatMul or
       Gemm, few enough that those rows of one depth pass fit ``L2_SHARE`` of the level-2 cache
-      (``l2-bytes``) while every tile of columns reads them; for a conv, few enough that the kernel
+      (``l2-bytes``) while every tile of columns reads them, and, through a block buffer, a block for
+      each of ``threads`` threads; for a conv, few enough that the kernel
       has ``PARALLEL_BLOCKS`` blocks for threads to share; absent when all rows fit.
 
     * ``column_panels``: a MatMul or Gemm computed in place with only elementwise ops around it, whose
@@ -78,6 +76,7 @@ class PlanContractions(Pass):
     vector_registers: int = 32
     l1_bytes: int = 32768
     l2_bytes: int = 524288
+    threads: int = 1
     micro_tile: str = ""
     depth_block: int = -1
     column_panels: int = -1
@@ -158,8 +157,8 @@ class PlanContractions(Pass):
         """Most rows of A per block, a multiple of ``micro``. A MatMul or Gemm: few enough that the rows'
         ``span`` depth steps of A stay within ``L2_SHARE`` of the level-2 cache, which every tile of columns
         reads again; and, when its blocks go through a block buffer (a row op reads its rows whole, so its
-        columns cannot be cut into panels), at most half its rows, so that two threads share its blocks, each
-        streaming B once. A conv (rows: output channels): few enough that its images have
+        columns cannot be cut into panels), one block per thread (``threads``), each streaming B once (more
+        blocks would each stream all of B again). A conv (rows: output channels): few enough that its images have
         ``PARALLEL_BLOCKS`` blocks for threads to share. Blocks for threads hold at least
         ``PARALLEL_BLOCK_WORK`` FLOPs. 0 (no bound) where all rows fit."""
         rows_of_a, depth, columns = gemm_shape(op)
@@ -168,7 +167,7 @@ class PlanContractions(Pass):
             fitting = int(self.l2_bytes * L2_SHARE) // (span * op.operands[0].type.dtype.itemsize)
             bound = max(micro, fitting // micro * micro)
             if not in_place:
-                bound = min(bound, -(-max(-(-rows_of_a // BUFFERED_BLOCKS), least) // micro) * micro)
+                bound = min(bound, -(-max(-(-rows_of_a // self.threads), least) // micro) * micro)
         else:
             per_matrix = -(-PARALLEL_BLOCKS // op.results[0].type.shape[0])
             bound = max(-(-rows_of_a // per_matrix), least)
