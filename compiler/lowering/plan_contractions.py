@@ -26,6 +26,14 @@ PARALLEL_BLOCKS = 8
 #: smaller ones cost more than a thread gains (the thread pool runs a kernel of a few such blocks on one
 #: thread anyway)
 PARALLEL_BLOCK_WORK = 1 << 21
+#: the share of the level-2 cache a tile's sliver of a packed B may fill over one depth pass (the row groups
+#: of a block read it from there; the rest of the cache holds the block's rows of A)
+SLIVER_L2_SHARE = 0.25
+#: what an output element moved between depth passes costs against an element of B streamed once more: an
+#: output tile is read and written back at every pass, and its first reads wait on the cache, while a packed
+#: B streams sequentially and is prefetched (fitted to the shapes of ``bench_contractions``: one pass beats
+#: two over 768 steps of K, six passes beat four over 3072)
+OUTPUT_TRAFFIC_WEIGHT = 6
 #: the fewest micro-kernel row groups that must read a tile's sliver of B for copying it to be worth a
 #: second pass over B: below, the copy would cost more than the cache misses it saves
 TILE_COPY_ROW_GROUPS = 4
@@ -44,10 +52,12 @@ class PlanContractions(Pass):
       broadcast of A within the target's vector registers (``vector-registers``); a shorter
       micro-tile where the tallest one's block of rows would overflow the stack (a conv's wide
       output planes), rather than no block schedule at all;
-    * ``depth_block``: steps of the outermost depth loop per pass over the tiles, so that the B
-      sliver one tile reads (``depth_block x`` inner depth ``x`` tile columns) fills at most half
-      the level-1 data cache (``l1-bytes``, the host's) and stays there while every row of the block
-      uses it; absent when the whole depth fits;
+    * ``depth_block``: steps of the outermost depth loop per pass over the tiles. With a packed B (see
+      ``_packed_depth_block``), the pass count that moves the fewest bytes between the caches: every
+      pass moves the output once more, every block of rows streams B once more. Otherwise the B sliver
+      one tile reads (``depth_block x`` inner depth ``x`` tile columns) fills at most half the level-1
+      data cache (``l1-bytes``, the host's) and stays there while every row of the block uses it.
+      Absent when the whole depth fits;
     * ``packed_b``: a constant K x N B is stored in strips as wide as a tile, each contiguous over
       the depth, so the micro-kernel streams it sequentially instead of one short run per row of B;
     * ``pack_b_tiles``: a MatMul or Gemm B that is not constant (an attention product, a GEMM of two
@@ -138,40 +148,62 @@ class PlanContractions(Pass):
         inner = 1
         for extent in depth[1:]:
             inner *= extent
-        if self.depth_block >= 0:
-            block = self.depth_block
-        else:
-            block = max(1, int(self.l1_bytes * L1_SHARE) // (strip * op.operands[0].type.dtype.itemsize * inner))
-        block = 0 if block >= depth[0] else block
         b = op.operands[1]
         packed = packable_b(op) and b in fused.body.args and \
             constant_value(fused.operands[fused.body.args.index(b)]) is not None
+        in_place = in_place_output(op, fused.members, tuple(fused.body.ops[-1].operands)) is not None
+        if self.depth_block >= 0:
+            block = self.depth_block
+        elif packed:
+            block = self._packed_depth_block(op, rows, strip, in_place)
+        else:
+            block = max(1, int(self.l1_bytes * L1_SHARE) // (strip * op.operands[0].type.dtype.itemsize * inner))
+        block = 0 if block >= depth[0] else block
         rows_of_a, _, columns = gemm_shape(op)
         copied = ends_blocks_mid_matrix(op) and not packed and columns > strip and \
             rows_of_a >= TILE_COPY_ROW_GROUPS * rows
-        in_place = in_place_output(op, fused.members, tuple(fused.body.ops[-1].operands)) is not None
         return GemmSchedule(rows, vectors, block, packed, copied,
                             self._block_rows(op, rows, (block or depth[0]) * inner, in_place))
+
+    def _packed_depth_block(self, op, micro: int, strip: int, in_place: bool) -> int:
+        """Depth steps per pass of a MatMul or Gemm whose B is packed: of the even splits of the depth whose
+        tile slivers fit ``SLIVER_L2_SHARE`` of the level-2 cache, the one moving the fewest bytes, where
+        each pass moves the output (weighted ``OUTPUT_TRAFFIC_WEIGHT``) and each block of rows (see
+        ``_block_rows``, which a longer pass makes shorter) streams B. Fewer passes on a tie."""
+        rows_of_a, (depth,), columns = gemm_shape(op)
+        itemsize = op.operands[0].type.dtype.itemsize
+        longest = max(1, int(self.l2_bytes * SLIVER_L2_SHARE) // (strip * itemsize))
+        best = None
+        for passes in range(-(-depth // longest), depth + 1):
+            block = -(-depth // passes)
+            blocks = -(-rows_of_a // (self._block_rows(op, micro, block, in_place) or rows_of_a))
+            traffic = OUTPUT_TRAFFIC_WEIGHT * passes * rows_of_a * columns + blocks * depth * columns
+            if best is None or traffic < best[0]:
+                best = (traffic, block)
+            if block * strip * itemsize <= self.l1_bytes * L1_SHARE:
+                break  # shorter passes gain nothing once a sliver fits the level-1 cache
+        return best[1]
 
     def _block_rows(self, op, micro: int, span: int, in_place: bool) -> int:
         """Most rows of A per block, a multiple of ``micro``. A MatMul or Gemm: few enough that the rows'
         ``span`` depth steps of A stay within ``L2_SHARE`` of the level-2 cache, which every tile of columns
-        reads again; and, when its blocks go through a block buffer (a row op reads its rows whole, so its
-        columns cannot be cut into panels), one block per thread (``threads``), each streaming B once (more
-        blocks would each stream all of B again). A conv (rows: output channels): few enough that its images have
-        ``PARALLEL_BLOCKS`` blocks for threads to share. Blocks for threads hold at least
-        ``PARALLEL_BLOCK_WORK`` FLOPs. 0 (no bound) where all rows fit."""
+        reads again (as many blocks as that takes, the rows shared out evenly); and, when its blocks go
+        through a block buffer (a row op reads its rows whole, so its columns cannot be cut into panels),
+        one block per thread (``threads``), each streaming B once (more blocks would each stream all of B
+        again). A conv (rows: output channels): few enough that its images have ``PARALLEL_BLOCKS`` blocks
+        for threads to share. Blocks for threads hold at least ``PARALLEL_BLOCK_WORK`` FLOPs. 0 (no bound)
+        where all rows fit."""
         rows_of_a, depth, columns = gemm_shape(op)
         least = -(-PARALLEL_BLOCK_WORK // (2 * math.prod(depth) * columns))
         if ends_blocks_mid_matrix(op):
             fitting = int(self.l2_bytes * L2_SHARE) // (span * op.operands[0].type.dtype.itemsize)
             bound = max(micro, fitting // micro * micro)
+            bound = _whole_tiles(-(-rows_of_a // -(-rows_of_a // bound)), micro)  # as many blocks, evened out
             if not in_place:
-                bound = min(bound, -(-max(-(-rows_of_a // self.threads), least) // micro) * micro)
+                bound = min(bound, _whole_tiles(max(-(-rows_of_a // self.threads), least), micro))
         else:
             per_matrix = -(-PARALLEL_BLOCKS // op.results[0].type.shape[0])
-            bound = max(-(-rows_of_a // per_matrix), least)
-            bound = -(-bound // micro) * micro
+            bound = _whole_tiles(max(-(-rows_of_a // per_matrix), least), micro)
         return bound if bound < rows_of_a else 0
 
     def _micro_tiles(self, fused: FusedOp, rows_of_a: int, simd: Simd, tail: bool) -> list[tuple[int, int]]:
@@ -188,3 +220,8 @@ class PlanContractions(Pass):
         if rows < 1 or vectors < 1 or rows_of_a % rows and not tail:
             raise IRError(f"{fused.describe()}: micro-tile {rows}x{vectors} does not divide {rows_of_a} rows of A")
         return [(rows, vectors)]
+
+
+def _whole_tiles(rows: int, micro: int) -> int:
+    """``rows`` rounded up to whole micro-tiles of ``micro`` rows."""
+    return -(-rows // micro) * micro
