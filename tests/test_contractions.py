@@ -85,6 +85,9 @@ def _cases():
             [helper.make_node("MatMul", ["a", "b"], ["y"])], {"a": list(a), "b": list(b)})
     cases["MatMul-2d@1d-weight"] = _model([helper.make_node("MatMul", ["w", "v"], ["y"])], {"v": [16]},
                                           [_weight("w", (12, 16), rng)])
+    # A copied a depth pass at a time across its rows, into micro-panels with a shorter last one (130 rows)
+    cases["Gemm-130x900x40-transA-computed-B-depth-passes"] = _model(
+        [helper.make_node("Gemm", ["a", "b"], ["y"], transA=1)], {"a": [900, 130], "b": [900, 40]})
     cases["MatMul-transposed-input-B"] = _model(
         [helper.make_node("Transpose", ["b"], ["bt"], perm=[0, 2, 1]), helper.make_node("MatMul", ["a", "bt"], ["y"])],
         {"a": [2, 12, 16], "b": [2, 20, 16]})

@@ -107,6 +107,9 @@ class Gemm:
     #: buffer that the tiles read: for an A that a prologue computes (a transpose, say), which each tile
     #: of columns would otherwise compute again, or one read across its rows (transA). Single depth loop.
     pack_a: int = 0
+    #: whether A's rows are its contiguous axis in memory (transA): the copy of ``pack_a`` then reads A a
+    #: depth step at a time across the rows, not a row at a time across the depth
+    a_rows_contiguous: bool = False
     #: the columns [first, stop) of C this block computes (Values; a panel, see ``GemmSchedule.column_panels``),
     #: ``first`` a multiple of the tile's width; None: all ``columns``
     column_range: tuple[Value, Value] | None = None
@@ -221,19 +224,32 @@ def _tile_of_b(e: Emitter, gemm: Gemm, j0: Value, vectors: int, width: int, vtyp
 
 
 def _with_packed_a(e: Emitter, gemm: Gemm, first: Value | None) -> Gemm:
-    """``gemm`` reading A from a scratch copy of this pass's rows x depth steps (from ``first``)."""
+    """``gemm`` reading A from a scratch copy of this pass's rows x depth steps (from ``first``), laid out in
+    micro-panels: the ``micro`` rows of each group side by side at every depth step, so a micro-kernel reads
+    its A as one contiguous stream. The copy walks A along its contiguous axis (``a_rows_contiguous``)."""
     span = gemm.depth_block if first is not None else gemm.depth[0]
     start = first if first is not None else e.index(0)
     stop = e.imin(e.iadd(start, e.index(span)), e.index(gemm.depth[0])) if first is not None else gemm.depth[0]
-    scratch = e.emit(loop.AllocaOp, [], MemRefType((gemm.pack_a * span,), gemm.b.type.dtype),
+    micro = gemm.micro
+    panels = -(-gemm.pack_a // micro)
+    scratch = e.emit(loop.AllocaOp, [], MemRefType((panels * micro * span,), gemm.b.type.dtype),
                      scope=e.alloca_scope, pure=False)
-    with e.loop_in(e.current, 0, gemm.rows) as (r, _):
-        base = e.isub(e.imul(r, e.index(span)), start)
+
+    def where(em: Emitter, r: Value, k: Value) -> Value:
+        panel = em.imul(em.idiv(r, em.index(micro)), em.index(micro * span))
+        return em.iadd(panel, em.iadd(em.imul(em.isub(k, start), em.index(micro)), em.irem(r, em.index(micro))))
+
+    if gemm.a_rows_contiguous:
         with e.loop_in(e.current, start, stop) as (k, _):
-            e.store(gemm.a(e, r, [k]), scratch, e.iadd(base, k))
+            with e.loop_in(e.current, 0, gemm.rows) as (r, _):
+                e.store(gemm.a(e, r, [k]), scratch, where(e, r, k))
+    else:
+        with e.loop_in(e.current, 0, gemm.rows) as (r, _):
+            with e.loop_in(e.current, start, stop) as (k, _):
+                e.store(gemm.a(e, r, [k]), scratch, where(e, r, k))
 
     def packed(em: Emitter, r: Value, ks: list) -> Value:
-        return em.load_mutable(scratch, em.iadd(em.isub(em.imul(r, em.index(span)), start), ks[0]))
+        return em.load_mutable(scratch, where(em, r, ks[0]))
 
     return replace(gemm, a=packed)
 

@@ -177,7 +177,8 @@ def _a_scratch_rows(rows: int, depth: int, schedule: GemmSchedule) -> int:
     """Rows of A a block copies to a scratch buffer (see ``Gemm.pack_a``), 0 when the copy would not fit
     the stack as a block buffer does."""
     span = schedule.depth_block or depth
-    return rows if rows * span <= BLOCK_LIMIT else 0
+    panels = -(-rows // schedule.rows)  # the copy holds whole micro-panels
+    return rows if panels * schedule.rows * span <= BLOCK_LIMIT else 0
 
 
 def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: bool) -> BlockPlan | None:
@@ -235,6 +236,7 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
                     b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
                     depth_block=schedule.depth_block, pack_b_tiles=schedule.pack_b_tiles,
                     pack_a=_a_scratch_rows(rows, k_size, schedule) if op.transA or id(a) not in buffers else 0,
+                    a_rows_contiguous=bool(op.transA),
                     out_row=_result_row(i0, n) if in_place else None, column_range=columns)
         emit_gemm(e, gemm, block, simd)
         locate = _row_locator(n, i0 if in_place else None)
