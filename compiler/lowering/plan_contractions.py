@@ -26,8 +26,8 @@ PARALLEL_BLOCKS = 8
 #: smaller ones cost more than a thread gains (the thread pool runs a kernel of a few such blocks on one
 #: thread anyway)
 PARALLEL_BLOCK_WORK = 1 << 21
-#: the share of the level-2 cache a tile's sliver of a packed B may fill over one depth pass (the row groups
-#: of a block read it from there; the rest of the cache holds the block's rows of A)
+#: the share of the level-2 cache a tile's sliver of a packed or copied B may fill over one depth pass (the
+#: row groups of a block read it from there; the rest of the cache holds the block's rows of A)
 SLIVER_L2_SHARE = 0.25
 #: what an output element moved between depth passes costs against an element of B streamed once more: an
 #: output tile is read and written back at every pass, and its first reads wait on the cache, while a packed
@@ -52,12 +52,12 @@ class PlanContractions(Pass):
       broadcast of A within the target's vector registers (``vector-registers``); a shorter
       micro-tile where the tallest one's block of rows would overflow the stack (a conv's wide
       output planes), rather than no block schedule at all;
-    * ``depth_block``: steps of the outermost depth loop per pass over the tiles. With a packed B (see
-      ``_packed_depth_block``), the pass count that moves the fewest bytes between the caches: every
-      pass moves the output once more, every block of rows streams B once more. Otherwise the B sliver
-      one tile reads (``depth_block x`` inner depth ``x`` tile columns) fills at most half the level-1
-      data cache (``l1-bytes``, the host's) and stays there while every row of the block uses it.
-      Absent when the whole depth fits;
+    * ``depth_block``: steps of the outermost depth loop per pass over the tiles. With a packed or
+      copied B (see ``_streamed_depth_block``), the pass count that moves the fewest bytes between the
+      caches: every pass moves the output once more, every block of rows streams B once more.
+      Otherwise the B sliver one tile reads (``depth_block x`` inner depth ``x`` tile columns) fills
+      at most half the level-1 data cache (``l1-bytes``, the host's) and stays there while every row
+      of the block uses it. Absent when the whole depth fits;
     * ``packed_b``: a constant K x N B is stored in strips as wide as a tile, each contiguous over
       the depth, so the micro-kernel streams it sequentially instead of one short run per row of B;
     * ``pack_b_tiles``: a MatMul or Gemm B that is not constant (an attention product, a GEMM of two
@@ -152,22 +152,23 @@ class PlanContractions(Pass):
         packed = packable_b(op) and b in fused.body.args and \
             constant_value(fused.operands[fused.body.args.index(b)]) is not None
         in_place = in_place_output(op, fused.members, tuple(fused.body.ops[-1].operands)) is not None
-        if self.depth_block >= 0:
-            block = self.depth_block
-        elif packed:
-            block = self._packed_depth_block(op, rows, strip, in_place)
-        else:
-            block = max(1, int(self.l1_bytes * L1_SHARE) // (strip * op.operands[0].type.dtype.itemsize * inner))
-        block = 0 if block >= depth[0] else block
         rows_of_a, _, columns = gemm_shape(op)
         copied = ends_blocks_mid_matrix(op) and not packed and columns > strip and \
             rows_of_a >= TILE_COPY_ROW_GROUPS * rows
+        if self.depth_block >= 0:
+            block = self.depth_block
+        elif packed or copied:
+            block = self._streamed_depth_block(op, rows, strip, in_place)
+        else:
+            block = max(1, int(self.l1_bytes * L1_SHARE) // (strip * op.operands[0].type.dtype.itemsize * inner))
+        block = 0 if block >= depth[0] else block
         return GemmSchedule(rows, vectors, block, packed, copied,
                             self._block_rows(op, rows, (block or depth[0]) * inner, in_place))
 
-    def _packed_depth_block(self, op, micro: int, strip: int, in_place: bool) -> int:
-        """Depth steps per pass of a MatMul or Gemm whose B is packed: of the even splits of the depth whose
-        tile slivers fit ``SLIVER_L2_SHARE`` of the level-2 cache, the one moving the fewest bytes, where
+    def _streamed_depth_block(self, op, micro: int, strip: int, in_place: bool) -> int:
+        """Depth steps per pass of a MatMul or Gemm whose B tiles stream contiguously (packed, or copied a
+        tile at a time): of the even splits of the depth whose tile slivers fit ``SLIVER_L2_SHARE`` of the
+        level-2 cache, the one moving the fewest bytes, where
         each pass moves the output (weighted ``OUTPUT_TRAFFIC_WEIGHT``) and each block of rows (see
         ``_block_rows``, which a longer pass makes shorter) streams B. Fewer passes on a tie."""
         rows_of_a, (depth,), columns = gemm_shape(op)
