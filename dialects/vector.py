@@ -21,19 +21,23 @@ class VectorOp(Operation):
 
 
 class LoadOp(VectorOp):
-    """``vector<NxT>`` from elements [index, index + N) of a buffer; only the first ``lanes``
-    are read when given (the others are zero), so a row's tail never reads past its end."""
+    """``vector<NxT>`` from elements [index, index + N) of a buffer, or with ``stride`` from every
+    stride-th element from index (a strided conv's input columns); only the first ``lanes`` are read
+    when given (the others are zero), so a row's tail never reads past its end."""
 
     name = "vector.load"
     num_operands = 2
     fresh_each_time = True
     lanes = attr(int, 0)
+    stride = attr(int, 1)
 
     def verify_(self) -> None:
         buffer, _ = self.operands
         result = self._check_vector(self.result, "result")
         if not 0 <= self.lanes <= result.shape[0]:
             raise self.error(f"lanes={self.lanes} does not fit {result}")
+        if self.stride < 1:
+            raise self.error(f"stride={self.stride} must be at least 1")
         if not isinstance(buffer.type, MemRefType) or buffer.type.dtype != result.dtype:
             raise self.error(f"loads {result} from {buffer.type}")
 

@@ -526,6 +526,17 @@ conv("group2", (1, 4, 7, 7), (6, 2, 3, 3), group=2)
 conv("group2-strides2-pads1", (2, 6, 8, 8), (4, 3, 3, 3), group=2, strides=[2, 2], pads=[1, 1, 1, 1])
 conv("depthwise", (1, 5, 9, 9), (5, 1, 3, 3), group=5, pads=[1, 1, 1, 1])
 conv("depthwise-multiplier2", (1, 3, 8, 8), (6, 1, 3, 3), group=3)
+# depthwise rows in vector registers: several chunks of columns with a masked last vector, strided loads,
+# edge columns on both sides, window rows skipped at the top and bottom, and an image all of whose columns
+# are edges
+conv("depthwise-wide-pads1", (2, 4, 6, 61), (4, 1, 3, 3), group=4, pads=[1, 1, 1, 1])
+conv("depthwise-wide-strides2-pads1", (1, 4, 7, 61), (4, 1, 3, 3), group=4, strides=[2, 2], pads=[1, 1, 1, 1])
+conv("depthwise-strides-2x1-no-bias", (1, 3, 9, 20), (3, 1, 3, 3), bias=False, group=3, strides=[2, 1],
+     pads=[1, 0, 1, 2])
+conv("depthwise-strides3-dilations2", (1, 2, 13, 29), (2, 1, 3, 3), group=2, strides=[3, 3], dilations=[2, 2],
+     pads=[2, 1, 0, 3])
+conv("depthwise-5x5-all-edges", (1, 3, 3, 4), (3, 1, 5, 5), group=3, pads=[2, 2, 2, 2])
+conv("depthwise-multiplier2-strides2", (1, 3, 12, 17), (6, 1, 3, 3), group=3, strides=[2, 2], pads=[1, 1, 1, 1])
 conv("1x1", (2, 8, 5, 7), (4, 8, 1, 1))
 conv("1x1-no-bias-strides2", (1, 8, 5, 7), (4, 8, 1, 1), bias=False, strides=[2, 2])
 conv("auto-pad-same-upper", (1, 3, 7, 7), (4, 3, 3, 3), auto_pad="SAME_UPPER")

@@ -388,7 +388,19 @@ def _vector_load(fe, op):
     vector_type = value_type(op.result.type)
     align = op.result.type.dtype.itemsize
     lanes = op.attr("lanes", 0)
-    if lanes and lanes < vector_type.count:
+    stride = op.attr("stride", 1)
+    if stride > 1:
+        # the span from the first lane's element to the last's, as one masked load (never past the last),
+        # then every stride-th of its lanes
+        count = vector_type.count
+        span = ((lanes or count) - 1) * stride + 1
+        wide = ir.VectorType(vector_type.element, count * stride)
+        fn = _masked(fe, "load", wide, wide, [PTR, I32, ir.VectorType(I1, wide.count), wide])
+        loaded = fe.builder.call(fn, [ptr, ir.Constant(I32, align), _lane_mask(wide, span), ir.Constant(wide, None)])
+        picked = [i * stride for i in range(count)]
+        fe.set(op, fe.builder.shuffle_vector(loaded, ir.Constant(wide, ir.Undefined),
+                                             ir.Constant(ir.VectorType(I32, count), picked)))
+    elif lanes and lanes < vector_type.count:
         fn = _masked(fe, "load", vector_type, vector_type, [PTR, I32, ir.VectorType(I1, vector_type.count),
                                                              vector_type])
         fe.set(op, fe.builder.call(fn, [ptr, ir.Constant(I32, align), _lane_mask(vector_type, lanes),

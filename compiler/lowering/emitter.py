@@ -54,8 +54,10 @@ class Emitter:
     """Emits loop-dialect ops into a kernel function, tracking the scope of each value."""
 
     def __init__(self, root: Scope, producer_rule: Callable, buffers: dict[int, Value],
-                 row_fill_rule: Callable[[Value], Callable | None] = lambda value: None):
+                 row_fill_rule: Callable[[Value], Callable | None] = lambda value: None, vector_width: int = 1):
         self.root = root
+        #: float32 lanes of the target's vectors, for rules that emit vector ops (1: scalar code only)
+        self.vector_width = vector_width
         self.current = root
         self.scope_of: dict[int, Scope] = {}
         self.memo: dict[tuple, Value] = {}

@@ -21,6 +21,7 @@ from fusecc.dialects.tensor import normalize_axis
 from fusecc.ir.core import Operation, Value
 from fusecc.ir.types import DType, MemRefType, ScalarType
 
+from .depthwise import depthwise_row, is_depthwise
 from .emitter import Emitter, float_limit
 
 Rule = Callable[[Emitter, Operation, int, list[Value]], Value]
@@ -1266,10 +1267,15 @@ def _matmul_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> No
             e.store(acc, row, j)
 
 
+def _depthwise_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None:
+    """A depthwise conv's row in vector registers (``depthwise``), where the target has vectors."""
+    (depthwise_row if e.vector_width > 1 else _conv_row)(e, op, row, outer)
+
+
 def row_schedule(op: Operation, buffers: dict) -> Callable | None:
     """The row schedule for a compute op whose operands (those read by rows) are buffers, or None."""
     if op.name == "tensor.conv" and op.operands[0].type.rank in (3, 4) and id(op.operands[0]) in buffers:
-        return _conv_row
+        return _depthwise_row if is_depthwise(op) else _conv_row
     if op.name == "tensor.matmul" and op.operands[1].type.rank >= 2 and id(op.operands[1]) in buffers:
         return _matmul_row
     if op.name == "tensor.gemm" and not op.transB and id(op.operands[1]) in buffers:

@@ -109,7 +109,7 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
     out_buffers = args[len(in_types):len(in_types) + len(out_types)]
     begin, end = args[-2], args[-1]
     root = Scope(func.body, None)
-    e = Emitter(root, _producer, buffers, row_fill)
+    e = Emitter(root, _producer, buffers, row_fill, simd.width)
     for arg in args:
         e.scope_of[id(arg)] = root
     for value, buffer in zip(outputs, out_buffers):
