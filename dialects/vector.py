@@ -1,8 +1,8 @@
 """The ``vector`` dialect: SIMD values of the loop level (``vector<16xf32>``).
 
-Micro-kernels use these to keep accumulators in registers: contiguous loads
-and stores at a linear index of a buffer, a broadcast of a scalar, and fused
-multiply-add.
+Micro-kernels use these to keep accumulators in registers: contiguous (or
+strided) loads and stores at a linear index of a buffer, a broadcast of a
+scalar, fused multiply-add and maximum.
 """
 
 from __future__ import annotations
@@ -77,6 +77,19 @@ class FMAOp(VectorOp):
 
     name = "vector.fma"
     num_operands = 3
+
+    def verify_(self) -> None:
+        types = {v.type for v in self.operands} | {self.result.type}
+        if len(types) != 1:
+            raise self.error("operands and result must have one vector type")
+        self._check_vector(self.result, "result")
+
+
+class MaxOp(VectorOp):
+    """The larger of a and b, lane by lane; NaN where either is NaN (as ``arith.maxf``)."""
+
+    name = "vector.max"
+    num_operands = 2
 
     def verify_(self) -> None:
         types = {v.type for v in self.operands} | {self.result.type}

@@ -604,6 +604,10 @@ pool("MaxPool", "empty-window-all", (1, 1, 1, 1), kernel_shape=[2, 3], dilations
 pool("MaxPool", "empty-window-rows", (1, 2, 1, 5), kernel_shape=[2, 2], dilations=[2, 1], pads=[1, 1, 1, 1])
 add("MaxPool-empty-window-middle", "MaxPool", [X((1, 2, 2, 5))],
     {"kernel_shape": [2, 2], "dilations": [3, 1], "pads": [2, 1, 2, 1]}, oracle="reference")
+add("MaxPool-empty-window-columns", "MaxPool", [X((1, 2, 3, 2))],
+    {"kernel_shape": [2, 2], "dilations": [1, 3], "pads": [1, 2, 1, 2]}, oracle="reference")
+# rows in vector registers: chunks of columns, a masked last vector, strided loads, edge columns
+pool("MaxPool", "3x3-strides2-pads1-wide", (1, 3, 9, 113), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
 add("MaxPool-empty-window-1d", "MaxPool", [X((1, 2, 3))], {"kernel_shape": [2], "dilations": [4], "pads": [3, 3]},
     oracle="reference")
 pool("AveragePool", "count-include-pad", (2, 2, 7, 7), kernel_shape=[3, 3], pads=[1, 1, 1, 1],

@@ -125,7 +125,11 @@ class _FunctionEmitter:
             return self.builder.alloca(ty, count)
 
     def intrinsic(self, name: str, ty: ir.Type, arity: int = 1) -> ir.Function:
-        suffix = {F32: "f32", F64: "f64", F16: "f16"}[ty]
+        """The overload of intrinsic ``name`` for a float type or a vector of one (``llvm.maximum.v8f32``)."""
+        if isinstance(ty, ir.VectorType):
+            suffix = f"v{ty.count}{ty.element.intrinsic_name}"
+        else:
+            suffix = {F32: "f32", F64: "f64", F16: "f16"}[ty]
         full = f"{name}.{suffix}"
         existing = self.module.globals.get(full)
         if existing is not None:
@@ -448,7 +452,7 @@ def _fma(fe, op):
 _HANDLERS = {
     "math.fma": _fma,
     "vector.load": _vector_load, "vector.store": _vector_store, "vector.broadcast": _vector_broadcast,
-    "vector.fma": _vector_fma,
+    "vector.fma": _vector_fma, "vector.max": lambda fe, op: fe.set(op, _fmax(fe, *(fe[v] for v in op.operands))),
     "loop.for": _for, "loop.load": _load, "loop.store": _store, "loop.alloca": _alloca,
     "arith.constant": _constant, "arith.cmpf": _cmp, "arith.cmpi": _cmp, "arith.select": _select,
     "arith.cast": _cast, "func.return": lambda fe, op: None,

@@ -21,7 +21,7 @@ from fusecc.dialects.tensor import normalize_axis
 from fusecc.ir.core import Operation, Value
 from fusecc.ir.types import DType, MemRefType, ScalarType
 
-from .depthwise import depthwise_row, is_depthwise
+from .window_rows import depthwise_row, is_2d_max_pool, is_depthwise, max_pool_row
 from .emitter import Emitter, float_limit
 
 Rule = Callable[[Emitter, Operation, int, list[Value]], Value]
@@ -1267,15 +1267,14 @@ def _matmul_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> No
             e.store(acc, row, j)
 
 
-def _depthwise_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None:
-    """A depthwise conv's row in vector registers (``depthwise``), where the target has vectors."""
-    (depthwise_row if e.vector_width > 1 else _conv_row)(e, op, row, outer)
-
-
-def row_schedule(op: Operation, buffers: dict) -> Callable | None:
-    """The row schedule for a compute op whose operands (those read by rows) are buffers, or None."""
+def row_schedule(op: Operation, buffers: dict, vector_width: int = 1) -> Callable | None:
+    """The row schedule for a compute op whose operands (those read by rows) are buffers, or None. Depthwise
+    convs and max pooling have rows in vector registers where the target has vectors (``window_rows``)."""
+    vectors = vector_width > 1
     if op.name == "tensor.conv" and op.operands[0].type.rank in (3, 4) and id(op.operands[0]) in buffers:
-        return _depthwise_row if is_depthwise(op) else _conv_row
+        return depthwise_row if vectors and is_depthwise(op) else _conv_row
+    if vectors and is_2d_max_pool(op) and id(op.operands[0]) in buffers:
+        return max_pool_row
     if op.name == "tensor.matmul" and op.operands[1].type.rank >= 2 and id(op.operands[1]) in buffers:
         return _matmul_row
     if op.name == "tensor.gemm" and not op.transB and id(op.operands[1]) in buffers:

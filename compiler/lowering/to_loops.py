@@ -161,7 +161,7 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
             if plan is None or value is not plan.op.results[0]:  # a block buffer already holds its rows
                 e.cache_rows(value, outer, shape[-1])
         for op in fused.members:
-            schedule = row_schedule(op, buffers) if op.kind is OpKind.COMPUTE and op is not getattr(plan, "op", None) \
+            schedule = row_schedule(op, buffers, simd.width) if op.kind is OpKind.COMPUTE and op is not getattr(plan, "op", None) \
                 else None
             if schedule is not None and tuple(op.results[0].type.shape) == tuple(shape):
                 e.cache_rows(op.results[0], outer, shape[-1],

@@ -1,0 +1,174 @@
+"""Depthwise 2-D convolutions and max pooling a row at a time in vector registers.
+
+Neither has a depth to run a GEMM micro-kernel over: each output element combines only its window's
+``KH x KW`` taps of one channel. Row ``out[n, c, oh, :]`` is computed here in chunks of up to
+``WINDOW_VECTORS`` vectors of output columns: the chunk's accumulators stay in registers while every tap
+combines them with a vector of input columns (every ``stride``-th input element for a strided window) -- a
+broadcast weight times it for a depthwise conv, a maximum for max pooling -- and each output element is
+stored once. Rows of the window above or below the input are skipped by the bounds of the loop over the
+window's rows; the few output columns whose window crosses the left or right edge run tap by tap, and only
+their valid taps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from fusecc.dialects import loop, vector
+from fusecc.ir.core import Operation, Value
+from fusecc.ir.types import DType, MemRefType, VectorType
+
+from .emitter import Emitter
+
+#: most vectors of output columns a row keeps in registers at once (with a broadcast weight and an input
+#: vector, within the 16 registers of AVX2)
+WINDOW_VECTORS = 6
+
+
+def is_depthwise(op: Operation) -> bool:
+    """Whether ``op`` is a 2-D float32 conv whose every group reads a single input channel."""
+    return op.name == "tensor.conv" and _is_2d_f32(op) and op.group > 1 and op.operands[1].type.shape[1] == 1
+
+
+def is_2d_max_pool(op: Operation) -> bool:
+    """Whether ``op`` is a float32 max pooling over two spatial axes."""
+    return op.name == "tensor.max_pool" and _is_2d_f32(op)
+
+
+def _is_2d_f32(op: Operation) -> bool:
+    return op.operands[0].type.rank == 4 and op.operands[0].type.dtype == DType.F32
+
+
+@dataclass
+class _Window:
+    """What the columns of one output row share: the op, the input channel, the window rows inside the
+    input ([first, stop)), the linear index of the input row under window row kh, the value a row starts
+    from, and how a tap combines into it (``combine(e, acc, tap, kh, kw)``, for scalars and vectors)."""
+
+    op: Operation
+    channel: Value
+    rows: tuple[Value, Value]
+    input_row: Callable[[Value], Value]
+    initial: Value
+    combine: Callable[[Emitter, Value, Value, Value, int], Value]
+    #: what a column whose window holds no input element gives (its taps all outside the input)
+    empty: Value
+
+    def column(self, out_column: int, kw: int) -> int:
+        """The input column tap ``kw`` of output column ``out_column`` reads (outside the input near edges)."""
+        (_, sw), pads, (_, dw) = self.op.window()
+        return out_column * sw + kw * dw - pads[1]
+
+
+def depthwise_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None:
+    """Fill ``row`` with ``out[n, c, oh, :]`` of the depthwise conv ``op`` (``outer`` is ``[n, c, oh]``)."""
+    w = op.operands[1]
+    c = outer[1]
+    multiplier = w.type.shape[0] // op.group  # output channels per input channel
+    bias = e.at(op.operands[2], [c]) if len(op.operands) == 3 else e.const(0.0, DType.F32)
+
+    def combine(em: Emitter, acc: Value, tap: Value, kh: Value, kw: int) -> Value:
+        weight = em.at(w, [c, em.index(0), kh, em.index(kw)])
+        if isinstance(tap.type, VectorType):
+            return em.emit(vector.FMAOp, [em.emit(vector.BroadcastOp, [weight], tap.type), tap, acc], tap.type)
+        return em.add(acc, em.mul(weight, tap))
+
+    channel = e.idiv(c, e.index(multiplier)) if multiplier > 1 else c
+    _fill_row(e, op, row, outer, channel, bias, combine, bias)
+
+
+def max_pool_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None:
+    """Fill ``row`` with ``out[n, c, oh, :]`` of the max pooling ``op``; a window holding no input element
+    gives float32's lowest finite value (see ``MaxPoolOp``)."""
+    def combine(em: Emitter, acc: Value, tap: Value, kh: Value, kw: int) -> Value:
+        if isinstance(tap.type, VectorType):
+            return em.emit(vector.MaxOp, [acc, tap], tap.type)
+        return em.max(acc, tap)
+
+    lowest = e.const(float(np.finfo(np.float32).min), DType.F32)
+    _fill_row(e, op, row, outer, outer[1], e.const(-np.inf, DType.F32), combine, lowest)
+
+
+def _fill_row(e: Emitter, op: Operation, row: Value, outer: list[Value], channel: Value, initial: Value,
+              combine: Callable, empty: Value) -> None:
+    x = op.operands[0]
+    width = e.vector_width
+    strides, pads, dilations = op.window()
+    (sh, sw), (dh, dw), (ph, pw) = strides, dilations, pads[:2]
+    _, _, height, in_width = x.type.shape
+    kh_size, kw_size = op.kernel_shape
+    out_width = op.results[0].type.shape[-1]
+    n, _, oh = outer
+    rows = _window_rows(e, oh, sh, dh, ph, height, kh_size)
+    # a row whose window rows all lie outside the input starts from (and keeps) the empty value
+    initial = e.select(e.cmp("eq", rows[0], rows[1]), empty, initial)
+    window = _Window(op, channel, rows,
+                     lambda kh: e.linearize([n, channel, e.isub(e.iadd(e.imul(oh, e.index(sh)),
+                                                                       e.imul(kh, e.index(dh))), e.index(ph)),
+                                             e.index(0)], x.type.shape),
+                     initial, combine, empty)
+    # output columns whose whole window lies inside the input
+    first = min(out_width, -(-pw // sw))
+    last = max(first, min(out_width, (in_width - 1 - (kw_size - 1) * dw + pw) // sw + 1))
+    chunk = WINDOW_VECTORS * width
+    for start in range(first, last, chunk):
+        _vector_chunk(e, window, row, start, min(last, start + chunk), VectorType((width,), x.type.dtype))
+    for column in [*range(first), *range(last, out_width)]:
+        _edge_column(e, window, row, column)
+
+
+def _window_rows(e: Emitter, oh: Value, sh: int, dh: int, ph: int, height: int, kh_size: int) -> tuple[Value, Value]:
+    """[first, stop) of the window rows ``kh`` whose input row ``oh * sh + kh * dh - ph`` is inside the input."""
+    top = e.isub(e.index(ph), e.imul(oh, e.index(sh)))  # kh * dh must reach at least this
+    first = e.idiv(e.iadd(e.imax(top, e.index(0)), e.index(dh - 1)), e.index(dh))
+    room = e.iadd(top, e.index(height - 1))  # kh * dh may reach at most this
+    stop = e.select(e.cmp("lt", room, e.index(0)), e.index(0),
+                    e.imin(e.iadd(e.idiv(e.imax(room, e.index(0)), e.index(dh)), e.index(1)), e.index(kh_size)))
+    return first, e.imax(stop, first)
+
+
+def _vector_chunk(e: Emitter, window: _Window, row: Value, start: int, stop: int, vtype: VectorType) -> None:
+    """Output columns [start, stop) (every window inside the input's columns) in vector accumulators."""
+    source = e.buffers[id(window.op.operands[0])]
+    width = vtype.shape[0]
+    zero = e.index(0)
+    vectors = -(-(stop - start) // width)
+    masks = [{"lanes": stop - start - v * width} if (v + 1) * width > stop - start else {} for v in range(vectors)]
+    (_, sw), _, _ = window.op.window()
+    strided = {"stride": sw} if sw > 1 else {}
+    accs = [e.emit(loop.AllocaOp, [], MemRefType((width,), vtype.dtype), scope=e.alloca_scope, pure=False)
+            for _ in range(vectors)]
+    initial = e.emit(vector.BroadcastOp, [window.initial], vtype)
+    for acc in accs:
+        e.insert(vector.StoreOp.create([initial, acc, zero], []))
+    with e.loop_in(e.current, *window.rows) as (kh, _):
+        base = window.input_row(kh)
+        for kw in range(window.op.kernel_shape[1]):
+            for v, acc in enumerate(accs):
+                at = e.iadd(base, e.index(window.column(start + v * width, kw)))
+                tap = e.emit(vector.LoadOp, [source, at], vtype, **masks[v], **strided)
+                old = e.emit(vector.LoadOp, [acc, zero], vtype, scope=e.current, pure=False)
+                e.insert(vector.StoreOp.create([window.combine(e, old, tap, kh, kw), acc, zero], []))
+    for v, acc in enumerate(accs):
+        done = e.emit(vector.LoadOp, [acc, zero], vtype, scope=e.current, pure=False)
+        e.insert(vector.StoreOp.create([done, row, e.index(start + v * width)], [], masks[v]))
+
+
+def _edge_column(e: Emitter, window: _Window, row: Value, column: int) -> None:
+    """Output column ``column``, whose window crosses the input's left or right edge: its taps inside only."""
+    x = window.op.operands[0]
+    taps = [kw for kw in range(window.op.kernel_shape[1]) if 0 <= window.column(column, kw) < x.type.shape[-1]]
+    target = e.index(column)
+    if not taps:
+        e.store(window.empty, row, target)
+        return
+    e.store(window.initial, row, target)
+    with e.loop_in(e.current, *window.rows) as (kh, _):
+        base = window.input_row(kh)
+        total = e.load_mutable(row, target)
+        for kw in taps:
+            total = window.combine(e, total, e.at_buffer(x, e.iadd(base, e.index(window.column(column, kw)))), kh, kw)
+        e.store(total, row, target)
