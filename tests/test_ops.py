@@ -537,6 +537,11 @@ conv("depthwise-strides3-dilations2", (1, 2, 13, 29), (2, 1, 3, 3), group=2, str
      pads=[2, 1, 0, 3])
 conv("depthwise-5x5-all-edges", (1, 3, 3, 4), (3, 1, 5, 5), group=3, pads=[2, 2, 2, 2])
 conv("depthwise-multiplier2-strides2", (1, 3, 12, 17), (6, 1, 3, 3), group=3, strides=[2, 2], pads=[1, 1, 1, 1])
+# strided convs of 32 channels or more: a stride-1 conv per phase of the input, added up
+conv("phases-3x3-strides2-pads1", (2, 32, 9, 11), (8, 32, 3, 3), strides=[2, 2], pads=[1, 1, 1, 1])
+conv("phases-3x3-strides2-asymmetric-pads-no-bias", (1, 40, 10, 7), (6, 40, 3, 3), bias=False, strides=[2, 2],
+     pads=[0, 1, 2, 0])
+conv("phases-5x5-strides2-pads2", (1, 32, 12, 12), (5, 32, 5, 5), strides=[2, 2], pads=[2, 2, 2, 2])
 conv("1x1", (2, 8, 5, 7), (4, 8, 1, 1))
 conv("1x1-no-bias-strides2", (1, 8, 5, 7), (4, 8, 1, 1), bias=False, strides=[2, 2])
 conv("auto-pad-same-upper", (1, 3, 7, 7), (4, 3, 3, 3), auto_pad="SAME_UPPER")

@@ -6,11 +6,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusecc.dialects.tensor import ConvOp, PadOp, SliceOp, SpaceToDepthOp
+from fusecc.dialects.tensor import AddOp, ConvOp, PadOp, SliceOp, SpaceToDepthOp
 from fusecc.ir.core import Module
 
 from .manager import Pass
 from .rewrite import constant_value, make_constant, replace_op, resource_names
+
+
+#: the share of a phase-regrouped kernel's taps that may be zero before each phase becomes a conv of its own
+#: (a 3x3 kernel at stride 2 regroups into 4 phases of 2x2 taps: 7 of 16 zero)
+MOST_ZERO_TAPS = 0.3
+#: the fewest input channels for a conv of one phase: its depth is as small as channels x its taps (1 x 1)
+LEAST_PHASE_CHANNELS = 32
 
 
 @dataclass
@@ -28,6 +35,13 @@ class SpaceToDepthConvs(Pass):
     padded size divides by ``s``. The stride-1 conv runs on the implicit-GEMM
     micro-kernel (ResNet's stem and downsampling convs). Grouped and dilated
     convs and convs with non-constant weights are left alone.
+
+    Where more than ``MOST_ZERO_TAPS`` of ``w'`` would be zero (a 3x3 kernel
+    at stride 2: 7 of 16) and the input has ``LEAST_PHASE_CHANNELS`` channels
+    or more, each phase instead becomes a stride-1 conv of its own taps over a
+    strided ``tensor.slice`` of the padded input, and the phases' convs are
+    added up (each add fuses into the next conv's epilogue): no multiply by a
+    zero tap, at the price of a few narrower GEMMs.
 
     An unpadded strided 1x1 conv reads every s-th pixel of every s-th row and
     nothing else: it becomes a stride-1 1x1 conv over ``tensor.slice`` of
@@ -64,6 +78,10 @@ class SpaceToDepthConvs(Pass):
                 pad = PadOp.build([op.operands[0]], {"pads": [0, 0, top, left, 0, 0, bottom + extra_h,
                                                                 right + extra_w]}, loc=op.loc)
                 func.body.insert_before(op, pad)
+                zero_taps = 1 - k_h * k_w / (stride * stride * phased_k[0] * phased_k[1])
+                if zero_taps > MOST_ZERO_TAPS and channels >= LEAST_PHASE_CHANNELS:
+                    self._phase_convs(op, pad.result, weights, func.body, taken)
+                    continue
                 phases = SpaceToDepthOp.build([pad.result], {"blocksize": stride}, loc=op.loc)
                 func.body.insert_before(op, phases)
                 regrouped = _regroup(weights, stride, phased_k)
@@ -73,6 +91,37 @@ class SpaceToDepthConvs(Pass):
                 conv = ConvOp.build([phases.result, w_value] + list(op.operands[2:]), attributes, loc=op.loc)
                 func.body.insert_before(op, conv)
                 replace_op(op, [conv.result])
+
+    @staticmethod
+    def _phase_convs(op, padded, weights: np.ndarray, block, taken) -> None:
+        """``op`` as the sum of a stride-1 conv per phase of ``padded`` (the input with the conv's padding and
+        enough more to hold whole phases), each over that phase's taps of ``weights``; the bias goes with
+        the first."""
+        (stride, _), _, _ = op.window()
+        out_h, out_w = op.results[0].type.shape[2:]
+        total = None
+        for row_phase in range(stride):
+            for column_phase in range(stride):
+                taps = np.ascontiguousarray(weights[:, :, row_phase::stride, column_phase::stride])
+                k_h, k_w = taps.shape[2:]
+                phase = SliceOp.build([padded], {"starts": [row_phase, column_phase],
+                                                 "ends": [row_phase + stride * (out_h + k_h - 2) + 1,
+                                                          column_phase + stride * (out_w + k_w - 2) + 1],
+                                                 "axes": [2, 3], "steps": [stride, stride]}, loc=op.loc)
+                block.insert_before(op, phase)
+                w_value = make_constant(taps, block, op, "phase_w", taken, loc=op.loc)
+                attributes = dict(op.attributes)
+                attributes.update(kernel_shape=[k_h, k_w], strides=[1, 1], pads=[0, 0, 0, 0])
+                operands = [phase.result, w_value] + (list(op.operands[2:]) if total is None else [])
+                conv = ConvOp.build(operands, attributes, loc=op.loc)
+                block.insert_before(op, conv)
+                if total is None:
+                    total = conv.result
+                else:
+                    add = AddOp.build([conv.result, total], loc=op.loc)
+                    block.insert_before(op, add)
+                    total = add.result
+        replace_op(op, [total])
 
     @staticmethod
     def _strided_pointwise(op) -> bool:
