@@ -13,6 +13,7 @@ import textwrap
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper
 import onnxruntime as ort
 import pytest
 
@@ -347,3 +348,70 @@ def test_the_pool_runs_every_step_once_before_returning_whatever_the_thread_coun
     ran = subprocess.run([str(tmp_path / "stress")], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "FUSECC_MIN_CHUNK_WORK": "1"})
     assert ran.returncode == 0 and ran.stdout == "ok\n", ran.stdout + ran.stderr
+
+
+SMALL_STACK_PROGRAM = r"""
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib.h"
+
+static float a[LIB_INPUT_0_ELEMENTS], b[LIB_INPUT_1_ELEMENTS], expected[LIB_OUTPUT_0_ELEMENTS];
+static float output[LIB_OUTPUT_0_ELEMENTS];
+
+static void *run(void *status) {
+    const void *inputs[2] = {a, b};
+    void *outputs[1] = {output};
+    *(int *)status = lib_run_with_threads(inputs, outputs, 1) != LIB_OK || memcmp(output, expected, sizeof output);
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    FILE *file;
+    pthread_t thread;
+    pthread_attr_t attributes;
+    int status = 1;
+    (void)argc;
+    file = fopen(argv[1], "rb");
+    if (file == NULL || fread(a, sizeof a, 1, file) != 1 || fread(b, sizeof b, 1, file) != 1 ||
+        fread(expected, sizeof expected, 1, file) != 1)
+        return 2;
+    fclose(file);
+    pthread_attr_init(&attributes);
+    pthread_attr_setstacksize(&attributes, 1 << 20);
+    if (pthread_create(&thread, &attributes, run, &status))
+        return 3;
+    pthread_join(thread, NULL);
+    printf("status %d\n", status);
+    return status;
+}
+"""
+
+
+@needs_cc
+def test_a_run_fits_the_stack_the_header_asks_for(tmp_path):
+    """The header asks a thread that runs a float32 model for 1 MiB of stack: a kernel holding the most a
+    kernel keeps there (a block buffer of rows a softmax reads whole, A copied for transA, B copied a tile's
+    sliver at a time) runs from a thread of exactly that much."""
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["a", "b"], ["g"], transA=1), helper.make_node("Softmax", ["g"], ["y"], axis=-1)],
+        "stack", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2048, 256]),
+                  helper.make_tensor_value_info("b", TensorProto.FLOAT, [2048, 1024])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [256, 1024])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = feeds_for(model)
+    with fusecc.compile(model) as compiled:
+        schedule = compiled.kernels[0]
+        expected = compiled.run(feeds, threads=1)[0]
+        compiled.save(str(tmp_path / "lib.so"))
+    (tmp_path / "prog.c").write_text(SMALL_STACK_PROGRAM)
+    built = subprocess.run([*CC, "-std=c11", "-Wall", "-Wextra", "-Werror", str(tmp_path / "prog.c"), "-o",
+                            str(tmp_path / "prog"), "-I", str(tmp_path), "-L", str(tmp_path), "-l:lib.so",
+                            f"-Wl,-rpath,{tmp_path}", "-pthread"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+    data = tmp_path / "data.bin"
+    data.write_bytes(feeds["a"].tobytes() + feeds["b"].tobytes() + expected.tobytes())
+    ran = subprocess.run([str(tmp_path / "prog"), str(data)], capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and ran.stdout.split() == ["status", "0"], (schedule, ran.stdout + ran.stderr)

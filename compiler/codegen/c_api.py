@@ -153,7 +153,11 @@ const char *${p}_last_error(void);
 /* Threads. A run splits each kernel large enough to pay for it across threads: by default as many as
    the physical cores this process may run on (its CPU affinity, capped by a cgroup CPU quota), or
    FUSECC_NUM_THREADS when that is set. Workers spin for about 0.1 ms after a kernel, then sleep. A run
-   that finds the library's threads busy with another run uses only its calling thread. */
+   that finds the library's threads busy with another run uses only its calling thread.
+   Kernels keep their blocks (of a GEMM's rows, of A and B copied for the micro-kernel) on the stack of
+   the thread that runs them: a thread that calls a run, or runs its tasks for a host's parallel-for
+   below, needs up to 1 MiB of stack free for a float32 model, 2 MiB for float64 (the library's own threads
+   have 8 MiB). */
 
 /* ${p}_run with `threads` threads (0: the default). */
 int ${p}_run_with_threads(const void *const *inputs, void *const *outputs, int threads);

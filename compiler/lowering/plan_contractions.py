@@ -29,6 +29,9 @@ PARALLEL_BLOCK_WORK = 1 << 21
 #: the share of the level-2 cache a tile's sliver of a packed or copied B may fill over one depth pass (the
 #: row groups of a block read it from there; the rest of the cache holds the block's rows of A)
 SLIVER_L2_SHARE = 0.25
+#: most bytes of a tile's sliver of B copied to the stack per depth pass (``pack_b_tiles``), so a kernel's
+#: stack stays within what the C API asks of a thread that runs it (1 MiB of float32, with its block buffers)
+COPIED_SLIVER_BYTES = 1 << 17
 #: what an output element moved between depth passes costs against an element of B streamed once more: an
 #: output tile is read and written back at every pass, and its first reads wait on the cache, while a packed
 #: B streams sequentially and is prefetched (fitted to the shapes of ``bench_contractions``: one pass beats
@@ -158,22 +161,25 @@ class PlanContractions(Pass):
         if self.depth_block >= 0:
             block = self.depth_block
         elif packed or copied:
-            block = self._streamed_depth_block(op, rows, strip, in_place)
+            block = self._streamed_depth_block(op, rows, strip, in_place, copied)
         else:
             block = max(1, int(self.l1_bytes * L1_SHARE) // (strip * op.operands[0].type.dtype.itemsize * inner))
         block = 0 if block >= depth[0] else block
         return GemmSchedule(rows, vectors, block, packed, copied,
                             self._block_rows(op, rows, (block or depth[0]) * inner, in_place))
 
-    def _streamed_depth_block(self, op, micro: int, strip: int, in_place: bool) -> int:
-        """Depth steps per pass of a MatMul or Gemm whose B tiles stream contiguously (packed, or copied a
-        tile at a time): of the even splits of the depth whose tile slivers fit ``SLIVER_L2_SHARE`` of the
-        level-2 cache, the one moving the fewest bytes, where
-        each pass moves the output (weighted ``OUTPUT_TRAFFIC_WEIGHT``) and each block of rows (see
+    def _streamed_depth_block(self, op, micro: int, strip: int, in_place: bool, copied: bool) -> int:
+        """Depth steps per pass of a MatMul or Gemm whose B tiles stream contiguously (packed, or ``copied``
+        a tile at a time): of the even splits of the depth whose tile slivers fit ``SLIVER_L2_SHARE`` of the
+        level-2 cache (and, copied, ``COPIED_SLIVER_BYTES``), the one moving the fewest bytes, where each
+        pass moves the output (weighted ``OUTPUT_TRAFFIC_WEIGHT``) and each block of rows (see
         ``_block_rows``, which a longer pass makes shorter) streams B. Fewer passes on a tie."""
         rows_of_a, (depth,), columns = gemm_shape(op)
         itemsize = op.operands[0].type.dtype.itemsize
-        longest = max(1, int(self.l2_bytes * SLIVER_L2_SHARE) // (strip * itemsize))
+        sliver_bytes = int(self.l2_bytes * SLIVER_L2_SHARE)
+        if copied:
+            sliver_bytes = min(sliver_bytes, COPIED_SLIVER_BYTES)
+        longest = max(1, sliver_bytes // (strip * itemsize))
         best = None
         for passes in range(-(-depth // longest), depth + 1):
             block = -(-depth // passes)
