@@ -783,6 +783,15 @@ graph("Reshape-then-Add", [("Reshape", ["x", "s"], ["r"], {}), ("Add", ["r", "b"
 graph("Transpose-Reshape-Relu", [("Transpose", ["x"], ["t"], {"perm": [1, 0, 2]}),
                                  ("Reshape", ["t", "s"], ["r"], {}), ("Relu", ["r"], ["y"], {})],
       {"x": X((3, 5, 7)), "s": C([5, 21])}, ["y"])
+# reshapes fused with a transpose and an add, read group by group of dims: split (heads out of a hidden dim),
+# merged (heads back into it), regrouped (6x4 as 4x6), and size-1 dims on either side
+for _name, _shape, _target, _perm in [("split", (2, 3, 12), [2, 3, 4, 3], [0, 2, 1, 3]),
+                                      ("merge", (2, 4, 3, 5), [2, 12, 5], [0, 2, 1]),
+                                      ("regroup", (2, 6, 4), [2, 4, 6], [0, 2, 1]),
+                                      ("ones", (1, 2, 1, 6), [2, 1, 3, 1, 2], [1, 0, 2, 4, 3])]:
+    graph(f"Add-Reshape-{_name}-Transpose", [("Add", ["x", "b"], ["a"], {}), ("Reshape", ["a", "s"], ["r"], {}),
+                                             ("Transpose", ["r"], ["y"], {"perm": _perm})],
+          {"x": X(_shape), "b": X(_shape[-1:]), "s": C(_target)}, ["y"])
 
 # Identity, Dropout
 add("Identity-7x13", "Identity", [X((7, 13))])

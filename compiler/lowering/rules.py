@@ -346,8 +346,34 @@ def _range(e, op, result_index, idx):
 @rule("tensor.reshape")
 def _reshape(e, op, result_index, idx):
     source = op.operands[0]
-    linear = e.linearize(idx, tuple(op.shape))
-    return e.at(source, e.delinearize(linear, source.type.shape))
+    return e.at(source, reshape_index(e, idx, tuple(op.shape), tuple(source.type.shape)))
+
+
+def reshape_index(e: Emitter, idx: list[Value], out_shape: tuple, in_shape: tuple) -> list[Value]:
+    """The input index of output element ``idx`` of a reshape, group by group of dims whose sizes multiply
+    to the same: a dim split into several (heads out of a hidden dim) is read at their linear index, with no
+    division; only dims merged into one (heads back into it) divide it."""
+    if 0 in out_shape or 0 in in_shape:
+        return e.delinearize(e.linearize(idx, out_shape), in_shape)
+    result: list[Value] = []
+    i = j = 0
+    while i < len(in_shape) or j < len(out_shape):
+        ins, outs = [i] if i < len(in_shape) else [], [j] if j < len(out_shape) else []
+        in_size, out_size = (in_shape[i] if ins else 1), (out_shape[j] if outs else 1)
+        i, j = i + 1, j + 1
+        while in_size != out_size:
+            if in_size < out_size:
+                ins.append(i)
+                in_size, i = in_size * in_shape[i], i + 1
+            else:
+                outs.append(j)
+                out_size, j = out_size * out_shape[j], j + 1
+        if not ins:
+            continue
+        at = [idx[k] for k in outs]
+        linear = at[0] if len(at) == 1 else e.linearize(at, tuple(out_shape[k] for k in outs))
+        result += [linear] if len(ins) == 1 else e.delinearize(linear, tuple(in_shape[k] for k in ins))
+    return result
 
 
 @rule("tensor.transpose")
