@@ -72,27 +72,25 @@ class BroadcastOp(VectorOp):
             raise self.error(f"broadcasts {self.operands[0].type} to {result}")
 
 
-class FMAOp(VectorOp):
+class LanewiseOp(VectorOp):
+    """An op combining its operands lane by lane: operands and result of one vector type."""
+
+    def verify_(self) -> None:
+        types = {v.type for v in self.operands} | {self.result.type}
+        if len(types) != 1:
+            raise self.error("operands and result must have one vector type")
+        self._check_vector(self.result, "result")
+
+
+class FMAOp(LanewiseOp):
     """a * b + c, lane by lane, with one rounding."""
 
     name = "vector.fma"
     num_operands = 3
 
-    def verify_(self) -> None:
-        types = {v.type for v in self.operands} | {self.result.type}
-        if len(types) != 1:
-            raise self.error("operands and result must have one vector type")
-        self._check_vector(self.result, "result")
 
-
-class MaxOp(VectorOp):
+class MaxOp(LanewiseOp):
     """The larger of a and b, lane by lane; NaN where either is NaN (as ``arith.maxf``)."""
 
     name = "vector.max"
     num_operands = 2
-
-    def verify_(self) -> None:
-        types = {v.type for v in self.operands} | {self.result.type}
-        if len(types) != 1:
-            raise self.error("operands and result must have one vector type")
-        self._check_vector(self.result, "result")

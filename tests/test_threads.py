@@ -182,6 +182,15 @@ int main(int argc, char **argv) {
 """
 
 
+def build_program(source: str, library_directory, tmp_path) -> None:
+    """Compiles C ``source`` to ``tmp_path / "prog"``, against ``lib.h`` and ``lib.so`` in ``library_directory``."""
+    (tmp_path / "prog.c").write_text(source)
+    built = subprocess.run([*CC, "-std=c11", "-Wall", "-Wextra", "-Werror", str(tmp_path / "prog.c"), "-o",
+                            str(tmp_path / "prog"), "-I", str(library_directory), "-L", str(library_directory),
+                            "-l:lib.so", f"-Wl,-rpath,{library_directory}", "-pthread"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr
+
+
 @pytest.fixture(scope="module")
 def library(tmp_path_factory):
     """A ResNet block as ``lib.so`` (with ``lib.h``), its input and its output."""
@@ -198,11 +207,7 @@ def library(tmp_path_factory):
 def test_c_program_runs_the_library_from_two_threads_and_on_its_own_parallel_for(library, tmp_path):
     path, feeds, expected = library
     directory = path.parent
-    (tmp_path / "prog.c").write_text(C_PROGRAM)
-    built = subprocess.run([*CC, "-std=c11", "-Wall", "-Wextra", "-Werror", str(tmp_path / "prog.c"), "-o",
-                            str(tmp_path / "prog"), "-I", str(directory), "-L", str(directory), "-l:lib.so",
-                            f"-Wl,-rpath,{directory}", "-pthread"], capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr
+    build_program(C_PROGRAM, directory, tmp_path)
     data = tmp_path / "data.bin"
     data.write_bytes(next(iter(feeds.values())).tobytes() + expected.tobytes())
     environment = {**os.environ, "FUSECC_NUM_THREADS": "3"}
@@ -406,11 +411,7 @@ def test_a_run_fits_the_stack_the_header_asks_for(tmp_path):
         schedule = compiled.kernels[0]
         expected = compiled.run(feeds, threads=1)[0]
         compiled.save(str(tmp_path / "lib.so"))
-    (tmp_path / "prog.c").write_text(SMALL_STACK_PROGRAM)
-    built = subprocess.run([*CC, "-std=c11", "-Wall", "-Wextra", "-Werror", str(tmp_path / "prog.c"), "-o",
-                            str(tmp_path / "prog"), "-I", str(tmp_path), "-L", str(tmp_path), "-l:lib.so",
-                            f"-Wl,-rpath,{tmp_path}", "-pthread"], capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr
+    build_program(SMALL_STACK_PROGRAM, tmp_path, tmp_path)
     data = tmp_path / "data.bin"
     data.write_bytes(feeds["a"].tobytes() + feeds["b"].tobytes() + expected.tobytes())
     ran = subprocess.run([str(tmp_path / "prog"), str(data)], capture_output=True, text=True, timeout=300)
