@@ -416,3 +416,28 @@ def test_a_run_fits_the_stack_the_header_asks_for(tmp_path):
     data.write_bytes(feeds["a"].tobytes() + feeds["b"].tobytes() + expected.tobytes())
     ran = subprocess.run([str(tmp_path / "prog"), str(data)], capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0 and ran.stdout.split() == ["status", "0"], (schedule, ran.stdout + ran.stderr)
+
+
+NO_COMPILER_SCRIPT = r"""
+import numpy as np
+import onnxruntime as ort
+import fusecc
+from fusecc.tools import models
+model = models.mlp(batch=40)
+compiled = fusecc.compile(model, cache=False)
+x = np.random.default_rng(0).standard_normal(compiled.inputs[0].shape).astype(np.float32)
+want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+for threads in (1, 2):
+    np.testing.assert_allclose(compiled.run({"x": x}, threads=threads)[0], want, rtol=1e-4, atol=1e-5)
+print("ran")
+"""
+
+
+def test_the_jit_runs_on_one_thread_without_a_c_compiler(tmp_path):
+    """Without a C compiler there is no thread pool to build: the JIT says so once and runs every kernel on the
+    calling thread, with the same results."""
+    environment = {**os.environ, "CC": str(tmp_path / "no-such-compiler"), "FUSECC_CACHE": "0"}
+    ran = subprocess.run([sys.executable, "-c", NO_COMPILER_SCRIPT], capture_output=True, text=True, timeout=300,
+                         env=environment)
+    assert ran.returncode == 0 and ran.stdout.split() == ["ran"], ran.stdout + ran.stderr
+    assert ran.stderr.count("ThreadPoolWarning: no C compiler to build the thread pool with") == 1, ran.stderr

@@ -3,7 +3,8 @@
 A shared library compiles the pool's source in (``aot``), its symbols hidden, so each library has a pool of its
 own. The JIT's models share one pool per process: :func:`load_for_jit` compiles the source with the host's C
 compiler into a private helper library once (kept in the compile cache when it is on), loads it and hands its
-functions to LLVM's symbol resolution.
+functions to LLVM's symbol resolution. Where there is no C compiler, :class:`SerialPool` stands in (with a
+warning): the same functions compiled from LLVM IR, running every kernel on the calling thread.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import subprocess
 import tempfile
 import threading
+import warnings
 
 from . import target
 
@@ -38,18 +40,58 @@ def c_flags() -> list[str]:
     return ["-std=gnu11", f"-I{_runtime_dir()}", "-pthread"]
 
 
-_loaded: ctypes.CDLL | None = None
+class ThreadPoolWarning(UserWarning):
+    """The JIT's thread pool could not be built; its models run on one thread."""
+
+
+#: the pool's functions for a process without a C compiler: each kernel runs whole on the calling thread
+SERIAL_POOL_IR = """
+define void @fusecc_parallel_for(ptr %threading, ptr %kernel, ptr %bufs, i64 %extent, i64 %work) {
+  call void %kernel(ptr %bufs, ptr null, i64 0, i64 %extent)
+  ret void
+}
+define i32 @fusecc_default_threads() {
+  ret i32 1
+}
+define void @fusecc_set_default_threads(i32 %threads) {
+  ret void
+}
+"""
+
+
+class SerialPool:
+    """The pool's functions compiled from ``SERIAL_POOL_IR`` and registered with LLVM, in place of the C pool
+    where no C compiler can build it."""
+
+    def __init__(self):
+        from llvmlite import binding as llvm
+
+        self._library = target.JitLibrary(target.parse_and_optimize(SERIAL_POOL_IR, 2))
+        for name in FUNCTIONS:
+            llvm.add_symbol(name, self._library.address(name))
+        self.fusecc_default_threads = ctypes.CFUNCTYPE(ctypes.c_int)(self._library.address("fusecc_default_threads"))
+
+
+_loaded: ctypes.CDLL | SerialPool | None = None
 _loading = threading.Lock()
 
 
-def load_for_jit(cache: bool = True) -> ctypes.CDLL:
+def load_for_jit(cache: bool = True) -> ctypes.CDLL | SerialPool:
     """The pool as a helper library of this process, its functions registered with LLVM. Built on first use,
     or taken from the compile cache (unless ``cache`` is False), keyed by the source, the header and the
-    compiler command."""
+    compiler command; a :class:`SerialPool` where there is no C compiler."""
     global _loaded
     with _loading:
         if _loaded is None:
-            _loaded = _load(cache)
+            try:
+                target.find_c_compiler()
+            except target.CodegenError:
+                warnings.warn("no C compiler to build the thread pool with (set CC or install gcc/clang): models "
+                              "compiled in this process run every kernel on the calling thread", ThreadPoolWarning,
+                              stacklevel=2)
+                _loaded = SerialPool()
+            else:
+                _loaded = _load(cache)
         return _loaded
 
 
