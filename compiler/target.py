@@ -14,7 +14,6 @@ of a pipeline that declares an option of the same name.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
 
 
@@ -42,21 +41,9 @@ class Target:
         """``pipeline`` with the target's options given to each pass that declares them, unless the pipeline
         already sets them (an override kept for experiments)."""
         import fusecc.lowering  # noqa: F401  (registers the loops phase's passes, whose options are looked up)
-        from fusecc.passes.manager import PASS_REGISTRY
+        from fusecc.passes.manager import parse_pipeline
 
-        def with_options(match: re.Match) -> str:
-            name, given = match.group(1), match.group(3) or ""
-            cls = PASS_REGISTRY.get(name)
-            if cls is None:
-                return match.group(0)  # parse_pipeline reports it
-            declared = {field.name.replace("_", "-") for field in dataclasses.fields(cls)}
-            already = {item.partition("=")[0].strip() for item in given.split(",") if item.strip()}
-            added = [f"{option}={value}" for option, value in self.pass_options().items()
-                     if option in declared and option not in already]
-            options = ",".join(part for part in (given, *added) if part)
-            return name + (f"{{{options}}}" if options else "") + match.group(4)
-
-        return re.sub(r"([A-Za-z0-9_-]+)(\{([^}]*)\})?(\s*,?\s*)", with_options, pipeline.strip())
+        return ",".join(p.describe() for p in parse_pipeline(pipeline, self.pass_options()))
 
 
 def _target(cpu: str, features: str, threads: int | None, cache: bool) -> Target:

@@ -66,6 +66,14 @@ def model_path(tmp_path):
     return path
 
 
+@pytest.fixture(autouse=True)
+def _thread_pool_loaded():
+    """The JIT's thread pool loaded before a test switches the cache on: a compilation asks it for the default
+    thread count, and the process's first ask would keep the pool in that test's cache beside its models."""
+    from fusecc.codegen import pool
+    pool.load_for_jit(cache=False)
+
+
 def entries(directory):
     return sorted(directory.glob("*.entry"))
 

@@ -63,8 +63,13 @@ class Pass:
 
     def describe(self) -> str:
         options = [f"{f.name.replace('_', '-')}={_format_option(getattr(self, f.name))}"
-                   for f in dataclasses.fields(self) if getattr(self, f.name) != f.default]
+                   for f in dataclasses.fields(self) if getattr(self, f.name) != _default(f)]
         return self.name + ("{" + ",".join(options) + "}" if options else "")
+
+
+def _default(field: dataclasses.Field):
+    """A pass option's default value, whether given as a value or a factory."""
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
 
 
 def _format_option(value) -> str:
@@ -81,9 +86,7 @@ def _parse_option(cls: type[Pass], key: str, text: str):
     if name not in fields:
         known = ", ".join(f.name.replace("_", "-") for f in fields.values()) or "none"
         raise PassError(f"pass '{cls.name}' has no option '{key}' (options: {known})")
-    default = fields[name].default
-    if default is dataclasses.MISSING and fields[name].default_factory is not dataclasses.MISSING:
-        default = fields[name].default_factory()
+    default = _default(fields[name])
     try:
         if isinstance(default, bool):
             if text not in ("true", "false", "1", "0"):
@@ -100,8 +103,9 @@ def _parse_option(cls: type[Pass], key: str, text: str):
     return text
 
 
-def parse_pipeline(text: str) -> list[Pass]:
-    """``"a,b{opt=1,other=x},c"`` -> pass instances."""
+def parse_pipeline(text: str, defaults: dict[str, object] | None = None) -> list[Pass]:
+    """``"a,b{opt=1,other=x},c"`` -> pass instances. ``defaults`` (by option name) set the options a pass
+    declares and the text does not give (a target's vector width, say)."""
     passes = []
     for match in re.finditer(r"\s*([A-Za-z0-9_-]+)\s*(\{([^}]*)\})?\s*(,|$)", text.strip()):
         name, options = match.group(1), match.group(3)
@@ -115,6 +119,10 @@ def parse_pipeline(text: str) -> list[Pass]:
             for item in re.split(r",(?=[A-Za-z_][A-Za-z0-9_-]*=)", options):
                 key, _, value = item.partition("=")
                 kwargs[key.strip().replace("-", "_")] = _parse_option(cls, key.strip(), value.strip())
+        declared = {f.name for f in dataclasses.fields(cls)}
+        for key, value in (defaults or {}).items():
+            if key.replace("-", "_") in declared:
+                kwargs.setdefault(key.replace("-", "_"), value)
         passes.append(cls(**kwargs))
     if not passes and text.strip():
         raise PassError(f"cannot parse pipeline '{text}'")
