@@ -150,7 +150,7 @@ def _run(parser, args) -> int:
         return 0
     if not args.model:
         parser.error("a model is required (or --list-ops, --list-cpus)")
-    from fusecc.driver import Options, load_module, lower, run_phases
+    from fusecc.driver import Options, generate_code, load_module, run_phases
     from fusecc.ir.printer import print_module
 
     opt_level = 3 if args.opt_level is None else args.opt_level
@@ -175,21 +175,16 @@ def _run(parser, args) -> int:
             run_phases(module, options)
         _write(args.output, print_module(module, elide_resources=args.elide_weights))
         return 0
-    module, info = lower(imported, options)
-    from fusecc.codegen import target
-    from fusecc.codegen.llvm_emit import emit_llvm
-
-    llvm_module, weights = emit_llvm(module)
-    module_ref = target.parse_and_optimize(str(llvm_module), opt_level)
+    if emit == "obj" and not args.output:
+        return _fail("--emit=obj needs -o FILE")
+    code = generate_code(imported, options)
     if emit == "llvm":
-        _write(args.output, str(module_ref))
+        _write(args.output, code.llvm_ir)
     elif emit == "asm":
-        _write(args.output, target.emit_assembly(module_ref))
+        _write(args.output, code.assembly())
     else:
-        if not args.output:
-            return _fail("--emit=obj needs -o FILE")
         with open(args.output, "wb") as handle:
-            handle.write(target.emit_object(module_ref))
+            handle.write(code.object)
     return 0
 
 
@@ -209,8 +204,9 @@ def _write_library(args, options) -> int:
 def _onnx_node_count(path: str) -> int:
     """Nodes in the ONNX graph (tensor-level ops for a .fir input)."""
     if path.endswith(".fir"):
+        from fusecc.dialects.tensor import TensorOp
         from fusecc.driver import load_module
-        return sum(1 for op in load_module(path).module.main.body.ops if op.name.startswith("tensor."))
+        return sum(1 for op in load_module(path).module.main.body.ops if isinstance(op, TensorOp))
     import onnx
     return len(onnx.load(path, load_external_data=False).graph.node)
 

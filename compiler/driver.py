@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+from fusecc.dialects.kernel import FusedOp, LaunchOp
 from fusecc.ir.core import Module
 from fusecc.ir.printer import loc_names, print_module
 
@@ -144,7 +145,7 @@ def model_info(graph: Module, declared_types: dict[str, int]) -> dict:
 
     kernels = []
     for op in main.body.ops:
-        if op.name == "kernel.fused":
+        if isinstance(op, FusedOp):
             nodes = [n for m in op.members for n in (loc_names(m.loc) or [m.name])]
             kernels.append({"name": kernel_name(op, len(kernels)), "pattern": op.attr("pattern"),
                             "nodes": nodes, "extent": 0})
@@ -165,7 +166,7 @@ def lower(imported: Imported, options: Options, log=sys.stderr, after_fusion=Non
     import fusecc.lowering  # noqa: F401
     from fusecc.passes import PassManager, parse_pipeline
     PassManager(parse_pipeline(pass_pipelines(options)["loops"]), options.instrumentation).run(module)
-    extents = {op.attr("callee"): op.attr("extent") for op in module.main.body.ops if op.name == "kernel.launch"}
+    extents = {op.attr("callee"): op.attr("extent") for op in module.main.body.ops if isinstance(op, LaunchOp)}
     for kernel in info["kernels"]:
         kernel["extent"] = extents.get(kernel["name"], 0)
     info["workspace_size"] = module.main.attr("workspace_size", 0)
@@ -209,32 +210,26 @@ def _can_link() -> bool:
     return True
 
 
+def generate_code(imported: Imported, options: Options):
+    """Compile a model to native code for the target ``options`` choose (a ``codegen.generate.GeneratedCode``)."""
+    from fusecc.codegen.generate import generate
+    from fusecc.target import host_target
+
+    module, info = lower(imported, options)
+    return generate(module, info, host_target(options.threads, options.cached), options.opt_level, options.debug)
+
+
 def compile_jit(source, options: Options):
-    """Compile ``source`` and JIT it in-process."""
-    from fusecc.codegen import target
-    from fusecc.codegen.aot import build_shared_library
-    from fusecc.codegen.llvm_emit import ENTRY, emit_llvm
+    """Compile ``source`` and JIT it in-process; saving it links the object the JIT loaded."""
+    from fusecc.codegen.llvm_emit import ENTRY
     from fusecc.runtime.model import from_jit
 
     start = time.perf_counter()
-    module, info = lower(load_module(source, options.input_shapes), options)
-    llvm_module, weights = emit_llvm(module)
-    text = str(llvm_module)
-    if options.debug >= 4:
-        sys.stderr.write(text)
-    module_ref = target.parse_and_optimize(text, options.opt_level)
-    if options.debug >= 5:
-        sys.stderr.write(target.emit_assembly(module_ref))
-    library = target.JitLibrary(module_ref)
-    blob = weights.blob()
-
-    def save(path: str, name: str | None = None) -> None:
-        aot_module, aot_weights = emit_llvm(module)
-        build_shared_library(aot_module, aot_weights.blob(), info, path, options.opt_level, name)
-
+    code = generate_code(load_module(source, options.input_shapes), options)
+    library = code.jit()
     if options.debug >= 1:
         sys.stderr.write(f"[fusecc] compiled in {time.perf_counter() - start:.2f} s\n")
-    return from_jit(library.address(ENTRY), blob, info, library, save)
+    return from_jit(library.address(ENTRY), code.weights, code.info, library, code.saver())
 
 
 #: the file name of the library behind a model ``fusecc.compile`` returns from the compile cache
@@ -259,16 +254,12 @@ def header_path(library_path: str) -> str:
 def build_library(source, options: Options, file_name: str, name: str | None) -> Library:
     """Compile ``source`` (as for :func:`load_module`) to a shared library called ``file_name``, whose C API
     ``name`` prefixes (see ``codegen.aot.api_prefix``)."""
-    from fusecc.codegen.aot import build_shared_library
-    from fusecc.codegen.llvm_emit import emit_llvm
-
-    module, info = lower(load_module(source, options.input_shapes), options)
-    llvm_module, weights = emit_llvm(module)
+    code = generate_code(load_module(source, options.input_shapes), options)
     with tempfile.TemporaryDirectory(prefix="fusecc_") as directory:
         path = os.path.join(directory, file_name)
-        build_shared_library(llvm_module, weights.blob(), info, path, options.opt_level, name)
+        code.write_shared_library(path, name)
         with open(path, "rb") as library, open(header_path(path), "rb") as header:
-            return Library(library.read(), header.read(), info, cache_hit=False)
+            return Library(library.read(), header.read(), code.info, cache_hit=False)
 
 
 def shared_library(source, options: Options, file_name: str, name: str | None, cache) -> Library:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fusecc.costs import RegionCost, region_cost
+from fusecc.dialects.kernel import CopyOp, FusedOp, LaunchOp
 
 
 def region_costs(module) -> dict[str, RegionCost]:
@@ -37,7 +38,7 @@ def region_costs(module) -> dict[str, RegionCost]:
     from fusecc.lowering.to_loops import kernel_name
     costs = {}
     for op in module.main.body.ops:
-        if op.name == "kernel.fused":
+        if isinstance(op, FusedOp):
             costs[kernel_name(op, len(costs))] = region_cost(op)
     return costs
 
@@ -80,8 +81,8 @@ def compile_instrumented(source, options) -> InstrumentedModel:
     module, info = lower(load_module(source, options.input_shapes), options,
                          after_fusion=lambda fused: costs.update(region_costs(fused)))
     main = module.main
-    steps = [op.attr("callee") if op.name == "kernel.launch" else None for op in timed_steps(main)]
-    copy_bytes = sum(2 * op.operands[0].type.nbytes for op in timed_steps(main) if op.name == "kernel.copy")
+    steps = [op.attr("callee") if isinstance(op, LaunchOp) else None for op in timed_steps(main)]
+    copy_bytes = sum(2 * op.operands[0].type.nbytes for op in timed_steps(main) if isinstance(op, CopyOp))
 
     llvm_module, weights = emit_llvm(module, profile=True)
     library = target.JitLibrary(target.parse_and_optimize(str(llvm_module), options.opt_level))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fusecc.dialects.kernel import FusedOp
 from fusecc.ir.core import Block, IRError, Module
 
 
@@ -28,7 +29,7 @@ def _run_block(block: Block, env: dict) -> list[np.ndarray]:
         if op.name in ("func.return", "kernel.yield"):
             return [env[id(v)] for v in op.operands]
         args = [env[id(v)] for v in op.operands]
-        if op.name == "kernel.fused":
+        if isinstance(op, FusedOp):
             inner = dict(env)
             inner.update({id(a): value for a, value in zip(op.body.args, args)})
             outputs = _run_block(op.body, inner)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fusecc.dialects.kernel import FusedOp
 from fusecc.ir.core import Module
 from fusecc.ir.printer import loc_names
 
@@ -12,7 +13,7 @@ def region_summaries(module: Module) -> list[dict]:
 
     summaries = []
     for op in module.main.body.ops:
-        if op.name != "kernel.fused":
+        if not isinstance(op, FusedOp):
             continue
         yielded = {id(v) for v in op.body.ops[-1].operands}
         internal = [r for member in op.members for r in member.results if id(r) not in yielded]

@@ -1,4 +1,4 @@
-"""Shared machinery for declaring dialect ops: typed attribute fields and fusion kinds."""
+"""Shared machinery for declaring dialect ops: named operands, typed attribute fields and fusion kinds."""
 
 from __future__ import annotations
 
@@ -66,6 +66,31 @@ class attr:
         value = op.attributes[self.name]
         if not _matches(value, self.kind):
             raise VerifyError(op, f"attribute '{self.name}' must be {_describe(self.kind)}, got {value!r}")
+
+
+class operand:
+    """A named operand of an op class: ``bias = operand(2, optional=True)``.
+
+    Reading ``op.bias`` gives the operand's value; an optional operand the op
+    was built without reads as None.
+    """
+
+    def __init__(self, index: int, optional: bool = False):
+        self.index = index
+        self.optional = optional
+        self.name = ""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, op, owner=None):
+        if op is None:
+            return self
+        if self.index < len(op.operands):
+            return op.operands[self.index]
+        if self.optional:
+            return None
+        raise VerifyError(op, f"missing operand '{self.name}' (#{self.index})")
 
 
 def _matches(value, kind) -> bool:

@@ -18,7 +18,7 @@ from fusecc.ir.attributes import DenseAttr
 from fusecc.ir.core import Operation, OpResult, VerifyError
 from fusecc.ir.types import DType, TensorType
 
-from .base import OpKind, attr, declared_attrs
+from .base import OpKind, attr, declared_attrs, operand
 
 Shape = tuple
 
@@ -51,6 +51,8 @@ class TensorOp(Operation):
     moves_data: ClassVar[bool] = False
     #: it needs a kernel when left alone (a constant becomes a weight, a reshape a view of its input)
     needs_kernel: ClassVar[bool] = True
+    #: the data it reads (ONNX's X, input or data); ops with more operands name the others
+    input = operand(0)
 
     def reduced_axes(self) -> list[int] | None:
         """The axes a reduction or a row op (softmax, a normalization, a scan) reduces; None for others."""
@@ -354,6 +356,8 @@ class BinaryOp(TensorOp):
 
     kind = OpKind.BROADCAST
     arity = (2, 2)
+    lhs = operand(0)
+    rhs = operand(1)
     result_bool: ClassVar[bool] = False
     bool_operands: ClassVar[bool] = False
 
@@ -448,6 +452,9 @@ class WhereOp(TensorOp):
     name = "tensor.where"
     kind = OpKind.BROADCAST
     arity = (3, 3)
+    condition = operand(0)
+    if_true = operand(1)
+    if_false = operand(2)
     onnx = ("Where",)
 
     def verify_(self):
@@ -470,6 +477,10 @@ class BatchNormOp(TensorOp):
     name = "tensor.batch_normalization"
     kind = OpKind.BROADCAST
     arity = (5, 5)
+    scale = operand(1)
+    bias = operand(2)
+    mean = operand(3)
+    variance = operand(4)
     onnx = ("BatchNormalization",)
     float_only = True
     epsilon = attr(float, 1e-5)
@@ -620,6 +631,8 @@ class LayerNormOp(TensorOp):
     name = "tensor.layer_normalization"
     kind = OpKind.REDUCTION
     arity = (2, 3)
+    scale = operand(1)
+    bias = operand(2, optional=True)
     onnx = ("LayerNormalization",)
     float_only = True
     axis = attr(int, -1)
@@ -646,6 +659,7 @@ class RMSNormOp(TensorOp):
     name = "tensor.rms_normalization"
     kind = OpKind.REDUCTION
     arity = (2, 2)
+    scale = operand(1)
     onnx = ("RMSNormalization",)
     float_only = True
     axis = attr(int, -1)
@@ -671,6 +685,8 @@ class InstanceNormOp(TensorOp):
     name = "tensor.instance_normalization"
     kind = OpKind.REDUCTION
     arity = (3, 3)
+    scale = operand(1)
+    bias = operand(2)
     onnx = ("InstanceNormalization",)
     float_only = True
     epsilon = attr(float, 1e-5)
@@ -716,6 +732,8 @@ class MatMulOp(TensorOp):
     name = "tensor.matmul"
     kind = OpKind.COMPUTE
     arity = (2, 2)
+    a = operand(0)
+    b = operand(1)
     onnx = ("MatMul",)
     streamed_operands = (1,)
     row_blocked = True
@@ -745,6 +763,9 @@ class GemmOp(TensorOp):
     name = "tensor.gemm"
     kind = OpKind.COMPUTE
     arity = (2, 3)
+    a = operand(0)
+    b = operand(1)
+    c = operand(2, optional=True)
     onnx = ("Gemm",)
     streamed_operands = (1,)
     row_blocked = True
@@ -832,6 +853,8 @@ class ConvOp(WindowOp):
 
     name = "tensor.conv"
     arity = (2, 3)
+    weight = operand(1)
+    bias = operand(2, optional=True)
     onnx = ("Conv",)
     streamed_operands = (0,)
     group = attr(int, 1)
@@ -859,6 +882,8 @@ class ConvOp(WindowOp):
 class ConvTransposeOp(WindowOp):
     name = "tensor.conv_transpose"
     arity = (2, 3)
+    weight = operand(1)
+    bias = operand(2, optional=True)
     onnx = ("ConvTranspose",)
     group = attr(int, 1)
     output_padding = attr([int], [])
@@ -1095,6 +1120,7 @@ class GatherOp(TensorOp):
     kind = OpKind.INJECTIVE
     moves_data = True
     arity = (2, 2)
+    indices = operand(1)
     onnx = ("Gather",)
     axis = attr(int, 0)
 
@@ -1116,6 +1142,7 @@ class GatherElementsOp(TensorOp):
     name = "tensor.gather_elements"
     kind = OpKind.INJECTIVE
     arity = (2, 2)
+    indices = operand(1)
     onnx = ("GatherElements",)
     axis = attr(int, 0)
 
@@ -1139,6 +1166,7 @@ class GatherNDOp(TensorOp):
     name = "tensor.gather_nd"
     kind = OpKind.INJECTIVE
     arity = (2, 2)
+    indices = operand(1)
     onnx = ("GatherND",)
     batch_dims = attr(int, 0)
 
@@ -1160,6 +1188,8 @@ class ScatterOp(TensorOp):
 
     kind = OpKind.OPAQUE
     arity = (3, 3)
+    indices = operand(1)
+    updates = operand(2)
     reduction = attr(("none", "add", "mul", "max", "min"), "none")
 
     def infer_types(self):
@@ -1313,6 +1343,7 @@ class GridSampleOp(TensorOp):
     name = "tensor.grid_sample"
     kind = OpKind.COMPUTE
     arity = (2, 2)
+    grid = operand(1)
     onnx = ("GridSample",)
     float_only = True
     mode = attr(("linear", "nearest", "cubic"), "linear")
@@ -1422,6 +1453,7 @@ class ReverseSequenceOp(TensorOp):
     name = "tensor.reverse_sequence"
     kind = OpKind.INJECTIVE
     arity = (2, 2)
+    sequence_lens = operand(1)
     onnx = ("ReverseSequence",)
     batch_axis = attr(int, 1)
     time_axis = attr(int, 0)
@@ -1439,11 +1471,12 @@ class ReverseSequenceOp(TensorOp):
 
 
 class OneHotOp(TensorOp):
-    """out[..., j, ...] = on if indices[...] == j else off, on a new axis of size ``depth``."""
+    """out[..., j, ...] = on if indices[...] == j else off, on a new axis of size ``depth``; ``values`` is [off, on]."""
 
     name = "tensor.one_hot"
     kind = OpKind.INJECTIVE
     arity = (2, 2)
+    values = operand(1)
     onnx = ("OneHot",)
     axis = attr(int, -1)
     depth = attr(int)

@@ -1,12 +1,12 @@
 """Ahead-of-time output: a shared library with the weights embedded, its C API and its C header.
 
-The model's object (internal kernels, ``fusecc_main``, the weights) is linked with the C source of its
-API (``c_api``) and the thread pool (``pool``), so the library exports only its ``<prefix>_`` functions
+The model's object (internal kernels, ``fusecc_main``) and an object of its weights are linked with the C
+source of its API (``c_api``) and the thread pool (``pool``), so the library exports only its ``<prefix>_`` functions
 (``<prefix>_run`` and the others ``c_api`` lists), and the header's macros
 start with ``<PREFIX>_``: any number of models share a process or a program. The prefix is chosen with
 ``fusecc --name`` or ``save(path, name=...)``, else derived from the file name (``model.so`` -> ``model``).
 
-Weights enter the object file through ``.incbin`` in module-level assembly
+Weights enter an object of their own through ``.incbin`` in module-level assembly
 (never as a textual LLVM array), so a 100 MB model links in seconds.
 """
 
@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-
-from llvmlite import ir
 
 from . import c_api, pool, target
 from .llvm_emit import ENTRY
@@ -42,10 +40,12 @@ def api_prefix(name: str | None, out_path: str) -> str:
     return prefix
 
 
-def build_shared_library(llvm_module: ir.Module, weights_blob: bytes, info: dict, out_path: str, opt_level: int,
+def build_shared_library(code: bytes, weights_object, requirements, weights_blob: bytes, info: dict, out_path: str,
                          name: str | None = None) -> None:
-    """Compile the model to an object with its weights, link it with its C API into ``out_path``, and write
-    the header ``<stem>.h`` beside it. ``name`` prefixes the API (see :func:`api_prefix`)."""
+    """Link the model's object ``code`` (from ``generate.GeneratedCode``) with the object that
+    ``weights_object(path)`` makes of the weights file and with its C API into ``out_path``, and write the header
+    ``<stem>.h`` beside it. ``requirements`` (``cpu.CpuRequirements``) is what the code needs of a CPU, which the
+    library checks when loaded; ``name`` prefixes the API (see :func:`api_prefix`)."""
     prefix = api_prefix(name, out_path)
     c_api.buffers(info)  # sizes that do not fit in int64 fail before anything is compiled
     header_path = os.path.splitext(out_path)[0] + ".h"
@@ -53,12 +53,12 @@ def build_shared_library(llvm_module: ir.Module, weights_blob: bytes, info: dict
         blob_path = os.path.join(tmp, "weights.bin")
         with open(blob_path, "wb") as handle:
             handle.write(weights_blob or b"\0")
-        text = str(llvm_module) + "\n" + target.incbin_module_asm(WEIGHTS_SYMBOL, blob_path)
-        module_ref = target.parse_and_optimize(text, opt_level)
-        api = c_api.CApi(prefix, os.path.basename(out_path), os.path.basename(header_path), info,
-                         target.cpu_requirements(module_ref))
+        weights_path = os.path.join(tmp, "weights.o")
+        with open(weights_path, "wb") as handle:
+            handle.write(weights_object(blob_path))
+        api = c_api.CApi(prefix, os.path.basename(out_path), os.path.basename(header_path), info, requirements)
         source = api.write_source(tmp, ENTRY, WEIGHTS_SYMBOL)
-        target.link_shared_library(target.emit_object(module_ref), out_path, [source, pool.source_path()],
+        target.link_shared_library(code, out_path, [weights_path, source, pool.source_path()],
                                    [*target.baseline_c_flags(), *pool.c_flags()])
     with open(header_path, "w") as handle:
         handle.write(api.header_text())

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from fusecc.ir.core import FuncOp, IRError, Module, Operation, Value
+from fusecc.dialects.kernel import AllocOp, CopyOp, LaunchOp, ViewOp, WeightOp
+from fusecc.ir.core import FuncOp, IRError, Module, Operation, ReturnOp, Value
 from fusecc.ir.types import DType, MemRefType, VectorType
 
 from .pool import PARALLEL_FOR
@@ -94,7 +95,7 @@ def layout_weights(main: FuncOp) -> WeightLayout:
     """Offsets of every ``kernel.weight`` in the blob; identical resources share storage."""
     offsets, arrays, by_resource, size = {}, [], {}, 0
     for op in main.body.ops:
-        if op.name != "kernel.weight":
+        if not isinstance(op, WeightOp):
             continue
         attr = op.attr("value")
         key = attr.resource
@@ -538,16 +539,16 @@ def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels:
     if clock:
         clock.read(steps)
     for op in main.body.ops:
-        if op.name == "kernel.weight":
+        if isinstance(op, WeightOp):
             fe.set(op, b.gep(weight_base, [ir.Constant(I64, weights.offsets[id(op)])], inbounds=True,
                              source_etype=I8))
-        elif op.name == "kernel.alloc":
+        elif isinstance(op, AllocOp):
             fe.set(op, b.gep(workspace, [ir.Constant(I64, op.attr("offset"))], inbounds=True, source_etype=I8))
-        elif op.name == "kernel.view":
+        elif isinstance(op, ViewOp):
             offset = op.attr("offset", 0)
             base = fe[op.operands[0]]
             fe.set(op, b.gep(base, [ir.Constant(I64, offset)], inbounds=True, source_etype=I8) if offset else base)
-        elif op.name == "kernel.launch":
+        elif isinstance(op, LaunchOp):
             args = fe.alloca(PTR, len(op.operands))
             for position, value in enumerate(op.operands):
                 b.store(fe[value], b.gep(args, [ir.Constant(I64, position)], inbounds=True, source_etype=PTR))
@@ -559,11 +560,11 @@ def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels:
                                       ir.Constant(I64, op.attr("work", 1))])
             else:
                 b.call(kernel, [args, null, ir.Constant(I64, 0), ir.Constant(I64, extent)])
-        elif op.name == "kernel.copy":
+        elif isinstance(op, CopyOp):
             src, dst = op.operands
             memcpy = module.declare_intrinsic("llvm.memcpy", [PTR, PTR, I64])
             b.call(memcpy, [fe[dst], fe[src], ir.Constant(I64, src.type.nbytes), ir.Constant(I1, 0)])
-        elif op.name == "func.return":
+        elif isinstance(op, ReturnOp):
             b.ret_void()
         else:
             raise IRError(f"{op.describe()}: unexpected in the lowered graph")

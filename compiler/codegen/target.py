@@ -198,10 +198,15 @@ def _create_target_machine(opt_level: int, cpu: str, features: str, *,
 
 def _target_key(opt_level: int) -> tuple:
     """``(opt_level, cpu, features)`` for the target the environment chooses, checked if it overrides the host."""
-    key = (_check_opt_level(opt_level), host_cpu_name(), host_cpu_features())
+    key = target_key(opt_level, host_cpu_name(), host_cpu_features())
     if _cpu_from_environment() is not None or _features_from_environment() is not None:
         cpu.check_target(*key[1:])
     return key
+
+
+def target_key(opt_level: int, cpu_name: str, features: str) -> tuple:
+    """The key :func:`optimize_for` takes: ``(opt_level, cpu, features)``, the level checked."""
+    return (_check_opt_level(opt_level), cpu_name, features)
 
 
 def check_environment_target() -> None:
@@ -297,11 +302,11 @@ def parse_and_optimize(llvm_ir_text: str, opt_level: int = 3):
     :func:`host_target_machine`.  Returns the ``llvmlite.binding.ModuleRef``.
     Parse and verifier failures raise :class:`CodegenError` with LLVM's text.
     """
-    return _parse_and_optimize(llvm_ir_text, _target_key(opt_level))
+    return optimize_for(llvm_ir_text, _target_key(opt_level))
 
 
-def _parse_and_optimize(llvm_ir_text: str, key: tuple):
-    """:func:`parse_and_optimize` for the target ``key`` = ``(opt_level, cpu, features)``."""
+def optimize_for(llvm_ir_text: str, key: tuple):
+    """:func:`parse_and_optimize` for the target ``key`` (see :func:`target_key`)."""
     llvm = _initialize()
     tm = _tm_for_key(key)
     incbins = _incbin_paths(llvm_ir_text)
@@ -357,18 +362,18 @@ def _run_default_pipeline(llvm, mod, tm, opt_level: int) -> None:
         pto.close()
 
 
-def _module_key(module_ref) -> tuple:
-    """The target a module was optimised for (the environment's at -O3 if not by :func:`parse_and_optimize`)."""
+def module_target(module_ref) -> tuple:
+    """The target key a module was optimised for (the environment's at -O3 if not by :func:`optimize_for`)."""
     return getattr(module_ref, "_fusecc_target", None) or _target_key(3)
 
 
 def _module_tm(module_ref):
-    return _tm_for_key(_module_key(module_ref))
+    return _tm_for_key(module_target(module_ref))
 
 
 def cpu_requirements(module_ref) -> cpu.CpuRequirements:
     """What the code of a module from :func:`parse_and_optimize` needs of the CPU that runs it."""
-    _, name, features = _module_key(module_ref)
+    _, name, features = module_target(module_ref)
     return cpu.CpuRequirements(name, required_features(name, features))
 
 
@@ -378,7 +383,7 @@ def required_features(name: str, features: str) -> tuple[str, ...]:
     x86-64 only: none elsewhere)."""
     if not _initialize().get_process_triple().startswith("x86_64"):
         return ()
-    return cpu.required_features(lambda text: _parse_and_optimize(text, (2, name, features)))
+    return cpu.required_features(lambda text: optimize_for(text, (2, name, features)))
 
 
 def _check_module_usable(module_ref) -> None:
@@ -438,7 +443,10 @@ class JitLibrary:
     """In-memory machine code for one LLVM module, on its own MCJIT engine.
 
     ``JitLibrary(module_ref)`` takes ownership of ``module_ref`` (it can no
-    longer be emitted or reused), compiles and finalises it.  MCJIT never
+    longer be emitted or reused), compiles and finalises it.
+    ``JitLibrary(module_ref, object_bytes)`` loads ``object_bytes``, the
+    module's object from :func:`emit_object`, instead: nothing is compiled
+    again, and ``module_ref`` stays the caller's.  MCJIT never
     frees code it has finalised while the engine lives, so every compiled
     model gets its own engine, and the code is released when this object is
     garbage-collected or :meth:`close` is called.  Callers must keep the
@@ -452,7 +460,7 @@ class JitLibrary:
     CPU lacks raises :class:`CodegenError` too, instead of a SIGILL later.
     """
 
-    def __init__(self, module_ref):
+    def __init__(self, module_ref, object_bytes: bytes | None = None):
         llvm = _initialize()
         _check_module_usable(module_ref)
         _check_incbin_files(module_ref)
@@ -460,15 +468,18 @@ class JitLibrary:
         from .pool import PARALLEL_FOR, load_for_jit
         if any(fn.name == PARALLEL_FOR and fn.is_declaration for fn in module_ref.functions):
             load_for_jit()
-        key = _module_key(module_ref)
+        key = module_target(module_ref)
         # Fresh machine: the engine owns (and eventually deletes) it.
         tm = _create_target_machine(*key, jit=True)
         with _LLVM_LOCK:
-            if module_ref.triple != tm.triple or not module_ref.data_layout:
-                module_ref.triple = tm.triple
-                module_ref.data_layout = str(tm.target_data)
+            engine_module = module_ref if object_bytes is None else llvm.parse_assembly("")
+            if engine_module.triple != tm.triple or not engine_module.data_layout:
+                engine_module.triple = tm.triple
+                engine_module.data_layout = str(tm.target_data)
             try:
-                engine = llvm.create_mcjit_compiler(module_ref, tm)
+                engine = llvm.create_mcjit_compiler(engine_module, tm)
+                if object_bytes is not None:
+                    engine.add_object_file(llvm.ObjectFileRef.from_data(object_bytes))
             except RuntimeError as exc:
                 raise CodegenError(f"cannot create MCJIT engine: {exc}") from exc
             # Engine creation made the process' symbols searchable; check
@@ -482,8 +493,9 @@ class JitLibrary:
             engine.finalize_object()
             engine.run_static_constructors()
         self._engine = engine
-        self._tm = tm              # owned by the engine; kept for reference
-        self._module = module_ref  # owned by the engine
+        self._tm = tm                  # owned by the engine; kept for reference
+        self._module = engine_module   # owned by the engine
+        engine_module._owned = True
         self._addresses: dict = {}
 
     @staticmethod

@@ -295,7 +295,7 @@ class FuncOp(Operation):
         return self.body.ops[-1]
 
     def verify_(self) -> None:
-        if not self.body.ops or self.body.ops[-1].name != "func.return":
+        if not self.body.ops or not isinstance(self.body.ops[-1], ReturnOp):
             raise VerifyError(self, f"function @{self.sym_name} must end with func.return")
         returned = [v.type for v in self.return_op.operands]
         if returned != self.result_types:

@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fusecc.dialects.arith import constant_of
+from fusecc.dialects.loop import ForOp, LoadOp, StoreOp
 from fusecc.ir.core import Block, Module, Operation, Value
 from fusecc.passes.manager import Pass
 
 #: ops that touch memory and may sit in a loop the pass merges
-_MEMORY = {"loop.load", "loop.store"}
+_MEMORY = (LoadOp, StoreOp)
 
 
 @dataclass
@@ -50,7 +51,7 @@ class FuseLoops(Pass):
                 continue
             between = []
             following = index + 1
-            while following < len(block.ops) and block.ops[following].name != "loop.for":
+            while following < len(block.ops) and not isinstance(block.ops[following], ForOp):
                 between.append(block.ops[following])
                 following += 1
             if following == len(block.ops):
@@ -71,8 +72,8 @@ class FuseLoops(Pass):
 
 
 def _mergeable(loop: Operation) -> bool:
-    return loop.name == "loop.for" and not loop.attr("parallel", False) and \
-        all(op.name in _MEMORY or not op.side_effects for op in loop.body.ops)
+    return isinstance(loop, ForOp) and not loop.attr("parallel", False) and \
+        all(isinstance(op, _MEMORY) or not op.side_effects for op in loop.body.ops)
 
 
 def _plan(first: Operation, second: Operation, between: list[Operation]):
@@ -92,17 +93,17 @@ def _plan(first: Operation, second: Operation, between: list[Operation]):
     second_writes = {key for key, (_, stores) in second_access.items() if stores}
     hoist, sink, sunk = [], [], set()
     for op in between:
-        if op.side_effects and op.name != "loop.store":
+        if op.side_effects and not isinstance(op, StoreOp):
             return None
         buffer = _buffer_of(op)
-        reads_first = op.name == "loop.load" and id(buffer) in first_writes
+        reads_first = isinstance(op, LoadOp) and id(buffer) in first_writes
         if reads_first or any(id(getattr(v, "op", None)) in sunk for v in op.operands):
             # a result of the first loop: computed after both, if the second loop does not need it
-            if op.name == "loop.store" or (buffer is not None and id(buffer) in second_writes):
+            if isinstance(op, StoreOp) or (buffer is not None and id(buffer) in second_writes):
                 return None
             sink.append(op)
             sunk.add(id(op))
-        elif buffer is not None and op.name == "loop.store" and id(buffer) in first_access:
+        elif buffer is not None and isinstance(op, StoreOp) and id(buffer) in first_access:
             return None
         else:
             hoist.append(op)
@@ -115,16 +116,16 @@ def _accesses(loop: Operation) -> dict[int, tuple[list[Value], list[Value]]]:
     """buffer id -> (indices loaded, indices stored) in the loop's body."""
     found: dict[int, tuple[list[Value], list[Value]]] = {}
     for op in loop.body.ops:
-        if op.name in _MEMORY:
+        if isinstance(op, _MEMORY):
             loads, stores = found.setdefault(id(_buffer_of(op)), ([], []))
-            (stores if op.name == "loop.store" else loads).append(op.operands[-1])
+            (stores if isinstance(op, StoreOp) else loads).append(op.operands[-1])
     return found
 
 
 def _buffer_of(op: Operation) -> Value | None:
-    if op.name == "loop.load":
+    if isinstance(op, LoadOp):
         return op.operands[0]
-    if op.name == "loop.store":
+    if isinstance(op, StoreOp):
         return op.operands[1]
     return None
 

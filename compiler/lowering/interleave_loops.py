@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fusecc.dialects.arith import constant_of
+from fusecc.dialects.loop import ForOp
+from fusecc.dialects.vector import VectorOp
 from fusecc.ir.core import Module, Operation
 from fusecc.passes.manager import Pass
-
-#: ops whose loops are already register-blocked by hand (the micro-kernels)
-_HAND_BLOCKED = "vector."
 
 
 @dataclass
@@ -33,15 +32,15 @@ class InterleaveLoops(Pass):
     def run(self, module: Module) -> None:
         for func in module.funcs:
             for op in func.walk():
-                if op.name == "loop.for" and not op.attr("parallel", False) and self._wants_interleave(op):
+                if isinstance(op, ForOp) and not op.attr("parallel", False) and self._wants_interleave(op):
                     op.attributes["interleave"] = self.count
 
     def _wants_interleave(self, loop: Operation) -> bool:
         trip = _constant_trip_count(loop)
         if trip is None or trip < self.min_trip:
             return False
-        return not any(inner.name == "loop.for" or inner.name.startswith(_HAND_BLOCKED)
-                       for inner in loop.walk() if inner is not loop)
+        # innermost loops only, and not a micro-kernel's (its vector ops are register-blocked by hand)
+        return not any(isinstance(inner, (ForOp, VectorOp)) for inner in loop.walk() if inner is not loop)
 
 
 def _constant_trip_count(loop: Operation) -> int | None:

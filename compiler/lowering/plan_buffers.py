@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fusecc.dialects.kernel import AllocOp, ViewOp
 from fusecc.ir.core import Module
 from fusecc.passes.manager import Pass
 
@@ -29,16 +30,16 @@ class PlanBuffers(Pass):
     def run(self, module: Module) -> None:
         main = module.main
         ops = main.body.ops
-        allocs = [op for op in ops if op.name == "kernel.alloc"]
+        allocs = [op for op in ops if isinstance(op, AllocOp)]
         root = {}
         for op in ops:
-            if op.name == "kernel.alloc":
+            if isinstance(op, AllocOp):
                 root[id(op.result)] = op
-            elif op.name == "kernel.view" and id(op.operands[0]) in root:
+            elif isinstance(op, ViewOp) and id(op.operands[0]) in root:
                 root[id(op.result)] = root[id(op.operands[0])]
         first, last = {}, {}
         for position, op in enumerate(ops):
-            if op.name == "kernel.alloc":
+            if isinstance(op, AllocOp):
                 first[id(op)] = last[id(op)] = position
             for value in op.operands:
                 owner = root.get(id(value))

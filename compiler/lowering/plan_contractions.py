@@ -11,7 +11,7 @@ from fusecc.passes.manager import Pass
 from fusecc.passes.rewrite import constant_value
 
 from .microkernel import Simd, pick_rows, pick_rows_with_tail
-from .schedules import (GemmSchedule, block_plan, contraction, ends_blocks_mid_matrix, gemm_shape,
+from .schedules.blocks import (GemmSchedule, block_plan, contraction, ends_blocks_mid_matrix, gemm_shape,
                         in_place_output, only_elementwise_around, packable_b)
 
 #: the share of the level-1 data cache a depth block of B's tile may fill (the rest holds A and C)
@@ -137,7 +137,7 @@ class PlanContractions(Pass):
             rows_of_a, depth, columns = gemm_shape(op)
             matrices = math.prod(shape[:-1]) // rows_of_a
             work = 2 * math.prod(shape[:-1]) * math.prod(depth) * columns + \
-                matrices * math.prod(depth) * columns * op.operands[1].type.dtype.itemsize
+                matrices * math.prod(depth) * columns * op.input.type.dtype.itemsize
             panels = min(-(-PARALLEL_BLOCKS // blocks), columns // schedule.strip(simd.width),
                          work // blocks // PARALLEL_BLOCK_WORK)
         if panels < 2:
@@ -151,9 +151,8 @@ class PlanContractions(Pass):
         inner = 1
         for extent in depth[1:]:
             inner *= extent
-        b = op.operands[1]
-        packed = packable_b(op) and b in fused.body.args and \
-            constant_value(fused.operands[fused.body.args.index(b)]) is not None
+        packed = packable_b(op) and op.b in fused.body.args and \
+            constant_value(fused.operands[fused.body.args.index(op.b)]) is not None
         in_place = in_place_output(op, fused.members, tuple(fused.body.ops[-1].operands)) is not None
         rows_of_a, _, columns = gemm_shape(op)
         copied = ends_blocks_mid_matrix(op) and not packed and columns > strip and \
@@ -163,7 +162,7 @@ class PlanContractions(Pass):
         elif packed or copied:
             block = self._streamed_depth_block(op, rows, strip, in_place, copied)
         else:
-            block = max(1, int(self.l1_bytes * L1_SHARE) // (strip * op.operands[0].type.dtype.itemsize * inner))
+            block = max(1, int(self.l1_bytes * L1_SHARE) // (strip * op.input.type.dtype.itemsize * inner))
         block = 0 if block >= depth[0] else block
         return GemmSchedule(rows, vectors, block, packed, copied,
                             self._block_rows(op, rows, (block or depth[0]) * inner, in_place))
@@ -175,7 +174,7 @@ class PlanContractions(Pass):
         pass moves the output (weighted ``OUTPUT_TRAFFIC_WEIGHT``) and each block of rows (see
         ``_block_rows``, which a longer pass makes shorter) streams B. Fewer passes on a tie."""
         rows_of_a, (depth,), columns = gemm_shape(op)
-        itemsize = op.operands[0].type.dtype.itemsize
+        itemsize = op.input.type.dtype.itemsize
         sliver_bytes = int(self.l2_bytes * SLIVER_L2_SHARE)
         if copied:
             sliver_bytes = min(sliver_bytes, COPIED_SLIVER_BYTES)
@@ -203,7 +202,7 @@ class PlanContractions(Pass):
         rows_of_a, depth, columns = gemm_shape(op)
         least = -(-PARALLEL_BLOCK_WORK // (2 * math.prod(depth) * columns))
         if ends_blocks_mid_matrix(op):
-            fitting = int(self.l2_bytes * L2_SHARE) // (span * op.operands[0].type.dtype.itemsize)
+            fitting = int(self.l2_bytes * L2_SHARE) // (span * op.input.type.dtype.itemsize)
             bound = max(micro, fitting // micro * micro)
             bound = _whole_tiles(-(-rows_of_a // -(-rows_of_a // bound)), micro)  # as many blocks, evened out
             if not in_place:

@@ -10,19 +10,20 @@ import numpy as np
 from fusecc.costs import region_cost
 from fusecc.dialects.base import OpKind
 from fusecc.dialects.kernel import AllocOp, CopyOp, FusedOp, LaunchOp, ViewOp, WeightOp
-from fusecc.dialects.tensor import TransposeOp
+from fusecc.dialects.tensor import ConcatOp, ConstantOp, ReshapeOp, TransposeOp
 from fusecc.ir.core import FuncOp, IRError, Module, ReturnOp, Value
 from fusecc.dialects.loop import AllocaOp
 from fusecc.ir.attributes import DenseAttr
 from fusecc.ir.types import DType, MemRefType, ScalarType, TensorType
-from fusecc.passes.fuse import ROW_CACHE_LIMIT
 from fusecc.passes.manager import Pass
 from fusecc.passes.rewrite import constant_value
 
 from .emitter import Emitter, Scope
-from .rules import RULES, row_fill, row_schedule
+from .rules import row_fill, rule_for
 from .microkernel import Simd, pack_strips, strip_offset
-from .schedules import GemmSchedule, block_plan, contraction, in_place_output
+from .schedules.blocks import GemmSchedule, block_plan, contraction, in_place_output
+from .schedules.limits import ROW_CACHE_LIMIT
+from .schedules.rows import row_schedule
 
 INDEX = ScalarType(DType.INDEX)
 
@@ -44,7 +45,7 @@ def kernel_name(fused: FusedOp, number: int) -> str:
 
 def _producer(e: Emitter, value: Value, idx: list[Value]) -> Value:
     op = value.op
-    rule = RULES.get(op.name)
+    rule = rule_for(op)
     if rule is None:
         raise IRError(f"{op.describe()}: no loop lowering for this op")
     return rule(e, op, value.index, idx)
@@ -255,14 +256,14 @@ class LowerToLoops(Pass):
         direct = {}
         for position, value in enumerate(returned):
             producer = getattr(value, "op", None)
-            if (isinstance(producer, FusedOp) or getattr(producer, "name", "") == "tensor.concat") \
+            if (isinstance(producer, FusedOp) or isinstance(producer, ConcatOp)) \
                     and id(value) not in direct:
                 direct[id(value)] = out_args[position]
         kernels = []
         body = main.body
         slices = {}  # producer result -> (concat op, byte offset): written in place
         for op in old.body.ops:
-            if op.name == "tensor.concat":
+            if isinstance(op, ConcatOp):
                 offset = 0
                 for value in op.operands:
                     slices[id(value)] = (op, offset)
@@ -279,15 +280,15 @@ class LowerToLoops(Pass):
             return buffer
 
         for op in old.body.ops:
-            if op.name == "tensor.constant":
+            if isinstance(op, ConstantOp):
                 weight = WeightOp.create([], [memref(op.result.type)], {"value": op.value}, loc=op.loc)
                 body.append(weight)
                 buffers[id(op.result)] = weight.result
-            elif op.name == "tensor.reshape":
-                view = ViewOp.create([buffers[id(op.operands[0])]], [memref(op.result.type)], loc=op.loc)
+            elif isinstance(op, ReshapeOp):
+                view = ViewOp.create([buffers[id(op.input)]], [memref(op.result.type)], loc=op.loc)
                 body.append(view)
                 buffers[id(op.result)] = view.result
-            elif op.name == "tensor.concat":
+            elif isinstance(op, ConcatOp):
                 buffers[id(op.result)] = concat_buffer(op)
             elif isinstance(op, FusedOp):
                 name = kernel_name(op, len(kernels))
@@ -319,7 +320,7 @@ class LowerToLoops(Pass):
                 work = -(-(cost.flops + cost.bytes) // max(extent, 1))
                 body.append(LaunchOp.create(operands + outs, [], {"callee": name, "extent": extent, "work": work},
                                             loc=op.loc))
-            elif op.name == "func.return":
+            elif isinstance(op, ReturnOp):
                 for value, out in zip(returned, out_args):
                     if buffers[id(value)] is not out:
                         body.append(CopyOp.create([buffers[id(value)], out], []))

@@ -55,7 +55,7 @@ class ContractionLayout(Pass):
             for gemm in list(func.body.ops):
                 if not isinstance(gemm, GemmOp) or not gemm.transB:
                     continue
-                b = gemm.operands[1]
+                b = gemm.b
                 rows = transposed.get(id(b))
                 if rows is None:
                     weights = constant_value(b)
@@ -70,13 +70,13 @@ class ContractionLayout(Pass):
                     transposed[id(b)] = rows
                 attributes = dict(gemm.attributes)
                 attributes["transB"] = 0
-                rewritten = GemmOp.build([gemm.operands[0], rows, *gemm.operands[2:]], attributes, loc=gemm.loc)
+                rewritten = GemmOp.build([gemm.a, rows, *gemm.operands[2:]], attributes, loc=gemm.loc)
                 func.body.insert_before(gemm, rewritten)
                 replace_op(gemm, [rewritten.result])
 
     @staticmethod
     def _vector_on_the_left(matmul: MatMulOp, block, taken: set[str]) -> None:
-        matrix, vector = matmul.operands
+        matrix, vector = matmul.a, matmul.b
         weights = constant_value(matrix)
         if vector.type.rank != 1 or matrix.type.rank < 2 or weights is None:
             return

@@ -26,10 +26,10 @@ class Decompose(Pass):
         for func in module.funcs:
             for op in list(func.body.ops):
                 if isinstance(op, SplitOp):
-                    axis = normalize_axis(op, op.axis, op.operands[0].type.rank)
+                    axis = normalize_axis(op, op.axis, op.input.type.rank)
                     pieces, start = [], 0
                     for size in op.split:
-                        piece = SliceOp.build([op.operands[0]], {"starts": [start], "ends": [start + size],
+                        piece = SliceOp.build([op.input], {"starts": [start], "ends": [start + size],
                                                                  "axes": [axis], "steps": [1]}, loc=op.loc)
                         func.body.insert_before(op, piece)
                         pieces.append(piece.result)

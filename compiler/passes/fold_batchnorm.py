@@ -32,13 +32,13 @@ class FoldBatchNorm(Pass):
             for bn in list(func.body.ops):
                 if not isinstance(bn, BatchNormOp):
                     continue
-                conv = getattr(bn.operands[0], "op", None)
+                conv = getattr(bn.input, "op", None)
                 if not isinstance(conv, ConvOp) or len(conv.results[0].uses) != 1:
                     continue
-                weight = constant_value(conv.operands[1])
-                params = [constant_value(v) for v in bn.operands[1:]]
-                bias = constant_value(conv.operands[2]) if len(conv.operands) == 3 else None
-                if weight is None or any(p is None for p in params) or (len(conv.operands) == 3 and bias is None):
+                weight = constant_value(conv.weight)
+                params = [constant_value(v) for v in (bn.scale, bn.bias, bn.mean, bn.variance)]
+                bias = constant_value(conv.bias) if conv.bias is not None else None
+                if weight is None or any(p is None for p in params) or (conv.bias is not None and bias is None):
                     continue
                 gamma, beta, mean, var = (p.astype(np.float64) for p in params)
                 scale = gamma / np.sqrt(var + bn.epsilon)
@@ -50,7 +50,7 @@ class FoldBatchNorm(Pass):
                 w_value = make_constant(new_weight, func.body, conv, f"{base}_w", taken)
                 b_value = make_constant(new_bias, func.body, conv, f"{base}_b", taken)
                 loc = loc_names(conv.loc) + loc_names(bn.loc)
-                folded = ConvOp.build([conv.operands[0], w_value, b_value], dict(conv.attributes),
+                folded = ConvOp.build([conv.input, w_value, b_value], dict(conv.attributes),
                                       loc=loc if len(loc) > 1 else conv.loc)
                 func.body.insert_before(bn, folded)
                 replace_op(bn, [folded.result])

@@ -58,7 +58,7 @@ class FoldConstants(Pass):
 
     @staticmethod
     def _inputs(op):
-        if isinstance(op, ShapeOp) and op.operands[0].type.is_static:
-            return [np.empty(op.operands[0].type.shape, dtype=np.uint8)]
+        if isinstance(op, ShapeOp) and op.input.type.is_static:
+            return [np.empty(op.input.type.shape, dtype=np.uint8)]
         arrays = [constant_value(v) for v in op.operands]
         return None if any(a is None for a in arrays) else arrays

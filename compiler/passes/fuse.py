@@ -11,15 +11,11 @@ from fusecc.dialects.tensor import (AveragePoolOp, ConcatOp, ConstantOp, ConvOp,
                                     MatMulOp, MaxPoolOp, PadOp, ReshapeOp, TensorOp)
 from fusecc.ir.core import Module, Operation, Value
 from fusecc.ir.printer import loc_names
+from fusecc.lowering.schedules.limits import COLUMN_TILE, ROW_CACHE_LIMIT
 
 from .manager import Pass
 from .outline import wrap_in_region
 
-#: output columns per micro-kernel tile: a matmul's A element is read once per tile
-COLUMN_TILE = 64
-
-#: rows up to this many elements are computed once into a stack buffer (see lowering.emitter)
-ROW_CACHE_LIMIT = 16384
 
 
 def _elements(value: Value) -> int:
@@ -77,9 +73,9 @@ def reads_per_element(consumer: Operation, operand_index: int) -> float:
         if isinstance(consumer, (ConvOp, ConvTransposeOp, MaxPoolOp, AveragePoolOp)):
             taps = math.prod(consumer.kernel_shape)
             if isinstance(consumer, ConvOp) and operand_index == 0:
-                taps *= consumer.operands[1].type.shape[0] // consumer.group
+                taps *= consumer.weight.type.shape[0] // consumer.group
             elif isinstance(consumer, ConvTransposeOp) and operand_index == 0:
-                taps *= consumer.operands[1].type.shape[1]
+                taps *= consumer.weight.type.shape[1]
             strides = math.prod(consumer.window()[0])
             return max(taps / strides, 1.0)
         return float(_elements(out))
@@ -88,10 +84,10 @@ def reads_per_element(consumer: Operation, operand_index: int) -> float:
 
 def _contraction(op: Operation) -> int:
     if isinstance(op, GemmOp):
-        a = op.operands[0].type.shape
+        a = op.a.type.shape
         return a[0] if op.transA else a[1]
     if isinstance(op, MatMulOp):
-        return op.operands[0].type.shape[-1]
+        return op.a.type.shape[-1]
     return 1
 
 

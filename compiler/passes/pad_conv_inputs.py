@@ -30,7 +30,7 @@ class PadConvInputs(Pass):
             for op in list(func.body.ops):
                 if not self._applies(op):
                     continue
-                x = op.operands[0]
+                x = op.input
                 top, left, bottom, right = op.pads
                 pad = PadOp.build([x], {"pads": [0, 0, top, left, 0, 0, bottom, right]}, loc=op.loc)
                 func.body.insert_before(op, pad)
@@ -42,8 +42,8 @@ class PadConvInputs(Pass):
 
     @staticmethod
     def _applies(op) -> bool:
-        if not isinstance(op, ConvOp) or op.operands[0].type.rank != 4 or op.group != 1:
+        if not isinstance(op, ConvOp) or op.input.type.rank != 4 or op.group != 1:
             return False
         strides, pads, dilations = op.window()
         return any(pads) and list(op.kernel_shape) != [1, 1] and all(s == 1 for s in strides) \
-            and all(d == 1 for d in dilations) and op.operands[0].type.dtype.is_float
+            and all(d == 1 for d in dilations) and op.input.type.dtype.is_float

@@ -56,10 +56,10 @@ class RecognizeGelu(Pass):
 def _rewrite(special: Operation) -> None:
     approximate, inner_expected = _INNER[type(special)]
     inner_ops: list[Operation] = []
-    x = _single_leaf(special.operands[0])
+    x = _single_leaf(special.input)
     if x is None or not x.type.dtype.is_float:
         return
-    inner = _poly(special.operands[0], x, None, inner_ops, set())
+    inner = _poly(special.input, x, None, inner_ops, set())
     if inner is None or not _close(inner, inner_expected):
         return
     t = special.results[0]
@@ -130,19 +130,19 @@ def _poly(value: Value, x: Value, t: Value | None, ops: list[Operation], on_path
         return None
     on_path.add(id(op))
     if isinstance(op, PowOp):
-        exponent = constant_value(op.operands[1])
+        exponent = constant_value(op.rhs)
         if exponent is None or exponent.size != 1 or float(exponent.reshape(-1)[0]) not in (1.0, 2.0, 3.0, 4.0):
             return None
-        base = _poly(op.operands[0], x, t, ops, on_path)
+        base = _poly(op.lhs, x, t, ops, on_path)
         result = base
         for _ in range(int(exponent.reshape(-1)[0]) - 1):
             result = None if result is None else _times(result, base)
     elif isinstance(op, NegOp):
-        base = _poly(op.operands[0], x, t, ops, on_path)
+        base = _poly(op.input, x, t, ops, on_path)
         result = None if base is None else _scale(base, -1.0)
     else:
-        a = _poly(op.operands[0], x, t, ops, on_path)
-        b = _poly(op.operands[1], x, t, ops, on_path)
+        a = _poly(op.lhs, x, t, ops, on_path)
+        b = _poly(op.rhs, x, t, ops, on_path)
         if a is None or b is None:
             return None
         if isinstance(op, AddOp):

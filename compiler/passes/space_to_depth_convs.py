@@ -55,7 +55,7 @@ class SpaceToDepthConvs(Pass):
         taken = resource_names(module)
         for func in module.funcs:
             for op in list(func.body.ops):
-                weights = constant_value(op.operands[1]) if isinstance(op, ConvOp) and len(op.operands) > 1 else None
+                weights = constant_value(op.weight) if isinstance(op, ConvOp) else None
                 if weights is None:
                     continue
                 if self._strided_pointwise(op):
@@ -65,7 +65,7 @@ class SpaceToDepthConvs(Pass):
                     continue
                 (stride, _), pads, _ = op.window()
                 top, left, bottom, right = pads
-                _, channels, height, width = op.operands[0].type.shape
+                _, channels, height, width = op.input.type.shape
                 out_h, out_w = op.results[0].type.shape[2:]
                 k_h, k_w = op.kernel_shape
                 phased_k = (-(-k_h // stride), -(-k_w // stride))
@@ -75,7 +75,7 @@ class SpaceToDepthConvs(Pass):
                 extra_h, extra_w = full_h - (height + top + bottom), full_w - (width + left + right)
                 if extra_h < 0 or extra_w < 0:
                     continue
-                pad = PadOp.build([op.operands[0]], {"pads": [0, 0, top, left, 0, 0, bottom + extra_h,
+                pad = PadOp.build([op.input], {"pads": [0, 0, top, left, 0, 0, bottom + extra_h,
                                                                 right + extra_w]}, loc=op.loc)
                 func.body.insert_before(op, pad)
                 zero_taps = 1 - k_h * k_w / (stride * stride * phased_k[0] * phased_k[1])
@@ -125,7 +125,7 @@ class SpaceToDepthConvs(Pass):
 
     @staticmethod
     def _strided_pointwise(op) -> bool:
-        x = op.operands[0].type
+        x = op.input.type
         if x.rank != 4 or not x.is_static or not x.dtype.is_float or list(op.kernel_shape) != [1, 1]:
             return False
         strides, pads, _ = op.window()
@@ -134,8 +134,8 @@ class SpaceToDepthConvs(Pass):
     @staticmethod
     def _subsample(op, block) -> None:
         strides, _, _ = op.window()
-        height, width = op.operands[0].type.shape[2:]
-        pixels = SliceOp.build([op.operands[0]], {"starts": [0, 0], "ends": [height, width], "axes": [2, 3],
+        height, width = op.input.type.shape[2:]
+        pixels = SliceOp.build([op.input], {"starts": [0, 0], "ends": [height, width], "axes": [2, 3],
                                                   "steps": list(strides)}, loc=op.loc)
         block.insert_before(op, pixels)
         attributes = dict(op.attributes)
@@ -146,11 +146,11 @@ class SpaceToDepthConvs(Pass):
 
     @staticmethod
     def _applies(op) -> bool:
-        if op.operands[0].type.rank != 4 or op.group != 1 or not op.operands[0].type.is_static:
+        if op.input.type.rank != 4 or op.group != 1 or not op.input.type.is_static:
             return False
         strides, _, dilations = op.window()
         return strides[0] == strides[1] > 1 and all(d == 1 for d in dilations) and \
-            list(op.kernel_shape) != [1, 1] and op.operands[0].type.dtype.is_float
+            list(op.kernel_shape) != [1, 1] and op.input.type.dtype.is_float
 
 
 def _regroup(weights: np.ndarray, stride: int, phased_k: tuple[int, int]) -> np.ndarray:

@@ -14,16 +14,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fusecc.dialects.base import OpKind
+from fusecc.dialects.tensor import ConvOp, GemmOp, MatMulOp
 from fusecc.ir.core import IRError, Operation, Value
 
-from .emitter import Emitter
-from .microkernel import Gemm, Simd, emit_gemm, pick_block, pick_rows
-
-#: largest block buffer, in elements (it lives on the kernel's stack)
-BLOCK_LIMIT = 1 << 16
-#: largest block written in place into the region's output, in elements: a block holds the rows that
-#: share one pass over B, so a wide B (a vocabulary of 50257) is not streamed once per few rows
-IN_PLACE_LIMIT = 1 << 22
+from ..emitter import Emitter
+from ..microkernel import Gemm, Simd, emit_gemm, pick_block, pick_rows
+from ..rules.common import broadcast_at, broadcast_index
+from .limits import BLOCK_LIMIT, IN_PLACE_LIMIT
 
 
 @dataclass(frozen=True)
@@ -196,8 +193,8 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place:
              columns: tuple[Value, Value] | None = None) -> None:
         batch = e.delinearize(e.idiv(first, e.index(m)), batch_shape) if batch_shape else []
         i0 = e.irem(first, e.index(m))
-        a_batch = _broadcast(e, batch, a.type.shape[:-2])
-        b_batch = _broadcast(e, batch, b.type.shape[:-2])
+        a_batch = broadcast_index(e, batch, a.type.shape[:-2])
+        b_batch = broadcast_index(e, batch, b.type.shape[:-2])
         b_base = e.linearize(b_batch + [e.index(0), e.index(0)], b.type.shape)
         row_elements = schedule.strip(simd.width) if packed else n
         gemm = Gemm(count, micro, [k_size], n,
@@ -216,7 +213,7 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place:
 
 
 def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: bool) -> BlockPlan | None:
-    a, b = op.operands[:2]
+    a, b = op.a, op.b
     if op.transB or id(b) not in buffers:
         return None
     m, n = op.results[0].type.shape
@@ -240,17 +237,17 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
                     out_row=_result_row(i0, n) if in_place else None, column_range=columns)
         emit_gemm(e, gemm, block, simd)
         locate = _row_locator(n, i0 if in_place else None)
-        if op.alpha == 1.0 and (len(op.operands) == 2 or op.beta == 0.0):
+        c = op.c if op.beta != 0.0 else None
+        if op.alpha == 1.0 and c is None:
             return locate
-        c = op.operands[2] if len(op.operands) == 3 else None
         with e.loop_in(e.current, 0, count) as (r, _):
             with e.loop_in(e.current, *(columns or (0, n))) as (j, _):
                 slot = e.iadd(e.imul(e.iadd(i0, r) if in_place else r, e.index(n)), j)
                 acc = e.load_mutable(block, slot)
                 if op.alpha != 1.0:
                     acc = e.mul(acc, e.const(op.alpha, dtype))
-                if c is not None and op.beta != 0.0:
-                    c_value = e.at(c, _broadcast(e, [e.iadd(i0, r), j], c.type.shape))
+                if c is not None:
+                    c_value = broadcast_at(e, c, [e.iadd(i0, r), j])
                     acc = e.add(acc, c_value if op.beta == 1.0 else e.mul(c_value, e.const(op.beta, dtype)))
                 e.store(acc, block, slot)
         return locate
@@ -265,7 +262,7 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -
     one GEMM over whole planes. At stride (sh, sw) each output row is one
     GEMM over input row ``sh * oh``, of which every sw-th column is used.
     """
-    x, w = op.operands[:2]
+    x, w = op.input, op.weight
     if x.type.rank != 4 or list(op.kernel_shape) != [1, 1] or id(x) not in buffers:
         return None
     (s_h, s_w), pads, _ = op.window()
@@ -280,7 +277,7 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -
     plane = out_h * pitch
     micro = schedule.rows
     rows = pick_block(c_out_group, micro, plane, _block_limit(schedule, plane, BLOCK_LIMIT))
-    bias = op.operands[2] if len(op.operands) == 3 else None
+    bias = op.bias
 
     def fill(e: Emitter, block: Value, index: Value, first_row: Value, count: int, simd: Simd):
         first = e.imul(index, e.index(rows))  # = image * c_out + first output channel
@@ -321,7 +318,7 @@ def _spatial_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> 
     row past the output's width are computed and ignored. Padding must
     already be explicit (``pad-conv-inputs``).
     """
-    x, w = op.operands[:2]
+    x, w = op.input, op.weight
     if x.type.rank != 4 or op.group != 1 or id(x) not in buffers or id(w) not in buffers:
         return None
     strides, pads, dilations = op.window()
@@ -334,7 +331,7 @@ def _spatial_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> 
     span = (out_h - 1) * pitch + out_w  # columns up to the last output pixel
     micro = schedule.rows
     rows = pick_block(c_out, micro, out_h * pitch, _block_limit(schedule, out_h * pitch, BLOCK_LIMIT))
-    bias = op.operands[2] if len(op.operands) == 3 else None
+    bias = op.bias
     weights = buffers[id(w)]
 
     def fill(e: Emitter, block: Value, index: Value, first_row: Value, count: int, simd: Simd):
@@ -395,26 +392,21 @@ def _conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
     return _spatial_conv_plan(op, buffers, schedule)
 
 
-_PLANS = {"tensor.matmul": _matmul_plan, "tensor.gemm": _gemm_plan, "tensor.conv": _conv_plan}
-
-
-def _broadcast(e: Emitter, idx: list[Value], shape: tuple) -> list[Value]:
-    offset = len(idx) - len(shape)
-    return [e.index(0) if d == 1 else idx[offset + i] for i, d in enumerate(shape)]
+_PLANS = {MatMulOp: _matmul_plan, GemmOp: _gemm_plan, ConvOp: _conv_plan}
 
 
 def _fits(op: Operation, shape: tuple) -> bool:
     """Whether the region's nest walks the op's result: the same shape, or for a conv the same
     images and channels (the region may pad the output around it)."""
     result = tuple(op.results[0].type.shape)
-    if op.name == "tensor.conv":
+    if isinstance(op, ConvOp):
         return len(shape) == 4 and len(result) == 4 and tuple(shape[:2]) == result[:2]
     return result == tuple(shape)
 
 
 def contraction(members: list[Operation], shape: tuple) -> Operation | None:
     """The region's one contraction a block schedule may compute, if it has exactly one."""
-    candidates = [op for op in members if op.name in _PLANS and op.operands[0].type.dtype.is_float]
+    candidates = [op for op in members if type(op) in _PLANS and op.input.type.dtype.is_float]
     if len(candidates) != 1 or not shape or not _fits(candidates[0], shape):
         return None
     return candidates[0]
@@ -422,26 +414,25 @@ def contraction(members: list[Operation], shape: tuple) -> Operation | None:
 
 def gemm_shape(op: Operation) -> tuple[int, list[int], int]:
     """(rows of A, the depth as nested loop extents, columns of B) of the GEMM a block of ``op`` runs."""
-    a, b = op.operands[:2]
-    if op.name == "tensor.matmul":
-        return (a.type.shape[-2] if a.type.rank >= 2 else 1), [a.type.shape[-1]], \
-            (b.type.shape[-1] if b.type.rank >= 2 else 1)
-    if op.name == "tensor.gemm":
+    if isinstance(op, MatMulOp):
+        a, b = op.a.type, op.b.type
+        return (a.shape[-2] if a.rank >= 2 else 1), [a.shape[-1]], (b.shape[-1] if b.rank >= 2 else 1)
+    if isinstance(op, GemmOp):
         m, n = op.results[0].type.shape
-        return m, [a.type.shape[0] if op.transA else a.type.shape[1]], n
-    c_out, c_in_group = b.type.shape[:2]
+        return m, [op.a.type.shape[0] if op.transA else op.a.type.shape[1]], n
+    c_out, c_in_group = op.weight.type.shape[:2]
     return c_out // op.group, [c_in_group] + list(op.kernel_shape), math.prod(op.results[0].type.shape[2:])
 
 
 def ends_blocks_mid_matrix(op: Operation) -> bool:
     """Whether ``op``'s blocks of rows may leave a shorter last block per matrix (MatMul, Gemm), so its
     micro-kernel height need not divide the rows of A."""
-    return op.name in ("tensor.matmul", "tensor.gemm")
+    return isinstance(op, (MatMulOp, GemmOp))
 
 
 def packable_b(op: Operation) -> bool:
     """Whether ``op``'s B is a matrix the micro-kernel may read packed (a K x N MatMul or Gemm operand)."""
-    return ends_blocks_mid_matrix(op) and op.operands[1].type.rank == 2
+    return ends_blocks_mid_matrix(op) and op.b.type.rank == 2
 
 
 def only_elementwise_around(op: Operation, members: list[Operation]) -> bool:
@@ -478,7 +469,7 @@ def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd
         rows = pick_rows(gemm_shape(op)[0])
         schedule = GemmSchedule(rows, simd.tile_vectors(rows))
     in_place = ends_blocks_mid_matrix(op) and in_place_output(op, members, outputs) is not None
-    plan = _PLANS[op.name](op, buffers, schedule, in_place)
+    plan = _PLANS[type(op)](op, buffers, schedule, in_place)
     if plan is None or plan.buffer_elements > BLOCK_LIMIT and not plan.in_place:
         return None
     if schedule.column_panels > 1:

@@ -18,10 +18,11 @@ from typing import Callable
 import numpy as np
 
 from fusecc.dialects import loop, vector
+from fusecc.dialects.tensor import ConvOp, MaxPoolOp
 from fusecc.ir.core import Operation, Value
 from fusecc.ir.types import DType, MemRefType, VectorType
 
-from .emitter import Emitter
+from ..emitter import Emitter
 
 #: most vectors of output columns a row keeps in registers at once (with a broadcast weight and an input
 #: vector, within the 16 registers of AVX2)
@@ -30,16 +31,16 @@ WINDOW_VECTORS = 6
 
 def is_depthwise(op: Operation) -> bool:
     """Whether ``op`` is a 2-D float32 conv whose every group reads a single input channel."""
-    return op.name == "tensor.conv" and _is_2d_f32(op) and op.group > 1 and op.operands[1].type.shape[1] == 1
+    return isinstance(op, ConvOp) and _is_2d_f32(op) and op.group > 1 and op.weight.type.shape[1] == 1
 
 
 def is_2d_max_pool(op: Operation) -> bool:
     """Whether ``op`` is a float32 max pooling over two spatial axes."""
-    return op.name == "tensor.max_pool" and _is_2d_f32(op)
+    return isinstance(op, MaxPoolOp) and _is_2d_f32(op)
 
 
 def _is_2d_f32(op: Operation) -> bool:
-    return op.operands[0].type.rank == 4 and op.operands[0].type.dtype == DType.F32
+    return op.input.type.rank == 4 and op.input.type.dtype == DType.F32
 
 
 @dataclass
@@ -65,10 +66,10 @@ class _Window:
 
 def depthwise_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None:
     """Fill ``row`` with ``out[n, c, oh, :]`` of the depthwise conv ``op`` (``outer`` is ``[n, c, oh]``)."""
-    w = op.operands[1]
+    w = op.weight
     c = outer[1]
     multiplier = w.type.shape[0] // op.group  # output channels per input channel
-    bias = e.at(op.operands[2], [c]) if len(op.operands) == 3 else e.const(0.0, DType.F32)
+    bias = e.at(op.bias, [c]) if op.bias is not None else e.const(0.0, DType.F32)
 
     def combine(em: Emitter, acc: Value, tap: Value, kh: Value, kw: int) -> Value:
         weight = em.at(w, [c, em.index(0), kh, em.index(kw)])
@@ -94,7 +95,7 @@ def max_pool_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> N
 
 def _fill_row(e: Emitter, op: Operation, row: Value, outer: list[Value], channel: Value, initial: Value,
               combine: Callable, empty: Value) -> None:
-    x = op.operands[0]
+    x = op.input
     width = e.vector_width
     strides, pads, dilations = op.window()
     (sh, sw), (dh, dw), (ph, pw) = strides, dilations, pads[:2]
@@ -132,7 +133,7 @@ def _window_rows(e: Emitter, oh: Value, sh: int, dh: int, ph: int, height: int, 
 
 def _vector_chunk(e: Emitter, window: _Window, row: Value, start: int, stop: int, vtype: VectorType) -> None:
     """Output columns [start, stop) (every window inside the input's columns) in vector accumulators."""
-    source = e.buffers[id(window.op.operands[0])]
+    source = e.buffers[id(window.op.input)]
     width = vtype.shape[0]
     zero = e.index(0)
     vectors = -(-(stop - start) // width)
@@ -159,7 +160,7 @@ def _vector_chunk(e: Emitter, window: _Window, row: Value, start: int, stop: int
 
 def _edge_column(e: Emitter, window: _Window, row: Value, column: int) -> None:
     """Output column ``column``, whose window crosses the input's left or right edge: its taps inside only."""
-    x = window.op.operands[0]
+    x = window.op.input
     taps = [kw for kw in range(window.op.kernel_shape[1]) if 0 <= window.column(column, kw) < x.type.shape[-1]]
     target = e.index(column)
     if not taps:
