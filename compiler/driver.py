@@ -128,7 +128,6 @@ def model_info(graph: Module, declared_types: dict[str, int]) -> dict:
     is the one the ONNX graph declares (``declared_types``), else the one of its dtype."""
     from fusecc.frontend.formats import FORMATS
     from fusecc.frontend.onnx_import import ONNX_DTYPES, dtype_name
-    from fusecc.lowering.to_loops import kernel_name
 
     main = graph.main
     input_names = main.attr("input_names") or [a.name_hint for a in main.args]
@@ -147,7 +146,7 @@ def model_info(graph: Module, declared_types: dict[str, int]) -> dict:
     for op in main.body.ops:
         if isinstance(op, FusedOp):
             nodes = [n for m in op.members for n in (loc_names(m.loc) or [m.name])]
-            kernels.append({"name": kernel_name(op, len(kernels)), "pattern": op.attr("pattern"),
+            kernels.append({"name": op.sym_name, "pattern": op.attr("pattern"),
                             "nodes": nodes, "extent": 0})
     return {"inputs": [spec(n, a.type) for n, a in zip(input_names, main.args)],
             "outputs": [spec(n, t) for n, t in zip(output_names, main.result_types)],

@@ -35,12 +35,7 @@ from fusecc.dialects.kernel import CopyOp, FusedOp, LaunchOp
 
 def region_costs(module) -> dict[str, RegionCost]:
     """The cost of each ``kernel.fused`` region of a fusion-level module, by the name its kernel gets."""
-    from fusecc.lowering.to_loops import kernel_name
-    costs = {}
-    for op in module.main.body.ops:
-        if isinstance(op, FusedOp):
-            costs[kernel_name(op, len(costs))] = region_cost(op)
-    return costs
+    return {op.sym_name: region_cost(op) for op in module.main.body.ops if isinstance(op, FusedOp)}
 
 
 # --------------------------------------------------------------------------------------

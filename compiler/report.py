@@ -9,8 +9,6 @@ from fusecc.ir.printer import loc_names
 
 def region_summaries(module: Module) -> list[dict]:
     """One entry per ``kernel.fused`` in ``@main``, in launch order."""
-    from fusecc.lowering.to_loops import kernel_name
-
     summaries = []
     for op in module.main.body.ops:
         if not isinstance(op, FusedOp):
@@ -18,7 +16,7 @@ def region_summaries(module: Module) -> list[dict]:
         yielded = {id(v) for v in op.body.ops[-1].operands}
         internal = [r for member in op.members for r in member.results if id(r) not in yielded]
         saved = sum(2 * r.type.nbytes for r in internal if r.type.is_static)
-        summaries.append({"kernel": kernel_name(op, len(summaries)), "pattern": op.attr("pattern"),
+        summaries.append({"kernel": op.sym_name, "pattern": op.attr("pattern"),
                           "nodes": [n for m in op.members for n in (loc_names(m.loc) or [m.name])], "saved_bytes": saved})
     return summaries
 

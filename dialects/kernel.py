@@ -30,6 +30,8 @@ class FusedOp(KernelOp):
     num_regions = 1
     #: the pattern of the region (``elementwise``, ``reduction``, ``compute``, ...)
     pattern = attr(str)
+    #: the name of the region's kernel function (given by ``outline-kernels``, see ``passes.outline.name_kernels``)
+    sym_name = attr(str, "")
 
     @property
     def body(self) -> Block:

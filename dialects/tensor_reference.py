@@ -3,28 +3,25 @@
 This module is the *numpy reference* of fusecc's tensor dialect: the reference
 interpreter and the constant folder call these functions to compute the value
 of a tensor-dialect op.  Semantics follow the latest ONNX opset of each
-operator (as shipped with onnx 1.23: e.g. Attention-25, Cast-28, Pad-25,
-Resize-19, TopK-24, Split-18, Reduce*-18/20).
+operator (as shipped with onnx 1.23: e.g. Pad-25, Resize-19, TopK-24,
+Reduce*-18/20).
 
 Calling convention (shared by every op function):
 
-* one function per ONNX op, named after the op in snake_case (``range_`` and
-  ``round_half_even`` avoid clashing with builtins / describe ONNX ``Round``;
-  ``reduce`` covers every ``Reduce*`` op through its ``kind`` argument);
+* one function per ONNX op, named after the op in snake_case (``reduce``
+  covers every ``Reduce*`` op through its ``kind`` argument; ``resize_static``
+  is Resize with its sizes and scales already resolved for every axis);
 * tensor inputs are positional, in ONNX input order; optional inputs default
-  to ``None``; inputs that newer opsets take as tensors (Pad pads, Slice
-  starts/ends/axes/steps, TopK k, Resize roi/scales/sizes, Split split, Tile
-  repeats, Expand shape, Clip min/max, CumSum axis, OneHot depth/values,
-  Trilu k, reduce axes) are taken as numpy arrays (python sequences/scalars
-  are accepted too).  Empty arrays count as "not given" where ONNX allows it;
+  to ``None``; inputs that newer opsets take as tensors (Pad pads, TopK k,
+  CumSum axis, OneHot depth/values, Trilu k, reduce axes) are taken as numpy
+  arrays (python sequences/scalars are accepted too).  Empty arrays count as
+  "not given" where ONNX allows it;
 * attributes are keyword-only, with the exact ONNX attribute names and ONNX
   default values; string attributes may be ``str`` or ``bytes``;
-* a numpy array is returned, or a tuple for multi-output ops (``topk``,
-  ``split``).  A few ops whose extra outputs are optional take an extra,
-  non-ONNX keyword to request them: ``max_pool(return_indices=True)``,
-  ``layer_normalization(return_stats=True)``,
-  ``attention(return_all=True)``; ``batch_normalization(training_mode=1)``
-  returns ``(Y, running_mean, running_var)``.
+* a numpy array is returned, or a tuple for multi-output ops (``topk``).  A
+  few ops whose extra outputs are optional take an extra, non-ONNX keyword to
+  request them: ``max_pool(return_indices=True)``,
+  ``layer_normalization(return_stats=True)``.
 
 Numerics: floating ops keep the input dtype.  float16/bfloat16 are computed in
 float32, float32 in float32 and float64 in float64; a few accumulations
@@ -33,18 +30,14 @@ are cast back.  Index outputs are int64.  Everything is vectorised: convs are
 im2col + batched matmul, pools use strided window views, resize applies one
 dense interpolation matrix per axis.
 
-Only numpy and math are used (``ml_dtypes`` is imported lazily and only by
-``cast`` when asked for an exotic element type such as bfloat16/float8).
+Only numpy and the standard library are used.
 """
 
 from __future__ import annotations
 
-import builtins
 import itertools
 import math
 import numpy as np
-
-_py_slice = builtins.slice  # this module defines an ONNX ``slice`` below
 
 __all__ = [
     "conv_output_shape",
@@ -55,28 +48,20 @@ __all__ = [
     "max_pool",
     "average_pool",
     "lp_pool",
-    "global_average_pool",
-    "global_max_pool",
     "lrn",
-    "batch_normalization",
     "instance_normalization",
     "layer_normalization",
     "rms_normalization",
-    "mean_variance_normalization",
-    "lp_normalization",
     "softmax",
     "log_softmax",
     "hardmax",
     "gemm",
-    "matmul",
-    "einsum",
     "gather",
     "gather_elements",
     "gather_nd",
     "scatter_elements",
     "scatter_nd",
     "pad",
-    "resize",
     "resize_static",
     "grid_sample",
     "topk",
@@ -90,21 +75,9 @@ __all__ = [
     "argmax",
     "argmin",
     "reduce",
-    "slice",
-    "split",
-    "tile",
-    "expand",
-    "range_",
-    "attention",
     "gelu",
-    "mish",
     "erf",
-    "clip",
-    "where",
     "mod",
-    "round_half_even",
-    "cast",
-    "nonzero",
 ]
 
 
@@ -267,9 +240,9 @@ def _window_view(x, pads_begin, out, kernel_shape, strides, dilations, fill):
         widths.append((pads_begin[i], max(need, 0)))
     xp = np.pad(x, widths, mode="constant", constant_values=fill)
     view = np.lib.stride_tricks.sliding_window_view(xp, eks, axis=tuple(range(2, 2 + nd)))
-    index = (_py_slice(None), _py_slice(None))
-    index += tuple(_py_slice(0, (o - 1) * s + 1, s) for o, s in zip(out, strides))
-    index += tuple(_py_slice(None, None, d) for d in dilations)
+    index = (slice(None), slice(None))
+    index += tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out, strides))
+    index += tuple(slice(None, None, d) for d in dilations)
     return view[index]
 
 
@@ -370,19 +343,19 @@ def conv_transpose(
 
     buf = np.zeros((n, m, *full), dtype=xa.dtype)
     for tap in np.ndindex(*ks):
-        index = (_py_slice(None), _py_slice(None)) + tuple(
-            _py_slice(k * d, k * d + s * (i - 1) + 1, s) for k, d, s, i in zip(tap, dilations, strides, in_sp)
+        index = (slice(None), slice(None)) + tuple(
+            slice(k * d, k * d + s * (i - 1) + 1, s) for k, d, s, i in zip(tap, dilations, strides, in_sp)
         )
-        buf[index] += cols[(_py_slice(None), _py_slice(None)) + tap]
+        buf[index] += cols[(slice(None), slice(None)) + tap]
 
     # crop (or zero-extend) to the target window [begin, begin + target)
     widths = [(0, 0), (0, 0)]
-    crop = [_py_slice(None), _py_slice(None)]
+    crop = [slice(None), slice(None)]
     for f, bgn, t in zip(full, begin, target):
         front, back = max(-bgn, 0), max(bgn + t - f, 0)
         widths.append((front, back))
         start = bgn + front
-        crop.append(_py_slice(start, start + t))
+        crop.append(slice(start, start + t))
     if any(wd != (0, 0) for wd in widths):
         buf = np.pad(buf, widths)
     y = buf[tuple(crop)]
@@ -485,16 +458,6 @@ def lp_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=N
     return (total ** (1.0 / p)).astype(x.dtype, copy=False)
 
 
-def global_average_pool(x):
-    x = np.asarray(x)
-    return _as_acc(x).mean(axis=tuple(range(2, x.ndim)), keepdims=True).astype(x.dtype, copy=False)
-
-
-def global_max_pool(x):
-    x = np.asarray(x)
-    return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
-
-
 def lrn(x, *, alpha=0.0001, beta=0.75, bias=1.0, size):
     """ONNX LRN: square-sum over channels [c - floor((size-1)/2), c + ceil((size-1)/2)]."""
     x = np.asarray(x)
@@ -515,33 +478,6 @@ def lrn(x, *, alpha=0.0001, beta=0.75, bias=1.0, size):
 
 def _channel_shape(x):
     return (1, -1) + (1,) * (x.ndim - 2)
-
-
-def batch_normalization(x, scale, b, input_mean, input_var, *, epsilon=1e-5, momentum=0.9, training_mode=0):
-    """ONNX BatchNormalization.  Inference: ``Y``.  ``training_mode=1``:
-    ``(Y, running_mean, running_var)`` using batch statistics (population var)."""
-    x = np.asarray(x)
-    xa = _as_acc(x)
-    cs = _channel_shape(x)
-    if training_mode:
-        axes = (0,) + tuple(range(2, x.ndim))
-        mean = xa.astype(np.float64).mean(axis=axes)
-        var = xa.astype(np.float64).var(axis=axes)
-        y = (xa - mean.reshape(cs)) / np.sqrt(var.reshape(cs) + epsilon)
-        y = y * np.asarray(scale).reshape(cs) + np.asarray(b).reshape(cs)
-        rm = np.asarray(input_mean) * momentum + mean * (1 - momentum)
-        rv = np.asarray(input_var) * momentum + var * (1 - momentum)
-        return (
-            y.astype(x.dtype),
-            rm.astype(np.asarray(input_mean).dtype),
-            rv.astype(np.asarray(input_var).dtype),
-        )
-    mean = np.asarray(input_mean).astype(xa.dtype).reshape(cs)
-    var = np.asarray(input_var).astype(xa.dtype).reshape(cs)
-    s = np.asarray(scale).astype(xa.dtype).reshape(cs)
-    bb = np.asarray(b).astype(xa.dtype).reshape(cs)
-    y = (xa - mean) * (s / np.sqrt(var + epsilon)) + bb
-    return y.astype(x.dtype, copy=False)
 
 
 def instance_normalization(x, scale, b, *, epsilon=1e-5):
@@ -595,32 +531,6 @@ def rms_normalization(x, scale, *, axis=-1, epsilon=1e-5, stash_type=1):
     return y.astype(x.dtype)
 
 
-def mean_variance_normalization(x, *, axes=(0, 2, 3)):
-    """ONNX MeanVarianceNormalization: ``(x - mean) / (std + 1e-9)`` (function body eps)."""
-    x = np.asarray(x)
-    axes = tuple(_norm_axis(a, x.ndim) for a in axes)
-    xa = x.astype(np.float64)
-    mean = xa.mean(axis=axes, keepdims=True)
-    var = (xa * xa).mean(axis=axes, keepdims=True) - mean * mean
-    y = (xa - mean) / (np.sqrt(np.maximum(var, 0)) + 1e-9)
-    return y.astype(x.dtype)
-
-
-def lp_normalization(x, *, axis=-1, p=2):
-    """ONNX LpNormalization (p in {1, 2}); zero-norm slices give 0."""
-    x = np.asarray(x)
-    xa = _as_acc(x)
-    if int(p) == 1:
-        norm = np.abs(xa).sum(axis=axis, keepdims=True)
-    elif int(p) == 2:
-        norm = np.sqrt((xa * xa).sum(axis=axis, keepdims=True))
-    else:
-        raise ValueError(f"LpNormalization p must be 1 or 2, got {p}")
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.where(norm == 0, 0, xa / norm)
-    return y.astype(x.dtype)
-
-
 # ---------------------------------------------------------------------------
 # softmax family
 # ---------------------------------------------------------------------------
@@ -668,25 +578,6 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=1.0, transA=0, transB=0):
     if _is_given(c):
         cc = np.asarray(c)
         y = y + (beta * cc if beta != 1.0 else cc)
-    return np.asarray(y).astype(dtype, copy=False)
-
-
-def matmul(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    dtype = a.dtype
-    if _is_float(dtype) and (dtype.itemsize < 4 or dtype.kind == "V"):
-        return np.matmul(_as_acc(a), b.astype(np.float32)).astype(dtype)
-    return np.matmul(a, b)
-
-
-def einsum(*inputs, equation):
-    """ONNX Einsum (numpy einsum semantics, spaces allowed in ``equation``)."""
-    eq = _str(equation).replace(" ", "")
-    arrays = [np.asarray(t) for t in inputs]
-    dtype = arrays[0].dtype
-    if _is_float(dtype) and (dtype.itemsize < 4 or dtype.kind == "V"):
-        arrays = [t.astype(np.float32) for t in arrays]
-    y = np.einsum(eq, *arrays, optimize=len(arrays) > 1)
     return np.asarray(y).astype(dtype, copy=False)
 
 
@@ -781,7 +672,7 @@ def pad(data, pads, constant_value=None, axes=None, *, mode="constant"):
         widths[a] = [pads[i], pads[i + n]]
     # negative pads crop the input first
     crop = tuple(
-        _py_slice(max(-b, 0), data.shape[a] - max(-e, 0)) for a, (b, e) in enumerate(widths)
+        slice(max(-b, 0), data.shape[a] - max(-e, 0)) for a, (b, e) in enumerate(widths)
     )
     data = data[crop]
     widths = [(max(b, 0), max(e, 0)) for b, e in widths]
@@ -791,63 +682,6 @@ def pad(data, pads, constant_value=None, axes=None, *, mode="constant"):
     if mode in ("reflect", "edge", "wrap"):
         return np.pad(data, widths, mode=mode)
     raise ValueError(f"unknown pad mode {mode!r}")
-
-
-def slice(data, starts, ends, axes=None, steps=None):  # noqa: A001 - ONNX op name
-    """ONNX Slice with ONNX clamping rules (also for negative steps)."""
-    data = np.asarray(data)
-    r = data.ndim
-    starts, ends = _int_list(starts), _int_list(ends)
-    axes = list(range(len(starts))) if not _is_given(axes) else [_norm_axis(a, r) for a in _int_list(axes)]
-    steps = [1] * len(starts) if not _is_given(steps) else _int_list(steps)
-    index = [_py_slice(None)] * r
-    for st, en, ax, sp in zip(starts, ends, axes, steps):
-        dim = data.shape[ax]
-        if sp == 0:
-            raise ValueError("Slice step cannot be 0")
-        st = st + dim if st < 0 else st
-        en = en + dim if en < 0 else en
-        if sp > 0:
-            st = min(max(st, 0), dim)
-            en = min(max(en, 0), dim)
-            index[ax] = _py_slice(st, en, sp)
-        else:
-            st = min(max(st, 0), dim - 1)
-            en = min(max(en, -1), dim - 1)
-            index[ax] = _py_slice(st, None if en < 0 else en, sp)
-    return data[tuple(index)].copy()
-
-
-def split(input, split=None, *, axis=0, num_outputs=None):  # noqa: A002 - ONNX names
-    """ONNX Split-18.  Without ``split``, ``num_outputs`` chunks of
-    ``ceil(dim / num_outputs)`` (the last one smaller)."""
-    x = np.asarray(input)
-    axis = _norm_axis(axis, x.ndim)
-    dim = x.shape[axis]
-    if _is_given(split):
-        sizes = _int_list(split)
-    elif num_outputs is not None:
-        chunk = -(-dim // int(num_outputs))
-        sizes = [min(chunk, max(dim - i * chunk, 0)) for i in range(int(num_outputs))]
-    else:
-        raise ValueError("Split needs either the 'split' input or 'num_outputs'")
-    if sum(sizes) != dim:
-        raise ValueError(f"split sizes {sizes} do not sum to {dim}")
-    bounds = np.cumsum([0] + sizes)
-    return tuple(
-        np.take(x, np.arange(bounds[i], bounds[i + 1]), axis=axis) for i in range(len(sizes))
-    )
-
-
-def tile(input, repeats):  # noqa: A002
-    return np.tile(np.asarray(input), _int_list(repeats))
-
-
-def expand(input, shape):  # noqa: A002
-    """ONNX Expand (bidirectional broadcast)."""
-    x = np.asarray(input)
-    out_shape = np.broadcast_shapes(x.shape, tuple(_int_list(shape)) if np.asarray(shape).size else ())
-    return np.array(np.broadcast_to(x, out_shape))
 
 
 def depth_to_space(input, *, blocksize, mode="DCR"):  # noqa: A002
@@ -901,7 +735,7 @@ def cumsum(x, axis, *, exclusive=0, reverse=0):
     y = np.cumsum(xa, axis=ax, dtype=acc)
     if exclusive and y.shape[ax] > 0:
         zero_shape = y.shape[:ax] + (1,) + y.shape[ax + 1 :]
-        head = (_py_slice(None),) * ax + (_py_slice(0, -1),)
+        head = (slice(None),) * ax + (slice(0, -1),)
         y = np.concatenate([np.zeros(zero_shape, dtype=y.dtype), y[head]], axis=ax)
     if reverse:
         y = np.flip(y, ax)
@@ -917,7 +751,7 @@ def cumprod(x, axis, *, exclusive=0, reverse=0):
     y = np.cumprod(xa, axis=ax, dtype=acc)
     if exclusive and y.shape[ax] > 0:
         one_shape = y.shape[:ax] + (1,) + y.shape[ax + 1 :]
-        head = (_py_slice(None),) * ax + (_py_slice(0, -1),)
+        head = (slice(None),) * ax + (slice(0, -1),)
         y = np.concatenate([np.ones(one_shape, dtype=y.dtype), y[head]], axis=ax)
     if reverse:
         y = np.flip(y, ax)
@@ -930,25 +764,11 @@ def reverse_sequence(x, sequence_lens, *, batch_axis=1, time_axis=0):
     y = x.copy()
     lens = np.asarray(sequence_lens).astype(np.int64)
     for b, length in enumerate(lens):
-        index = [_py_slice(None)] * x.ndim
+        index = [slice(None)] * x.ndim
         index[batch_axis] = b
-        index[time_axis] = _py_slice(0, int(length))
+        index[time_axis] = slice(0, int(length))
         y[tuple(index)] = np.flip(x[tuple(index)], axis=time_axis - (time_axis > batch_axis))
     return y
-
-
-def range_(start, limit, delta, *, stash_type=1):
-    """ONNX Range: ``max(ceil((limit - start) / delta), 0)`` elements ``start + i*delta``.
-    Floats are computed in float64, ints in int64, then cast to the input dtype."""
-    start = np.asarray(start)
-    dtype = start.dtype
-    if _is_float(dtype):
-        s, l, d = (float(np.asarray(v).astype(np.float64)) for v in (start, limit, delta))
-        n = max(int(math.ceil((l - s) / d)), 0)
-        return (s + np.arange(n, dtype=np.float64) * d).astype(dtype)
-    s, l, d = (int(np.asarray(v)) for v in (start, limit, delta))
-    n = max(-((s - l) // d), 0)  # ceil((l - s) / d) in exact integer arithmetic
-    return (s + np.arange(n, dtype=np.int64) * d).astype(dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -1037,69 +857,11 @@ def _interp_matrix(x, in_len, scale, mode, cubic_a, exclude_outside, antialias):
     return mat
 
 
-def resize(
-    x,
-    roi=None,
-    scales=None,
-    sizes=None,
-    *,
-    antialias=0,
-    axes=None,
-    coordinate_transformation_mode="half_pixel",
-    cubic_coeff_a=-0.75,
-    exclude_outside=0,
-    extrapolation_value=0.0,
-    keep_aspect_ratio_policy="stretch",
-    mode="nearest",
-    nearest_mode="round_prefer_floor",
-):
-    """ONNX Resize-19 for any rank: nearest (all nearest_modes), linear and
-    cubic (incl. antialias, exclude_outside), every coordinate transformation
-    mode incl. tf_crop_and_resize, scales or sizes, ``axes`` and
-    ``keep_aspect_ratio_policy``.  Separable: one interpolation per axis.
-    Output size from scales is ``floor(in * scale)`` (roi not involved, like
-    the ONNX reference and shape inference)."""
-    x = np.asarray(x)
-    dtype = x.dtype
-    r = x.ndim
-    mode, ctm = _str(mode), _str(coordinate_transformation_mode)
-    nearest_mode, policy = _str(nearest_mode), _str(keep_aspect_ratio_policy)
-    ax = list(range(r)) if axes is None or len(axes) == 0 else [_norm_axis(a, r) for a in axes]
-    na = len(ax)
-    roi_v = np.asarray(roi, dtype=np.float64).ravel() if _is_given(roi) else None
-
-    in_shape = [x.shape[a] for a in ax]
-    if _is_given(sizes):
-        req = _int_list(sizes)
-        fac = [o / i for o, i in zip(req, in_shape)]
-        if policy == "stretch":
-            out_sizes, scl = req, fac
-        else:
-            s = min(fac) if policy == "not_larger" else max(fac)
-            scl = [s] * na
-            out_sizes = [int(s * i + 0.5) for i in in_shape]
-    elif _is_given(scales):
-        scl = [float(s) for s in np.asarray(scales, dtype=np.float64).ravel()]
-        out_sizes = [int(math.floor(s * i)) for s, i in zip(scl, in_shape)]
-    else:
-        raise ValueError("Resize needs 'scales' or 'sizes'")
-
-    full_sizes, full_scales = list(x.shape), [1.0] * r
-    full_roi = [0.0] * r + [1.0] * r
-    for j, a in enumerate(ax):
-        full_sizes[a], full_scales[a] = out_sizes[j], scl[j]
-        if roi_v is not None:
-            full_roi[a], full_roi[r + a] = roi_v[j], roi_v[na + j]
-    return resize_static(x, full_sizes, full_scales, full_roi if roi_v is not None else None, mode=mode,
-                         coordinate_transformation_mode=ctm, nearest_mode=nearest_mode, cubic_coeff_a=cubic_coeff_a,
-                         exclude_outside=exclude_outside, extrapolation_value=extrapolation_value, antialias=antialias)
-
-
 def resize_static(x, sizes, scales, roi=None, *, mode="nearest", coordinate_transformation_mode="half_pixel",
                   nearest_mode="round_prefer_floor", cubic_coeff_a=-0.75, exclude_outside=0,
                   extrapolation_value=0.0, antialias=0):
     """Resize with the output ``sizes`` and per-axis ``scales`` resolved for every axis (what
-    ``resize`` computes from its inputs); ``roi`` holds every axis's start, then every axis's end."""
+    the frontend resolves from Resize's inputs); ``roi`` holds every axis's start, then every axis's end."""
     x = np.asarray(x)
     dtype = x.dtype
     r = x.ndim
@@ -1347,177 +1109,6 @@ def reduce(data, kind, axes=None, keepdims=1, noop_with_empty_axes=0):
 
 
 # ---------------------------------------------------------------------------
-# attention
-# ---------------------------------------------------------------------------
-
-_ONNX_TO_NUMPY = {
-    1: np.float32,
-    2: np.uint8,
-    3: np.int8,
-    4: np.uint16,
-    5: np.int16,
-    6: np.int32,
-    7: np.int64,
-    9: np.bool_,
-    10: np.float16,
-    11: np.float64,
-    12: np.uint32,
-    13: np.uint64,
-    14: np.complex64,
-    15: np.complex128,
-}
-# element types numpy lacks; resolved through ml_dtypes when it is installed
-_ONNX_EXOTIC = {
-    16: "bfloat16",
-    17: "float8_e4m3fn",
-    18: "float8_e4m3fnuz",
-    19: "float8_e5m2",
-    20: "float8_e5m2fnuz",
-}
-_ONNX_UNSUPPORTED = {8: "STRING", 21: "UINT4", 22: "INT4", 23: "FLOAT4E2M1", 24: "FLOAT8E8M0", 25: "UINT2", 26: "INT2"}
-
-
-def _onnx_dtype(to) -> np.dtype:
-    """numpy dtype for an ONNX TensorProto.DataType code (or a dtype-like)."""
-    if isinstance(to, (int, np.integer)) and not isinstance(to, bool):
-        code = int(to)
-        if code in _ONNX_TO_NUMPY:
-            return np.dtype(_ONNX_TO_NUMPY[code])
-        if code in _ONNX_EXOTIC:
-            try:
-                import ml_dtypes  # optional, only for exotic element types
-            except ImportError as exc:  # pragma: no cover
-                raise NotImplementedError(f"ONNX element type {_ONNX_EXOTIC[code]} needs ml_dtypes") from exc
-            return np.dtype(getattr(ml_dtypes, _ONNX_EXOTIC[code]))
-        raise NotImplementedError(f"ONNX element type {_ONNX_UNSUPPORTED.get(code, code)} is not supported")
-    return np.dtype(to)
-
-
-def attention(
-    q,
-    k,
-    v,
-    attn_mask=None,
-    past_key=None,
-    past_value=None,
-    nonpad_kv_seqlen=None,
-    *,
-    is_causal=0,
-    kv_num_heads=None,
-    q_num_heads=None,
-    qk_matmul_output_mode=0,
-    scale=None,
-    softcap=0.0,
-    softmax_precision=None,
-    left_window_size=-1,
-    right_window_size=-1,
-    return_all=False,
-):
-    """ONNX Attention (opset 23..25).
-
-    Q/K/V are 4-D (B, heads, S, D) or 3-D (B, S, heads*D) with
-    ``q_num_heads``/``kv_num_heads``.  GQA/MQA repeat each KV head
-    ``q_heads // kv_heads`` times (interleaved: h0,h0,h1,h1,...).  Masks: bool
-    (True = attend) or additive float, last dim may be shorter than the total
-    KV length (padded with -inf/False).  Causal masking is bottom-right
-    aligned: query i attends key j iff ``j <= i + offset`` with offset =
-    past length, or ``nonpad_kv_seqlen[b] - q_len``, or 0.  Fully-masked query
-    rows produce 0.  ``softcap`` is applied before the mask.
-
-    Returns ``Y``; ``(Y, present_key, present_value)`` when a past is given;
-    ``(Y, present_key, present_value, qk_matmul_output)`` with ``return_all``.
-    """
-    q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
-    dtype = q.dtype
-    acc = _acc_dtype(dtype)
-    is_3d = q.ndim == 3
-    if is_3d:
-        if q_num_heads is None or kv_num_heads is None:
-            raise ValueError("3-D Attention inputs need q_num_heads and kv_num_heads")
-        b = q.shape[0]
-        q = q.reshape(b, q.shape[1], int(q_num_heads), -1).transpose(0, 2, 1, 3)
-        k = k.reshape(b, k.shape[1], int(kv_num_heads), -1).transpose(0, 2, 1, 3)
-        v = v.reshape(b, v.shape[1], int(kv_num_heads), -1).transpose(0, 2, 1, 3)
-    has_past = past_key is not None and past_value is not None
-    if has_past:
-        k = np.concatenate([np.asarray(past_key), k], axis=2)
-        v = np.concatenate([np.asarray(past_value), v], axis=2)
-    present_key, present_value = k, v
-
-    b, hq, sq, head = q.shape
-    hkv, skv = k.shape[1], k.shape[2]
-    if scale is None:
-        scale = 1.0 / math.sqrt(head)
-    # ONNX scales Q and K by sqrt(scale) each (cast to the input type)
-    root = np.asarray(math.sqrt(scale)).astype(dtype).astype(acc)
-    qa, ka, va = q.astype(acc) * root, k.astype(acc) * root, v.astype(acc)
-    if hq != hkv:
-        ka = np.repeat(ka, hq // hkv, axis=1)
-        va = np.repeat(va, hq // hkv, axis=1)
-    qk = np.matmul(qa, np.swapaxes(ka, -1, -2))  # (B, Hq, Sq, Skv)
-
-    # additive bias: user mask + causal/window/padding structure
-    bias = np.zeros((sq, skv), dtype=acc)
-    if attn_mask is not None:
-        mask = np.asarray(attn_mask)
-        if mask.shape[-1] < skv:
-            fill = False if mask.dtype == np.bool_ else -np.inf
-            mask = np.pad(mask, [(0, 0)] * (mask.ndim - 1) + [(0, skv - mask.shape[-1])], constant_values=fill)
-        if mask.dtype == np.bool_:
-            mask = np.where(mask, 0.0, -np.inf)
-        bias = bias + mask.astype(acc)
-    if has_past:
-        offset = np.asarray(past_key).shape[2]
-    elif _is_given(nonpad_kv_seqlen):
-        offset = np.asarray(nonpad_kv_seqlen).astype(np.int64).reshape(-1, 1, 1, 1) - sq
-    else:
-        offset = 0
-    pos = np.arange(sq)[:, None] + offset  # absolute query positions
-    j = np.arange(skv)[None, :]
-    allowed = np.ones((1, 1), dtype=bool)
-    if is_causal:
-        allowed = allowed & (j <= pos)
-    if left_window_size is not None and left_window_size >= 0:
-        allowed = allowed & (pos - j <= left_window_size)
-    if right_window_size is not None and right_window_size >= 0:
-        allowed = allowed & (j - pos <= right_window_size)
-    if _is_given(nonpad_kv_seqlen):
-        allowed = allowed & (j < np.asarray(nonpad_kv_seqlen).astype(np.int64).reshape(-1, 1, 1, 1))
-    if not allowed.all():
-        bias = bias + np.where(allowed, 0.0, -np.inf).astype(acc)
-
-    qk_out = qk
-    if softcap and softcap > 0:
-        qk = softcap * np.tanh(qk / softcap)
-        if qk_matmul_output_mode == 1:
-            qk_out = qk
-    scores = qk + bias
-    if qk_matmul_output_mode == 2:
-        qk_out = scores
-    if softmax_precision is not None:
-        scores = scores.astype(_onnx_dtype(softmax_precision))
-    row_max = scores.max(axis=-1, keepdims=True)
-    row_max = np.where(np.isneginf(row_max), 0, row_max)
-    e = np.exp(scores - row_max)
-    total = e.sum(axis=-1, keepdims=True)
-    probs = (e / np.where(total == 0, 1, total)).astype(acc)
-    dead_rows = np.isneginf(bias.max(axis=-1, keepdims=True))
-    probs = np.where(dead_rows, 0.0, probs).astype(acc)
-    if qk_matmul_output_mode == 3:
-        qk_out = probs
-    y = np.matmul(probs.astype(dtype).astype(acc), va)  # ONNX casts P to T1 before P @ V
-    if is_3d:
-        y = y.transpose(0, 2, 1, 3).reshape(b, sq, -1)
-    y = y.astype(dtype)
-    if return_all:
-        qk_out = np.broadcast_to(qk_out, (b, hq, sq, skv)).astype(dtype)
-        return y, present_key, present_value, qk_out
-    if has_past:
-        return y, present_key, present_value
-    return y
-
-
-# ---------------------------------------------------------------------------
 # element-wise ops with non-trivial semantics
 # ---------------------------------------------------------------------------
 
@@ -1571,28 +1162,6 @@ def gelu(x, *, approximate="none"):
     return y.astype(x.dtype)
 
 
-def mish(x):
-    """x * tanh(softplus(x)), softplus computed stably."""
-    x = np.asarray(x)
-    xa = _as_acc(x)
-    return (xa * np.tanh(np.logaddexp(0, xa))).astype(x.dtype)
-
-
-def clip(input, min=None, max=None):  # noqa: A002 - ONNX names
-    """ONNX Clip-13 (min > max gives max everywhere, like the spec)."""
-    x = np.asarray(input)
-    y = x
-    if _is_given(min):
-        y = np.maximum(y, np.asarray(min).astype(x.dtype).ravel()[0])
-    if _is_given(max):
-        y = np.minimum(y, np.asarray(max).astype(x.dtype).ravel()[0])
-    return np.array(y, dtype=x.dtype)
-
-
-def where(condition, x, y):
-    return np.where(np.asarray(condition, dtype=bool), x, y)
-
-
 def mod(a, b, *, fmod=0):
     """ONNX Mod: ``fmod=0`` -> sign of the divisor (numpy.mod), ``fmod=1`` ->
     C fmod (sign of the dividend).  Integer division by zero yields 0."""
@@ -1600,44 +1169,3 @@ def mod(a, b, *, fmod=0):
     with np.errstate(divide="ignore", invalid="ignore"):
         y = np.fmod(a, b) if fmod else np.mod(a, b)
     return y.astype(np.result_type(a, b), copy=False)
-
-
-def round_half_even(x):
-    """ONNX Round (round half to even)."""
-    x = np.asarray(x)
-    return np.round(x)
-
-
-def cast(input, *, to, saturate=1, round_mode="up"):  # noqa: A002
-    """ONNX Cast-28.  ``to`` is a TensorProto.DataType code or a numpy dtype.
-
-    float -> int truncates toward zero (out-of-range/NaN is undefined in ONNX),
-    anything -> bool is ``x != 0``.  bfloat16/float8 targets use ml_dtypes;
-    float8 with ``saturate=1`` clamps out-of-range values and +-inf to the
-    largest finite value (all four float8 types).  STRING and the
-    sub-byte types (int4/uint4/int2/uint2/float4/float8e8m0) raise
-    NotImplementedError.
-    """
-    x = np.asarray(input)
-    target = _onnx_dtype(to)
-    if target == np.bool_:
-        return x != 0 if x.dtype.kind != "V" else x.astype(np.float32) != 0
-    if target.name.startswith("float8") and saturate and _is_float(x.dtype):
-        import ml_dtypes
-
-        fmax = float(ml_dtypes.finfo(target).max)
-        xf = x.astype(np.float32)
-        return np.where(np.isnan(xf), xf, np.clip(xf, -fmax, fmax)).astype(target)
-    if target.kind in "iu" and _is_float(x.dtype):
-        with np.errstate(invalid="ignore", over="ignore"):
-            return np.trunc(x.astype(np.float64)).astype(target)
-    with np.errstate(invalid="ignore", over="ignore"):
-        return x.astype(target)
-
-
-def nonzero(x):
-    """ONNX NonZero: int64 array of shape (rank, nnz)."""
-    x = np.asarray(x)
-    if x.ndim == 0:
-        return np.zeros((0, int(bool(x))), dtype=np.int64)
-    return np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)

@@ -41,6 +41,7 @@ from onnx import AttributeProto, TensorProto, numpy_helper
 
 from fusecc.dialects import tensor as T
 from fusecc.ir import DenseAttr, DType, FuncOp, Module, OpResult, ReturnOp, TensorType, Value, VerifyError
+from fusecc.ir.rewriter import Rewriter
 from fusecc.passes.fold_constants import MAX_FOLDED_ELEMENTS
 
 from . import formats
@@ -313,6 +314,7 @@ class _Importer:
         arg_types = [self.input_type(vi) for vi in inputs]
         attributes = {"input_names": [vi.name for vi in inputs], "output_names": [vi.name for vi in graph.output]}
         self.func = FuncOp("main", arg_types, [], [sanitize_name(vi.name) for vi in inputs], attributes)
+        self.graph_end = Rewriter.at_end(self.func.body)
         for vi, arg in zip(inputs, self.func.args):
             self.values[vi.name] = arg
             fmt = FORMATS.get(vi.type.tensor_type.elem_type)
@@ -332,7 +334,7 @@ class _Importer:
                 raise FrontendError(f"ONNX graph output '{vi.name}' is not produced by any node, input or initializer")
             results.append(self.value(vi.name))
             self.check_declared_type(vi, results[-1])
-        self.func.body.append(ReturnOp.create(results))
+        self.graph_end.insert(ReturnOp.create(results))
         self.func.result_types = [v.type for v in results]
         self.finish_constants()
         module = Module([self.func])
@@ -648,8 +650,7 @@ class _Importer:
         return None
 
     def add_constant(self, attr: DenseAttr, hint: str, loc: str) -> Value:
-        op = T.ConstantOp.build([], {"value": attr}, loc=loc)
-        self.func.body.append(op)
+        op = self.graph_end.build(T.ConstantOp, [], {"value": attr}, loc=loc)
         self.const_hints[id(op)] = hint
         return op.result
 
@@ -686,7 +687,7 @@ class _Importer:
             folded = self.fold(ctx, op, arrays)
             if folded is not None:
                 return folded
-        self.func.body.append(op)
+        self.graph_end.insert(op)
         return list(op.results)
 
     def fold(self, ctx: NodeContext, op: T.TensorOp, arrays: list[np.ndarray]) -> list[Value] | None:

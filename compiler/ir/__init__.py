@@ -5,11 +5,12 @@ from .core import (OP_REGISTRY, Block, BlockArgument, FuncOp, IRError, Module, O
                    Region, ReturnOp, SourcePos, Value, VerifyError)
 from .parser import ParseError, parse_file, parse_module
 from .printer import print_module, print_op
+from .rewriter import Rewriter
 from .types import DType, MemRefType, ScalarType, ShapedType, TensorType, Type, VectorType
 
 __all__ = [
     "OP_REGISTRY", "Block", "BlockArgument", "DType", "DenseAttr", "FuncOp", "IRError", "MemRefType",
-    "Module", "Operation", "OpResult", "ParseError", "Region", "ReturnOp", "ScalarType", "ShapedType",
+    "Module", "Operation", "OpResult", "ParseError", "Region", "ReturnOp", "Rewriter", "ScalarType", "ShapedType",
     "SourcePos", "TensorType", "Type", "Value", "VectorType", "VerifyError", "parse_file",
     "parse_module", "print_module", "print_op",
 ]

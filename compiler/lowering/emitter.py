@@ -21,25 +21,21 @@ from typing import Callable
 from fusecc.dialects import arith, loop
 from fusecc.dialects import math as _math_dialect  # noqa: F401  (registers math.* ops)
 from fusecc.ir.core import OP_REGISTRY, Block, Operation, Region, Value
+from fusecc.ir.rewriter import Rewriter
 from fusecc.ir.types import DType, MemRefType, ScalarType
 
 INDEX = ScalarType(DType.INDEX)
 I1 = ScalarType(DType.I1)
 
 
-class Scope:
-    """A place to insert code: a block, optionally before an anchor op (the nested loop)."""
+class Scope(Rewriter):
+    """A place to insert code: a block, at its end or before an anchor op (the nested loop), inside the scope
+    of the loop that holds the block (``parent``)."""
 
     def __init__(self, block: Block, parent: "Scope | None", anchor: Operation | None = None):
-        self.block = block
+        super().__init__(block, anchor)
         self.parent = parent
-        self.anchor = anchor
         self.depth = 0 if parent is None else parent.depth + 1
-
-    def insert(self, op: Operation) -> Operation:
-        if self.anchor is not None:
-            return self.block.insert_before(self.anchor, op)
-        return self.block.append(op)
 
     def encloses(self, other: "Scope") -> bool:
         scope = other

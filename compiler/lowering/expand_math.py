@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass
 
 from fusecc.dialects.arith import constant_of
-from fusecc.ir.core import OP_REGISTRY, Block, Module, OpResult, Operation, Value
+from fusecc.ir.core import OP_REGISTRY, Module, OpResult, Operation, Value
+from fusecc.ir.rewriter import Rewriter
 from fusecc.ir.types import DType, ScalarType
 from fusecc.passes.manager import Pass
 
@@ -42,16 +43,11 @@ _ERF_AS = [1.061405429, -1.453152027, 1.421413741, -0.284496736, 0.254829592]
 _ERF_P = 0.3275911
 
 
-class _Builder:
-    """Inserts scalar f32 arithmetic before an anchor op."""
-
-    def __init__(self, block: Block, anchor: Operation):
-        self.block, self.anchor = block, anchor
+class _Arithmetic(Rewriter):
+    """Inserts scalar f32 arithmetic, spelled as the expansions read."""
 
     def op(self, name: str, operands, result_type=F32, **attributes) -> Value:
-        new = OP_REGISTRY[name].create(operands, [result_type], attributes)
-        self.block.insert_before(self.anchor, new)
-        return new.result
+        return self.create(OP_REGISTRY[name], operands, [result_type], attributes).result
 
     def c(self, value: float, dtype=F32) -> Value:
         return self.op("arith.constant", [], dtype, value=float(value) if dtype is F32 else int(value))
@@ -183,7 +179,7 @@ class ExpandMath(Pass):
         for func in module.funcs:
             for op in list(func.walk()):
                 if op.name in _EXPANDED and op.result.type == F32:
-                    expand = getattr(_Builder(op.parent, op), op.name.split(".")[1])
+                    expand = getattr(_Arithmetic.before(op), op.name.split(".")[1])
                     if op.name in _EXPONENTIALS:
                         value = expand(op.operands[0], _upper_bound(op))
                     else:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fusecc.dialects.arith import constant_of
 from fusecc.dialects.loop import ForOp, LoadOp, StoreOp
 from fusecc.ir.core import Block, Module, Operation, Value
+from fusecc.ir.rewriter import Rewriter
 from fusecc.passes.manager import Pass
 
 #: ops that touch memory and may sit in a loop the pass merges
@@ -63,11 +64,10 @@ class FuseLoops(Pass):
                 continue
             hoist, sink = plan
             for op in hoist:
-                block.ops.remove(op)
-                block.insert_before(first, op)
-            for op in reversed(sink):
-                block.ops.remove(op)
-                block.ops.insert(block.ops.index(second) + 1, op)
+                Rewriter.before(first).move(op)
+            after_second = Rewriter.after(second)
+            for op in sink:
+                after_second.move(op)
             _merge(first, second)
 
 
@@ -137,8 +137,7 @@ def _same_value(a: Value, b: Value) -> bool:
 def _merge(first: Operation, second: Operation) -> None:
     """Append ``second``'s body to ``first``'s, its induction variable replaced by ``first``'s."""
     second.body.args[0].replace_all_uses_with(first.body.args[0])
+    end_of_first = Rewriter.at_end(first.body)
     for op in list(second.body.ops):
-        second.body.ops.remove(op)
-        first.body.append(op)
-    second.parent.ops.remove(second)
-    second.parent = None
+        end_of_first.move(op)
+    second.erase()

@@ -16,6 +16,7 @@ from fusecc.dialects.loop import AllocaOp
 from fusecc.ir.attributes import DenseAttr
 from fusecc.ir.types import DType, MemRefType, ScalarType, TensorType
 from fusecc.passes.manager import Pass
+from fusecc.passes.outline import name_kernels
 from fusecc.passes.rewrite import constant_value
 
 from .emitter import Emitter, Scope
@@ -32,15 +33,6 @@ def memref(t: TensorType) -> MemRefType:
     if not t.is_static:
         raise IRError(f"cannot lower {t}: dynamic dimensions must be fixed first: input_shapes={...} (API) or --input-shape NAME=DIMS (CLI)")
     return MemRefType(t.shape, t.dtype)
-
-
-def kernel_name(fused: FusedOp, number: int) -> str:
-    parts = []
-    for op in fused.members:
-        short = op.name.split(".", 1)[1]
-        if short not in parts:
-            parts.append(short)
-    return "fused_" + "_".join(parts[:4]) + f"_{number}"
 
 
 def _producer(e: Emitter, value: Value, idx: list[Value]) -> Value:
@@ -232,8 +224,9 @@ class LowerToLoops(Pass):
     outside regions become ``kernel.view`` (no copy), a concat left outside
     regions becomes one buffer whose slices its producers write in place
     (views at byte offsets), each region becomes a
-    ``kernel.alloc`` of its results plus a ``kernel.launch`` of its kernel.
-    Results produced by a region are written straight into the output
+    ``kernel.alloc`` of its results plus a ``kernel.launch`` of its kernel,
+    the function its ``sym_name`` names (regions without one, as a
+    hand-written module may have, are named first). Results produced by a region are written straight into the output
     buffers; anything else returned is copied there. ``vector-width`` is
     the SIMD width (f32 lanes) the micro-kernels use, 1 turning them off;
     ``vector-registers`` how many vector registers their tiles may fill.
@@ -244,6 +237,7 @@ class LowerToLoops(Pass):
     vector_registers: int = 32
 
     def run(self, module: Module) -> None:
+        name_kernels(module)
         old = module.main
         returned = old.return_op.operands
         output_names = old.attr("output_names") or [f"output{i}" for i in range(len(returned))]
@@ -291,7 +285,7 @@ class LowerToLoops(Pass):
             elif isinstance(op, ConcatOp):
                 buffers[id(op.result)] = concat_buffer(op)
             elif isinstance(op, FusedOp):
-                name = kernel_name(op, len(kernels))
+                name = op.sym_name
                 operands = [buffers[id(v)] for v in op.operands]
                 packed = packed_operand(op, self.vector_width)
                 packed_types = {}

@@ -10,9 +10,10 @@ from fusecc.dialects.tensor import CastOp, ConvOp, ConvTransposeOp, EinsumOp, Ge
 from fusecc.ir.core import Module, Operation, Value
 from fusecc.ir.types import DType
 from fusecc.ir.printer import loc_names
+from fusecc.ir.rewriter import Rewriter
 
 from .manager import Pass
-from .rewrite import constant_value, make_constant, replace_op, resource_names
+from .rewrite import constant_value, make_constant, resource_names
 
 #: contractions: a float16 one sums in float32
 CONTRACTIONS = (MatMulOp, GemmOp, ConvOp, ConvTransposeOp, EinsumOp)
@@ -49,9 +50,9 @@ class ContractionLayout(Pass):
             transposed = {}  # id(B) -> B as K x N rows, shared by the gemms that read one B
             for op in list(func.body.ops):
                 if isinstance(op, CONTRACTIONS) and op.results[0].type.dtype is DType.F16:
-                    op = self._in_float32(op, func.body, taken)
+                    op = self._in_float32(op, taken)
                 if isinstance(op, MatMulOp):
-                    self._vector_on_the_left(op, func.body, taken)
+                    self._vector_on_the_left(op, taken)
             for gemm in list(func.body.ops):
                 if not isinstance(gemm, GemmOp) or not gemm.transB:
                     continue
@@ -61,47 +62,41 @@ class ContractionLayout(Pass):
                     weights = constant_value(b)
                     if weights is not None:
                         name = f"{(loc_names(gemm.loc) or ['gemm'])[0]}_kn"
-                        rows = make_constant(np.ascontiguousarray(weights.T), func.body, gemm, name, taken,
+                        rows = make_constant(Rewriter.before(gemm), np.ascontiguousarray(weights.T), name, taken,
                                              loc=getattr(b.op, "loc", None))
                     else:
-                        transpose = TransposeOp.build([b], {"perm": [1, 0]}, loc=gemm.loc)
-                        func.body.insert_before(gemm, transpose)
-                        rows = transpose.result
+                        rows = Rewriter.before(gemm).build(TransposeOp, [b], {"perm": [1, 0]}, loc=gemm.loc).result
                     transposed[id(b)] = rows
                 attributes = dict(gemm.attributes)
                 attributes["transB"] = 0
-                rewritten = GemmOp.build([gemm.a, rows, *gemm.operands[2:]], attributes, loc=gemm.loc)
-                func.body.insert_before(gemm, rewritten)
-                replace_op(gemm, [rewritten.result])
+                rewritten = Rewriter.before(gemm).build(GemmOp, [gemm.a, rows, *gemm.operands[2:]], attributes,
+                                                        loc=gemm.loc)
+                Rewriter.replace(gemm, [rewritten.result])
 
     @staticmethod
-    def _vector_on_the_left(matmul: MatMulOp, block, taken: set[str]) -> None:
+    def _vector_on_the_left(matmul: MatMulOp, taken: set[str]) -> None:
         matrix, vector = matmul.a, matmul.b
         weights = constant_value(matrix)
         if vector.type.rank != 1 or matrix.type.rank < 2 or weights is None:
             return
         name = f"{(loc_names(matmul.loc) or ['matmul'])[0]}_km"
-        rows = make_constant(np.ascontiguousarray(np.swapaxes(weights, -1, -2)), block, matmul, name, taken,
+        rewriter = Rewriter.before(matmul)
+        rows = make_constant(rewriter, np.ascontiguousarray(np.swapaxes(weights, -1, -2)), name, taken,
                              loc=matrix.op.loc)
-        rewritten = MatMulOp.build([vector, rows], {}, loc=matmul.loc)
-        block.insert_before(matmul, rewritten)
-        replace_op(matmul, [rewritten.result])
+        Rewriter.replace(matmul, [rewriter.build(MatMulOp, [vector, rows], {}, loc=matmul.loc).result])
 
     @staticmethod
-    def _in_float32(op: Operation, block, taken: set[str]) -> Operation:
+    def _in_float32(op: Operation, taken: set[str]) -> Operation:
         """``op`` computed on float32 operands, its result rounded back to float16; returns the new op."""
+        rewriter = Rewriter.before(op)
+
         def widened(value: Value) -> Value:
             array = constant_value(value)
             if array is not None:
                 name = f"{(loc_names(value.op.loc) or ['weight'])[0]}_f32"
-                return make_constant(array.astype(np.float32), block, op, name, taken, loc=value.op.loc)
-            cast = CastOp.build([value], {"to": DType.F32}, loc=op.loc)
-            block.insert_before(op, cast)
-            return cast.result
+                return make_constant(rewriter, array.astype(np.float32), name, taken, loc=value.op.loc)
+            return rewriter.build(CastOp, [value], {"to": DType.F32}, loc=op.loc).result
 
-        wide = type(op).build([widened(v) for v in op.operands], dict(op.attributes), loc=op.loc)
-        block.insert_before(op, wide)
-        narrowed = CastOp.build([wide.result], {"to": DType.F16}, loc=op.loc)
-        block.insert_before(op, narrowed)
-        replace_op(op, [narrowed.result])
+        wide = rewriter.build(type(op), [widened(v) for v in op.operands], dict(op.attributes), loc=op.loc)
+        Rewriter.replace(op, [rewriter.build(CastOp, [wide.result], {"to": DType.F16}, loc=op.loc).result])
         return wide

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from fusecc.dialects.tensor import SliceOp, SplitOp, normalize_axis
 from fusecc.ir.core import Module
+from fusecc.ir.rewriter import Rewriter
 
 from .manager import Pass
-from .rewrite import replace_op
 
 
 @dataclass
@@ -27,11 +27,10 @@ class Decompose(Pass):
             for op in list(func.body.ops):
                 if isinstance(op, SplitOp):
                     axis = normalize_axis(op, op.axis, op.input.type.rank)
-                    pieces, start = [], 0
+                    rewriter, pieces, start = Rewriter.before(op), [], 0
                     for size in op.split:
-                        piece = SliceOp.build([op.input], {"starts": [start], "ends": [start + size],
-                                                                 "axes": [axis], "steps": [1]}, loc=op.loc)
-                        func.body.insert_before(op, piece)
-                        pieces.append(piece.result)
+                        pieces.append(rewriter.build(SliceOp, [op.input], {"starts": [start], "ends": [start + size],
+                                                                           "axes": [axis], "steps": [1]},
+                                                     loc=op.loc).result)
                         start += size
-                    replace_op(op, pieces)
+                    Rewriter.replace(op, pieces)

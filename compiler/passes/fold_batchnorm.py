@@ -9,9 +9,10 @@ import numpy as np
 from fusecc.dialects.tensor import BatchNormOp, ConvOp
 from fusecc.ir.core import Module
 from fusecc.ir.printer import loc_names
+from fusecc.ir.rewriter import Rewriter
 
 from .manager import Pass
-from .rewrite import constant_value, make_constant, replace_op, resource_names
+from .rewrite import constant_value, make_constant, resource_names
 
 
 @dataclass
@@ -47,11 +48,10 @@ class FoldBatchNorm(Pass):
                 old_bias = np.zeros_like(mean) if bias is None else bias.astype(np.float64)
                 new_bias = ((old_bias - mean) * scale + beta).astype(dtype)
                 base = (loc_names(conv.loc) or ["conv"])[0]
-                w_value = make_constant(new_weight, func.body, conv, f"{base}_w", taken)
-                b_value = make_constant(new_bias, func.body, conv, f"{base}_b", taken)
+                w_value = make_constant(Rewriter.before(conv), new_weight, f"{base}_w", taken)
+                b_value = make_constant(Rewriter.before(conv), new_bias, f"{base}_b", taken)
                 loc = loc_names(conv.loc) + loc_names(bn.loc)
-                folded = ConvOp.build([conv.input, w_value, b_value], dict(conv.attributes),
-                                      loc=loc if len(loc) > 1 else conv.loc)
-                func.body.insert_before(bn, folded)
-                replace_op(bn, [folded.result])
+                folded = Rewriter.before(bn).build(ConvOp, [conv.input, w_value, b_value], dict(conv.attributes),
+                                                   loc=loc if len(loc) > 1 else conv.loc)
+                Rewriter.replace(bn, [folded.result])
                 conv.erase()

@@ -9,10 +9,11 @@ import numpy as np
 from fusecc.dialects.tensor import ConstantOp, ShapeOp, TensorOp
 from fusecc.ir.core import Module, ReturnOp
 from fusecc.ir.printer import loc_names
+from fusecc.ir.rewriter import Rewriter
 
 from .manager import Pass
 from .shape_inference import refine
-from .rewrite import constant_value, make_constant, replace_op, resource_names
+from .rewrite import constant_value, make_constant, resource_names
 
 
 #: the largest result folded to a constant, in elements (512 MiB of f32, above VGG-19's largest weight,
@@ -49,10 +50,10 @@ class FoldConstants(Pass):
                 if any(not r.type.is_static or r.type.num_elements > self.max_elements for r in op.results):
                     continue
                 outputs = op.reference(*arrays)
-                values = [make_constant(np.asarray(out), func.body, op, f"{(loc_names(op.loc) or ['folded'])[0]}_{i}", taken,
-                                        loc=op.loc)
+                name = (loc_names(op.loc) or ["folded"])[0]
+                values = [make_constant(Rewriter.before(op), np.asarray(out), f"{name}_{i}", taken, loc=op.loc)
                           for i, out in enumerate(outputs)]
-                replace_op(op, values)
+                Rewriter.replace(op, values)
             if func.body.ops and isinstance(func.body.ops[-1], ReturnOp):
                 func.result_types = [v.type for v in func.return_op.operands]
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fusecc.dialects.kernel import FusedOp, YieldOp
 from fusecc.dialects.tensor import ConcatOp, TensorOp
 from fusecc.ir.core import Block, Module, Operation, Region
+from fusecc.ir.rewriter import Rewriter
 
 from .manager import Pass
 from .rewrite import INLINE_LIMIT, constant_value
@@ -50,32 +51,30 @@ def wrap_in_region(ops: list[Operation], pattern: str) -> FusedOp:
     outside the group become the region's results.
     """
     members = {id(op) for op in ops}
-    block = ops[-1].parent
     inputs, mapping = [], {}
     body = Block()
+    region_end = Rewriter.at_end(body)
     for op in ops:
         for operand in op.operands:
             if id(operand) in mapping or (getattr(operand, "op", None) is not None and id(operand.op) in members):
                 continue
             if is_splat_constant(operand):
-                clone = operand.op.create([], [operand.type], dict(operand.op.attributes), (), operand.op.loc)
-                body.append(clone)
+                clone = region_end.create(type(operand.op), [], [operand.type], dict(operand.op.attributes),
+                                          loc=operand.op.loc)
                 mapping[id(operand)] = clone.result
                 continue
             inputs.append(operand)
             mapping[id(operand)] = body.add_arg(operand.type, None)
     outputs = [r for op in ops for r in op.results
                if any(id(user) not in members for user, _ in r.uses)]
-    fused = FusedOp.create(inputs, [r.type for r in outputs], {"pattern": pattern}, [Region([body])],
-                           loc=ops[-1].loc)
-    block.insert_before(ops[-1], fused)
+    fused = Rewriter.before(ops[-1]).create(FusedOp, inputs, [r.type for r in outputs], {"pattern": pattern},
+                                            [Region([body])], loc=ops[-1].loc)
     for op in ops:
         for index, operand in enumerate(op.operands):
             if id(operand) in mapping:
                 op.set_operand(index, mapping[id(operand)])
-        block.ops.remove(op)
-        body.append(op)
-    body.append(YieldOp.create(list(outputs), []))
+        region_end.move(op)
+    region_end.create(YieldOp, list(outputs), [])
     for result, new in zip(outputs, fused.results):
         for user, index in list(result.uses):
             if id(user) not in members and user is not body.ops[-1]:
@@ -83,14 +82,26 @@ def wrap_in_region(ops: list[Operation], pattern: str) -> FusedOp:
     return fused
 
 
+def name_kernels(module: Module) -> None:
+    """Give each ``kernel.fused`` that has none the name of its kernel function: ``fused_``, the kinds of its
+    first four ops, and its position among the module's regions (``fused_matmul_add_relu_3``)."""
+    regions = [op for func in module.funcs for op in func.body.ops if isinstance(op, FusedOp)]
+    for position, region in enumerate(regions):
+        if not region.sym_name:
+            kinds = list(dict.fromkeys(op.name.split(".", 1)[1] for op in region.members))
+            region.attributes["sym_name"] = "fused_" + "_".join(kinds[:4]) + f"_{position}"
+
+
 @dataclass
 class OutlineKernels(Pass):
-    """Wraps each tensor op outside a fused region into a ``kernel.fused`` of its own.
+    """Wraps each tensor op outside a fused region into a ``kernel.fused`` of its own, then names every region's
+    kernel (``name_kernels``).
 
     This is the unfused schedule (one kernel per op) and the fallback for ops
     that fusion left alone. Constants (weights), reshapes (views) and concats
     whose inputs can be written in place (``concat_in_place``) stay outside:
-    they need no kernel.
+    they need no kernel. The names are attributes of the regions from here on,
+    so the model info, the profiler and the code generator agree on them.
     """
 
     name = "outline-kernels"
@@ -100,3 +111,4 @@ class OutlineKernels(Pass):
             for op in list(func.body.ops):
                 if isinstance(op, TensorOp) and op.needs_kernel and not concat_in_place(op):
                     wrap_in_region([op], op.kind.value)
+        name_kernels(module)

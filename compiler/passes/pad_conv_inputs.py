@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from fusecc.dialects.tensor import ConvOp, PadOp
 from fusecc.ir.core import Module
+from fusecc.ir.rewriter import Rewriter
 
 from .manager import Pass
-from .rewrite import replace_op
 
 
 @dataclass
@@ -32,13 +32,12 @@ class PadConvInputs(Pass):
                     continue
                 x = op.input
                 top, left, bottom, right = op.pads
-                pad = PadOp.build([x], {"pads": [0, 0, top, left, 0, 0, bottom, right]}, loc=op.loc)
-                func.body.insert_before(op, pad)
+                rewriter = Rewriter.before(op)
+                pad = rewriter.build(PadOp, [x], {"pads": [0, 0, top, left, 0, 0, bottom, right]}, loc=op.loc)
                 attributes = dict(op.attributes)
                 attributes["pads"] = [0, 0, 0, 0]
-                conv = ConvOp.build([pad.result] + list(op.operands[1:]), attributes, loc=op.loc)
-                func.body.insert_before(op, conv)
-                replace_op(op, [conv.result])
+                conv = rewriter.build(ConvOp, [pad.result] + list(op.operands[1:]), attributes, loc=op.loc)
+                Rewriter.replace(op, [conv.result])
 
     @staticmethod
     def _applies(op) -> bool:

@@ -10,6 +10,7 @@ import numpy as np
 from fusecc.dialects.tensor import AddOp, DivOp, ErfOp, GeluOp, MulOp, NegOp, PowOp, SubOp, TanhOp
 from fusecc.ir.core import Module, Operation, Value
 from fusecc.ir.printer import loc_names
+from fusecc.ir.rewriter import Rewriter
 
 from .manager import Pass
 from .rewrite import constant_value
@@ -84,8 +85,7 @@ def _rewrite(special: Operation) -> None:
     names = [name for op in members for name in loc_names(op.loc)]
     root = current.op
     attributes = {"approximate": approximate} if approximate != "none" else {}
-    gelu = GeluOp.build([x], attributes, loc=names if len(names) > 1 else root.loc)
-    root.parent.insert_before(root, gelu)
+    gelu = Rewriter.before(root).build(GeluOp, [x], attributes, loc=names if len(names) > 1 else root.loc)
     current.replace_all_uses_with(gelu.result)
     for op in reversed(members):
         op.erase()

@@ -5,17 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from fusecc.ir.attributes import DenseAttr
-from fusecc.ir.core import Block, Operation, Value
+from fusecc.ir.core import Value
+from fusecc.ir.rewriter import Rewriter
 
 #: constants with more elements than this print as named resources
 INLINE_LIMIT = 16
-
-
-def replace_op(op: Operation, new_values: list[Value]) -> None:
-    """Redirect every use of ``op``'s results to ``new_values`` and erase ``op``."""
-    for old, new in zip(op.results, new_values):
-        old.replace_all_uses_with(new)
-    op.erase()
 
 
 def constant_value(value: Value) -> np.ndarray | None:
@@ -29,17 +23,17 @@ def constant_value(value: Value) -> np.ndarray | None:
     return attr.data if isinstance(attr, DenseAttr) else None
 
 
-def make_constant(array: np.ndarray, block: Block, before: Operation, name_hint: str, resources: set[str],
+def make_constant(rewriter: Rewriter, array: np.ndarray, name_hint: str, resources: set[str],
                   loc: str | None = None) -> Value:
-    """Insert a ``tensor.constant`` holding ``array`` before ``before``."""
+    """Insert a ``tensor.constant`` holding ``array`` at ``rewriter``'s insertion point; one with more than
+    ``INLINE_LIMIT`` elements prints as a resource named after ``name_hint`` (kept apart from ``resources``)."""
     from fusecc.dialects.tensor import ConstantOp
 
     resource = None
     if array.size > INLINE_LIMIT:
         resource = unique_name(name_hint, resources)
-    op = ConstantOp.build([], {"value": DenseAttr(np.ascontiguousarray(array), resource=resource)}, loc=loc)
-    block.insert_before(before, op)
-    return op.result
+    return rewriter.build(ConstantOp, [], {"value": DenseAttr(np.ascontiguousarray(array), resource=resource)},
+                          loc=loc).result
 
 
 def unique_name(base: str, taken: set[str]) -> str:

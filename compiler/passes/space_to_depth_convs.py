@@ -8,9 +8,10 @@ import numpy as np
 
 from fusecc.dialects.tensor import AddOp, ConvOp, PadOp, SliceOp, SpaceToDepthOp
 from fusecc.ir.core import Module
+from fusecc.ir.rewriter import Rewriter
 
 from .manager import Pass
-from .rewrite import constant_value, make_constant, replace_op, resource_names
+from .rewrite import constant_value, make_constant, resource_names
 
 
 #: the share of a phase-regrouped kernel's taps that may be zero before each phase becomes a conv of its own
@@ -59,7 +60,7 @@ class SpaceToDepthConvs(Pass):
                 if weights is None:
                     continue
                 if self._strided_pointwise(op):
-                    self._subsample(op, func.body)
+                    self._subsample(op)
                     continue
                 if not self._applies(op):
                     continue
@@ -75,53 +76,45 @@ class SpaceToDepthConvs(Pass):
                 extra_h, extra_w = full_h - (height + top + bottom), full_w - (width + left + right)
                 if extra_h < 0 or extra_w < 0:
                     continue
-                pad = PadOp.build([op.input], {"pads": [0, 0, top, left, 0, 0, bottom + extra_h,
-                                                                right + extra_w]}, loc=op.loc)
-                func.body.insert_before(op, pad)
+                rewriter = Rewriter.before(op)
+                pad = rewriter.build(PadOp, [op.input], {"pads": [0, 0, top, left, 0, 0, bottom + extra_h,
+                                                                  right + extra_w]}, loc=op.loc)
                 zero_taps = 1 - k_h * k_w / (stride * stride * phased_k[0] * phased_k[1])
                 if zero_taps > MOST_ZERO_TAPS and channels >= LEAST_PHASE_CHANNELS:
-                    self._phase_convs(op, pad.result, weights, func.body, taken)
+                    self._phase_convs(op, pad.result, weights, taken)
                     continue
-                phases = SpaceToDepthOp.build([pad.result], {"blocksize": stride}, loc=op.loc)
-                func.body.insert_before(op, phases)
+                phases = rewriter.build(SpaceToDepthOp, [pad.result], {"blocksize": stride}, loc=op.loc)
                 regrouped = _regroup(weights, stride, phased_k)
-                w_value = make_constant(regrouped, func.body, op, "phased_w", taken, loc=op.loc)
+                w_value = make_constant(rewriter, regrouped, "phased_w", taken, loc=op.loc)
                 attributes = dict(op.attributes)
                 attributes.update(kernel_shape=list(phased_k), strides=[1, 1], pads=[0, 0, 0, 0])
-                conv = ConvOp.build([phases.result, w_value] + list(op.operands[2:]), attributes, loc=op.loc)
-                func.body.insert_before(op, conv)
-                replace_op(op, [conv.result])
+                conv = rewriter.build(ConvOp, [phases.result, w_value] + list(op.operands[2:]), attributes,
+                                      loc=op.loc)
+                Rewriter.replace(op, [conv.result])
 
     @staticmethod
-    def _phase_convs(op, padded, weights: np.ndarray, block, taken) -> None:
+    def _phase_convs(op, padded, weights: np.ndarray, taken) -> None:
         """``op`` as the sum of a stride-1 conv per phase of ``padded`` (the input with the conv's padding and
         enough more to hold whole phases), each over that phase's taps of ``weights``; the bias goes with
         the first."""
         (stride, _), _, _ = op.window()
         out_h, out_w = op.results[0].type.shape[2:]
-        total = None
+        rewriter, total = Rewriter.before(op), None
         for row_phase in range(stride):
             for column_phase in range(stride):
                 taps = np.ascontiguousarray(weights[:, :, row_phase::stride, column_phase::stride])
                 k_h, k_w = taps.shape[2:]
-                phase = SliceOp.build([padded], {"starts": [row_phase, column_phase],
-                                                 "ends": [row_phase + stride * (out_h + k_h - 2) + 1,
-                                                          column_phase + stride * (out_w + k_w - 2) + 1],
-                                                 "axes": [2, 3], "steps": [stride, stride]}, loc=op.loc)
-                block.insert_before(op, phase)
-                w_value = make_constant(taps, block, op, "phase_w", taken, loc=op.loc)
+                phase = rewriter.build(SliceOp, [padded], {"starts": [row_phase, column_phase],
+                                                           "ends": [row_phase + stride * (out_h + k_h - 2) + 1,
+                                                                    column_phase + stride * (out_w + k_w - 2) + 1],
+                                                           "axes": [2, 3], "steps": [stride, stride]}, loc=op.loc)
+                w_value = make_constant(rewriter, taps, "phase_w", taken, loc=op.loc)
                 attributes = dict(op.attributes)
                 attributes.update(kernel_shape=[k_h, k_w], strides=[1, 1], pads=[0, 0, 0, 0])
                 operands = [phase.result, w_value] + (list(op.operands[2:]) if total is None else [])
-                conv = ConvOp.build(operands, attributes, loc=op.loc)
-                block.insert_before(op, conv)
-                if total is None:
-                    total = conv.result
-                else:
-                    add = AddOp.build([conv.result, total], loc=op.loc)
-                    block.insert_before(op, add)
-                    total = add.result
-        replace_op(op, [total])
+                conv = rewriter.build(ConvOp, operands, attributes, loc=op.loc)
+                total = conv.result if total is None else rewriter.build(AddOp, [conv.result, total], loc=op.loc).result
+        Rewriter.replace(op, [total])
 
     @staticmethod
     def _strided_pointwise(op) -> bool:
@@ -132,17 +125,16 @@ class SpaceToDepthConvs(Pass):
         return any(s > 1 for s in strides) and not any(pads)
 
     @staticmethod
-    def _subsample(op, block) -> None:
+    def _subsample(op) -> None:
         strides, _, _ = op.window()
         height, width = op.input.type.shape[2:]
-        pixels = SliceOp.build([op.input], {"starts": [0, 0], "ends": [height, width], "axes": [2, 3],
-                                                  "steps": list(strides)}, loc=op.loc)
-        block.insert_before(op, pixels)
+        rewriter = Rewriter.before(op)
+        pixels = rewriter.build(SliceOp, [op.input], {"starts": [0, 0], "ends": [height, width], "axes": [2, 3],
+                                                      "steps": list(strides)}, loc=op.loc)
         attributes = dict(op.attributes)
         attributes.update(strides=[1, 1])
-        conv = ConvOp.build([pixels.result] + list(op.operands[1:]), attributes, loc=op.loc)
-        block.insert_before(op, conv)
-        replace_op(op, [conv.result])
+        conv = rewriter.build(ConvOp, [pixels.result] + list(op.operands[1:]), attributes, loc=op.loc)
+        Rewriter.replace(op, [conv.result])
 
     @staticmethod
     def _applies(op) -> bool:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fusecc.dialects.tensor import (ConcatOp, ConstantOfShapeOp, ConstantOp, RangeOp, DepthToSpaceOp, ExpandOp, GatherElementsOp, GatherNDOp, GatherOp,
-                                    OneHotOp, PadOp, ReshapeOp, SliceOp, SpaceToDepthOp, SplitOp, TileOp, TransposeOp,
-                                    TriluOp, normalize_axis)
+from fusecc.dialects.tensor import (ConcatOp, ConstantOfShapeOp, ConstantOp, DepthToSpaceOp, ExpandOp, GatherElementsOp,
+                                    GatherNDOp, GatherOp, OneHotOp, PadOp, RangeOp, ReshapeOp, SliceOp, SpaceToDepthOp,
+                                    SplitOp, TileOp, TransposeOp, TriluOp, normalize_axis)
 from fusecc.ir.core import Value
 from fusecc.ir.types import DType
 

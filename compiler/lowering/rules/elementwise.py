@@ -31,7 +31,8 @@ def _exp_in_divisor(e, z, function="exp"):
 
 
 def _sigmoid(e, x):
-    return e.div(const_like(e, x, 1.0), e.add(const_like(e, x, 1.0), _exp_in_divisor(e, e.sub(const_like(e, x, 0.0), x))))
+    one = const_like(e, x, 1.0)
+    return e.div(one, e.add(one, _exp_in_divisor(e, e.sub(const_like(e, x, 0.0), x))))
 
 
 def _softplus(e, x):
@@ -113,9 +114,12 @@ UNARY: dict[type, Callable] = {
     SoftplusOp: lambda e, op, x: _softplus(e, x),
     SoftsignOp: lambda e, op, x: e.div(x, e.add(const_like(e, x, 1.0), e.fn("absf", x))),
     MishOp: lambda e, op, x: e.mul(x, e.fn("tanh", _softplus(e, x))),
-    HardSwishOp: lambda e, op, x: e.mul(x, _clip(e, e.add(e.mul(x, const_like(e, x, 1 / 6)), const_like(e, x, 0.5)), 0, 1)),
-    HardSigmoidOp: lambda e, op, x: _clip(e, e.add(e.mul(x, const_like(e, x, op.alpha)), const_like(e, x, op.beta)), 0, 1),
-    LeakyReluOp: lambda e, op, x: e.select(e.cmp("ge", x, const_like(e, x, 0)), x, e.mul(x, const_like(e, x, op.alpha))),
+    HardSwishOp: lambda e, op, x: e.mul(x, _clip(e, e.add(e.mul(x, const_like(e, x, 1 / 6)), const_like(e, x, 0.5)),
+                                                 0, 1)),
+    HardSigmoidOp: lambda e, op, x: _clip(e, e.add(e.mul(x, const_like(e, x, op.alpha)), const_like(e, x, op.beta)),
+                                          0, 1),
+    LeakyReluOp: lambda e, op, x: e.select(e.cmp("ge", x, const_like(e, x, 0)), x,
+                                           e.mul(x, const_like(e, x, op.alpha))),
     ThresholdedReluOp: lambda e, op, x: e.select(e.cmp("gt", x, const_like(e, x, op.alpha)), x, const_like(e, x, 0)),
     EluOp: lambda e, op, x: _elu(e, x, op.alpha),
     SeluOp: lambda e, op, x: e.mul(const_like(e, x, op.gamma), e.select(
@@ -223,7 +227,8 @@ def _bitshift(e, op, a, b):
         shifted, fill = e.logical("arith.shli", a, b), const_like(e, a, 0)
     else:
         shifted = e.logical("arith.shrsi" if signed else "arith.shrui", a, b)
-        fill = e.select(e.cmp("lt", a, const_like(e, a, 0)), const_like(e, a, -1), const_like(e, a, 0)) if signed else const_like(e, a, 0)
+        zero = const_like(e, a, 0)
+        fill = e.select(e.cmp("lt", a, zero), const_like(e, a, -1), zero) if signed else zero
     outside = e.cmp("ge", b, const_like(e, b, a.type.dtype.bits))
     if signed:
         outside = e.logical("arith.ori", outside, e.cmp("lt", b, const_like(e, b, 0)))

@@ -97,7 +97,8 @@ def _reduction_of(kind, e, op, idx, axes, keepdims, key_base, dtype, load):
     raise NotImplementedError(kind)
 
 
-@lowers(ReduceSumOp, ReduceMeanOp, ReduceMaxOp, ReduceMinOp, ReduceProdOp, ReduceL1Op, ReduceL2Op, ReduceSumSquareOp, ReduceLogSumOp, ReduceLogSumExpOp)
+@lowers(ReduceSumOp, ReduceMeanOp, ReduceMaxOp, ReduceMinOp, ReduceProdOp, ReduceL1Op, ReduceL2Op, ReduceSumSquareOp,
+        ReduceLogSumOp, ReduceLogSumExpOp)
 def _reduce(e, op, result_index, idx):
     return _reduction(op.reduction, e, op, idx, op.reduced_axes(), op.keepdims, id(op))
 

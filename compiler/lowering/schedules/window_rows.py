@@ -36,7 +36,7 @@ def is_depthwise(op: Operation) -> bool:
 
 def is_2d_max_pool(op: Operation) -> bool:
     """Whether ``op`` is a float32 max pooling over two spatial axes."""
-    return isinstance(op, MaxPoolOp) and _is_2d_f32(op)
+    return type(op) is MaxPoolOp and _is_2d_f32(op)  # not MaxPoolIndicesOp, which also gives indices
 
 
 def _is_2d_f32(op: Operation) -> bool:
