@@ -527,7 +527,7 @@ class ReduceOp(TensorOp):
         return [TensorType(tuple(shape), x.dtype)]
 
     def reference(self, x):
-        out = R.reduce(x, self.reduction, np.array(self.reduced_axes(), dtype=np.int64), keepdims=self.keepdims)
+        out = R.reduce(x, self.reduction, self.reduced_axes(), keepdims=self.keepdims)
         return [np.asarray(out).astype(x.dtype, copy=False)]
 
 
@@ -1246,7 +1246,7 @@ class PadOp(TensorOp):
 
     def reference(self, x):
         value = np.array(self.value, dtype=x.dtype)
-        return [R.pad(x, np.array(self.pads, dtype=np.int64), value, mode=self.mode)]
+        return [R.pad(x, self.pads, value, mode=self.mode)]
 
 
 class ExpandOp(TensorOp):
@@ -1409,7 +1409,7 @@ class TriluOp(TensorOp):
         return [self.in_types[0]]
 
     def reference(self, x):
-        return [R.trilu(x, np.array(self.k, dtype=np.int64), upper=self.upper)]
+        return [R.trilu(x, self.k, upper=self.upper)]
 
 
 class ScanOp(TensorOp):
@@ -1436,7 +1436,7 @@ class CumSumOp(ScanOp):
     onnx = ("CumSum",)
 
     def reference(self, x):
-        return [R.cumsum(x, np.array(self.axis, dtype=np.int64), exclusive=self.exclusive, reverse=self.reverse)]
+        return [R.cumsum(x, self.axis, exclusive=self.exclusive, reverse=self.reverse)]
 
 
 class CumProdOp(ScanOp):
@@ -1444,7 +1444,7 @@ class CumProdOp(ScanOp):
     onnx = ("CumProd",)
 
     def reference(self, x):
-        return [R.cumprod(x, np.array(self.axis, dtype=np.int64), exclusive=self.exclusive, reverse=self.reverse)]
+        return [R.cumprod(x, self.axis, exclusive=self.exclusive, reverse=self.reverse)]
 
 
 class ReverseSequenceOp(TensorOp):
@@ -1488,7 +1488,7 @@ class OneHotOp(TensorOp):
         return [TensorType(indices.shape[:axis] + (self.depth,) + indices.shape[axis:], values.dtype)]
 
     def reference(self, indices, values):
-        return [R.one_hot(indices, np.array(self.depth), values, axis=self.axis)]
+        return [R.one_hot(indices, self.depth, values, axis=self.axis)]
 
 
 class TopKOp(TensorOp):
@@ -1510,7 +1510,7 @@ class TopKOp(TensorOp):
         return [TensorType(shape, x.dtype), TensorType(shape, DType.I64)]
 
     def reference(self, x):
-        values, indices = R.topk(x, np.array([self.k], dtype=np.int64), axis=self.axis, largest=self.largest,
+        values, indices = R.topk(x, self.k, axis=self.axis, largest=self.largest,
                                  sorted=self.sorted)
         return [values, indices]
 

@@ -13,8 +13,9 @@ Calling convention (shared by every op function):
   is Resize with its sizes and scales already resolved for every axis);
 * tensor inputs are positional, in ONNX input order; optional inputs default
   to ``None``; inputs that newer opsets take as tensors (Pad pads, TopK k,
-  CumSum axis, OneHot depth/values, Trilu k, reduce axes) are taken as numpy
-  arrays (python sequences/scalars are accepted too).  Empty arrays count as
+  CumSum axis, OneHot depth, Trilu k, reduce axes) are taken as the tensor
+  op's attribute holds them (a python int or list; ``dialects/tensor.py``
+  calls them so) or as the ONNX input's numpy array.  Empty ones count as
   "not given" where ONNX allows it;
 * attributes are keyword-only, with the exact ONNX attribute names and ONNX
   default values; string attributes may be ``str`` or ``bytes``;
