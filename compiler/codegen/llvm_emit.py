@@ -15,7 +15,9 @@ range across threads where the work pays for it.
 
 Kernels have internal linkage: no symbol of one model can stand in for
 another's when several share a process, and calls to them never go through a
-PLT. ``fusecc_main`` is the one external symbol (the JIT looks it up; a shared
+PLT. A kernel whose code is the same as an earlier one's (a network's
+repeated blocks) is emitted once: its launches call the earlier function,
+so LLVM optimises and compiles each distinct kernel once. ``fusecc_main`` is the one external symbol (the JIT looks it up; a shared
 library hides it behind its C API, see ``aot``).
 
 ``emit_llvm(module, profile=True)`` builds the entry instrumented for
@@ -573,6 +575,11 @@ def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels:
             clock.read(steps)
 
 
+def _code_of(kernel: ir.Function) -> str:
+    """The LLVM IR of a kernel with its own name left out: equal for kernels that compute the same."""
+    return str(kernel).replace(f'@"{kernel.name}"(', "@kernel(", 1)
+
+
 def emit_llvm(module: Module, name: str = "fusecc_model", profile: bool = False) -> tuple[ir.Module, WeightLayout]:
     """The LLVM module for a lowered fusecc module, and the layout of its weights blob.
 
@@ -580,11 +587,15 @@ def emit_llvm(module: Module, name: str = "fusecc_model", profile: bool = False)
     the JIT only (its one ``fusecc_profile`` array serves every run, so one thread at a time runs it)."""
     llvm_module = ir.Module(name=name)
     main = module.main
-    kernels = {}
+    kernels, by_code = {}, {}
     for func in module.funcs:
         if func is not main:
             _emit_kernel(llvm_module, func)
-            kernels[func.sym_name] = llvm_module.get_global(func.sym_name)
+            kernel = llvm_module.get_global(func.sym_name)
+            same = by_code.setdefault(_code_of(kernel), kernel)
+            if same is not kernel:
+                del llvm_module.globals[func.sym_name]  # its launches call the same code under its first name
+            kernels[func.sym_name] = same
     weights = layout_weights(main)
     _emit_entry(llvm_module, main, weights, kernels, profile)
     return llvm_module, weights
