@@ -30,7 +30,16 @@ class OpKind(enum.Enum):
     OPAQUE = "opaque"
 
 
-class attr:
+class _Field:
+    """A field declared on an op class, which learns the name it is declared under."""
+
+    name = ""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+
+class attr(_Field):
     """A typed attribute field of an op class: ``axis = attr(int, default=1)``.
 
     Reading ``op.axis`` gives the attribute or its default; ``check`` validates
@@ -40,10 +49,6 @@ class attr:
     def __init__(self, kind, default=_REQUIRED):
         self.kind = kind
         self.default = default
-        self.name = ""
-
-    def __set_name__(self, owner, name):
-        self.name = name
 
     def __get__(self, op, owner=None):
         if op is None:
@@ -68,7 +73,7 @@ class attr:
             raise VerifyError(op, f"attribute '{self.name}' must be {_describe(self.kind)}, got {value!r}")
 
 
-class operand:
+class operand(_Field):
     """A named operand of an op class: ``bias = operand(2, optional=True)``.
 
     Reading ``op.bias`` gives the operand's value; an optional operand the op
@@ -78,10 +83,6 @@ class operand:
     def __init__(self, index: int, optional: bool = False):
         self.index = index
         self.optional = optional
-        self.name = ""
-
-    def __set_name__(self, owner, name):
-        self.name = name
 
     def __get__(self, op, owner=None):
         if op is None:

@@ -74,6 +74,11 @@ def _window_source(e, op, out_spatial, ks, in_spatial_shape):
     return positions, valid
 
 
+def _plus_bias(e, op, acc, channel):
+    """``acc`` plus a conv's bias of output ``channel``, if it has one."""
+    return acc if op.bias is None else e.add(acc, e.at(op.bias, [channel]))
+
+
 @lowers(ConvOp)
 def _conv(e, op, result_index, idx):
     x, w = op.input, op.weight
@@ -91,9 +96,7 @@ def _conv(e, op, result_index, idx):
         return e.select(valid, product, e.const(0.0, dtype))
 
     acc = e.reduce((id(op), "conv"), idx, [c_in_group] + list(op.kernel_shape), dtype, 0.0, e.add, term)
-    if op.bias is not None:
-        acc = e.add(acc, e.at(op.bias, [co]))
-    return acc
+    return _plus_bias(e, op, acc, co)
 
 
 @lowers(ConvTransposeOp)
@@ -124,9 +127,7 @@ def _conv_transpose(e, op, result_index, idx):
         return e.select(valid, product, e.const(0.0, dtype))
 
     acc = e.reduce((id(op), "convT"), idx, [c_in_group] + list(op.kernel_shape), dtype, 0.0, e.add, term)
-    if op.bias is not None:
-        acc = e.add(acc, e.at(op.bias, [co]))
-    return acc
+    return _plus_bias(e, op, acc, co)
 
 
 @lowers(MaxPoolOp)
