@@ -23,7 +23,7 @@ def _installed_version() -> str:
 def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shapes: dict | None = None,
             cache: bool = True, print_ir_after_all: bool = False, print_ir_after: tuple[str, ...] = (),
             print_ir_before: tuple[str, ...] = (), verify_each: bool = True, time_passes: bool = False,
-            dump_ir_dir: str | None = None, threads: int | None = None):
+            dump_ir_dir: str | None = None, threads: int | None = None, check: bool | None = None):
     """Compile an ONNX model (path, bytes or ``onnx.ModelProto``) or a ``.fir`` file to native code.
 
     ``fusion=False`` (the default at ``opt_level=0``) gives one kernel per op.
@@ -33,6 +33,8 @@ def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shap
     The printing options match the CLI's ``--print-ir-*`` flags (output on stderr).
     ``threads`` is how many threads the model's runs use unless a run says otherwise (default: the process's
     physical cores, or ``FUSECC_NUM_THREADS``); its kernels' blocks are planned for that many.
+    ``check=True`` (default: ``FUSECC_CHECK=1`` in the environment) gives a model that runs kernel by kernel and
+    raises ``fusecc.CheckError`` at the first kernel whose outputs differ from the reference (see ``fusecc.check``).
     """
     from .driver import Options, compile_model
     from .runtime.model import check_threads
@@ -47,6 +49,8 @@ def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shap
                                           time_passes=time_passes, dump_dir=dump_ir_dir)
     options = Options(opt_level=opt_level, fusion=fusion, input_shapes=input_shapes,
                       instrumentation=instrumentation, cache=cache, threads=threads)
+    if check is not None:
+        options.check = check
     compiled = compile_model(model, options)
     compiled.threads = threads
     return compiled
@@ -69,4 +73,7 @@ def __getattr__(name):
     if name == "CompiledModel":
         from fusecc.runtime.model import CompiledModel
         return CompiledModel
+    if name == "CheckError":
+        from fusecc.check import CheckError
+        return CheckError
     raise AttributeError(f"module 'fusecc' has no attribute {name!r}")

@@ -16,6 +16,8 @@ import sys
 import warnings
 
 _EMIT_BY_SUFFIX = {".so": "so", ".o": "obj", ".ll": "llvm", ".s": "asm", ".fir": "ir"}
+#: what ``--compile-to`` may stop at past the loops phase: the optimised LLVM IR, the assembly, the object
+_CODE_STAGES = ("llvm", "asm", "obj")
 
 
 def _add_pass_flags(parser: argparse.ArgumentParser) -> None:
@@ -109,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"-O{level}", dest="opt_level", action="store_const", const=level,
                             help="optimisation level (default -O3; -O0 also disables fusion)" if level == 0 else None)
     parser.add_argument("--no-fusion", action="store_true", help="one kernel per op")
-    parser.add_argument("--compile-to", choices=["import", "graph", "fusion", "loops"],
-                        help="stop after this phase and print the IR")
+    parser.add_argument("--compile-to", choices=["import", "graph", "fusion", "loops", *_CODE_STAGES],
+                        help="stop after this phase and print its IR; llvm, asm and obj are --emit's")
     parser.add_argument("--input-shape", action="append", type=_parse_shape, default=[], metavar="NAME=DIMS",
                         help="fix an input's shape, e.g. x=1x3x224x224 (repeatable)")
     parser.add_argument("--name", help="prefix of a shared library's C API and header macros, a C identifier "
@@ -157,6 +159,10 @@ def _run(parser, args) -> int:
     options = Options(opt_level=opt_level, fusion=False if args.no_fusion else None,
                       input_shapes=dict(args.input_shape) or None, instrumentation=_instrumentation(args),
                       cache=not args.no_cache)
+    if args.compile_to in _CODE_STAGES:
+        if args.emit not in (None, args.compile_to):
+            return _fail(f"--compile-to={args.compile_to} and --emit={args.emit} ask for different outputs")
+        args.emit, args.compile_to = args.compile_to, None
     emit = args.emit or (_EMIT_BY_SUFFIX.get(os.path.splitext(args.output)[1]) if args.output else "ir")
     if emit is None:
         return _fail(f"cannot tell what to emit from '{args.output}'; pass --emit")

@@ -29,6 +29,13 @@ from fusecc.ir.printer import loc_names, print_module
 from .pipeline import PHASES, phase_pipelines
 
 
+#: ``FUSECC_CHECK=1``: models compile in check mode (see ``fusecc.check``)
+CHECK_VARIABLE = "FUSECC_CHECK"
+#: ``FUSECC_INJECT_FAULT=<kernel name>``: that kernel adds one to the first element of its first output (a fault
+#: for tests and for trying out check mode); the kernel names are those of ``--fusion-report``
+FAULT_VARIABLE = "FUSECC_INJECT_FAULT"
+
+
 def debug_level() -> int:
     try:
         return int(os.environ.get("FUSECC_DEBUG", "0") or 0)
@@ -51,6 +58,10 @@ class Options:
     #: the threads the model's runs use by default, which its kernels' blocks are planned for (None: the thread
     #: pool's default, see ``fusecc.target``)
     threads: int | None = None
+    #: run kernel by kernel, each checked against the reference interpreter (``fusecc.check``)
+    check: bool = field(default_factory=lambda: os.environ.get(CHECK_VARIABLE, "") not in ("", "0"))
+    #: a kernel made to compute a wrong result on purpose, for trying out the debugging tools (test-only)
+    inject_fault: str | None = field(default_factory=lambda: os.environ.get(FAULT_VARIABLE) or None)
 
     @property
     def fuse(self) -> bool:
@@ -66,8 +77,8 @@ class Options:
 
     @property
     def cached(self) -> bool:
-        """Whether the compile cache may serve this compilation: asked for, and not watched."""
-        return self.cache and not self.watched
+        """Whether the compile cache may serve this compilation: asked for, not watched, no fault injected."""
+        return self.cache and not self.watched and self.inject_fault is None
 
 
 @dataclass
@@ -186,6 +197,9 @@ def compile_model(source, options: Options | None = None):
     from fusecc.runtime.model import from_library_bytes
 
     options = options or Options()
+    if options.check:
+        from fusecc.check import compile_checked
+        return compile_checked(source, options)
     cache = open_cache() if options.cached and _can_link() else None
     model = ModelSource.read(source) if cache is not None else None
     if model is None:
@@ -209,13 +223,19 @@ def _can_link() -> bool:
     return True
 
 
-def generate_code(imported: Imported, options: Options):
-    """Compile a model to native code for the target ``options`` choose (a ``codegen.generate.GeneratedCode``)."""
+def generate_code(imported: Imported, options: Options, after_fusion=None, exported_kernels: bool = False):
+    """Compile a model to native code for the target ``options`` choose (a ``codegen.generate.GeneratedCode``);
+    ``after_fusion`` is :func:`lower`'s, ``exported_kernels`` ``codegen.generate``'s."""
     from fusecc.codegen.generate import generate
     from fusecc.target import host_target
 
-    module, info = lower(imported, options)
-    return generate(module, info, host_target(options.threads, options.cached), options.opt_level, options.debug)
+    module, info = lower(imported, options, after_fusion=after_fusion)
+    fault = options.inject_fault
+    if fault is not None and fault not in {kernel["name"] for kernel in info["kernels"]}:
+        raise ValueError(f"{FAULT_VARIABLE}={fault} names no kernel of the model; its kernels are "
+                         + ", ".join(kernel["name"] for kernel in info["kernels"]))
+    return generate(module, info, host_target(options.threads, options.cached), options.opt_level, options.debug,
+                    exported_kernels, fault)
 
 
 def compile_jit(source, options: Options):

@@ -24,6 +24,11 @@ def interpret(module: Module, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return _run_block(main.body, env)
 
 
+def run_region(region: FusedOp, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Evaluate a ``kernel.fused`` region on arrays for its operands; its results, in order."""
+    return _run_block(region.body, {id(arg): np.asarray(value) for arg, value in zip(region.body.args, inputs)})
+
+
 def _run_block(block: Block, env: dict) -> list[np.ndarray]:
     for op in block.ops:
         if op.name in ("func.return", "kernel.yield"):

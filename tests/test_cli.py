@@ -128,6 +128,25 @@ def test_compile_to_stops_after_each_phase(model_path):
     assert fusecc_cli(model_path, "--compile-to=loops").stdout == loops
 
 
+@pytest.mark.parametrize("stage", ["llvm", "asm", "obj"])
+def test_compile_to_reaches_the_code(model_path, tmp_path, stage):
+    """``--compile-to`` stops at LLVM IR, assembly or the object as ``--emit`` does, to a file or stdout."""
+    out = tmp_path / f"model.{stage}"
+    fusecc_cli(model_path, f"--compile-to={stage}", "-o", out)
+    fusecc_cli(model_path, f"--emit={stage}", "-o", tmp_path / "emitted")
+    if stage == "obj":
+        assert out.read_bytes()[:4] == b"\x7fELF"
+    else:
+        assert out.read_text() == (tmp_path / "emitted").read_text()
+        assert "fusecc_main" in out.read_text()
+
+
+def test_compile_to_and_emit_must_agree(model_path):
+    result = fusecc_cli(model_path, "--compile-to=llvm", "--emit=asm", check_ok=False)
+    assert result.returncode == 1
+    assert result.stderr == "fusecc: error: --compile-to=llvm and --emit=asm ask for different outputs\n"
+
+
 def test_emit_llvm(model_path):
     text = fusecc_cli(model_path, "--emit=llvm").stdout
     assert re.search(r"^define .*@fusecc_main\(", text, re.M)

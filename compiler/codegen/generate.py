@@ -21,11 +21,14 @@ from .llvm_emit import emit_llvm
 @dataclass
 class GeneratedCode:
     """A model's code for one target: its optimised LLVM module, what its code needs of a CPU, its weights and
-    its model info (see ``driver.model_info``)."""
+    its model info (see ``driver.model_info``), and the loop-level module it was made from with the offset of
+    each ``kernel.weight`` in the weights."""
 
     module_ref: object
     weights: bytes
     info: dict
+    lowered: Module
+    weight_offsets: dict[int, int]
 
     @property
     def llvm_ir(self) -> str:
@@ -72,15 +75,17 @@ def _weights_object_builder(module_ref):
         target.incbin_module_asm(aot.WEIGHTS_SYMBOL, blob_path), key))
 
 
-def generate(module: Module, info: dict, for_target, opt_level: int, debug: int = 0) -> GeneratedCode:
+def generate(module: Module, info: dict, for_target, opt_level: int, debug: int = 0, exported_kernels: bool = False,
+             fault: str | None = None) -> GeneratedCode:
     """Optimise the LLVM IR of the lowered ``module`` for ``for_target`` (a ``fusecc.target.Target``) at
-    ``opt_level``. ``debug`` 4 writes the LLVM IR to stderr, 5 the assembly too (see ``driver``)."""
-    llvm_module, weights = emit_llvm(module)
+    ``opt_level``. ``debug`` 4 writes the LLVM IR to stderr, 5 the assembly too (see ``driver``);
+    ``exported_kernels`` and ``fault`` are ``llvm_emit.emit_llvm``'s."""
+    llvm_module, weights = emit_llvm(module, exported_kernels=exported_kernels, fault=fault)
     text = str(llvm_module)
     if debug >= 4:
         sys.stderr.write(text)
     module_ref = target.optimize_for(text, target.target_key(opt_level, for_target.cpu, for_target.features))
-    code = GeneratedCode(module_ref, weights.blob(), info)
+    code = GeneratedCode(module_ref, weights.blob(), info, module, weights.offsets)
     if debug >= 5:
         sys.stderr.write(code.assembly())
     return code

@@ -464,9 +464,10 @@ _HANDLERS = {
 }
 
 
-def _emit_kernel(module: ir.Module, func: FuncOp) -> None:
+def _emit_kernel(module: ir.Module, func: FuncOp, exported: bool = False, faulty: bool = False) -> None:
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I64]), name=func.sym_name)
-    fn.linkage = "internal"
+    if not exported:
+        fn.linkage = "internal"
     fn.attributes.add("nounwind")
     # each kernel stays a function of its own, named in profiles and assembly, however small
     fn.attributes.add("noinline")
@@ -481,7 +482,21 @@ def _emit_kernel(module: ir.Module, func: FuncOp) -> None:
     fe.values[id(index_args[0])] = begin
     fe.values[id(index_args[1])] = end
     fe.block(func.body.ops)
+    if faulty:
+        _add_one_to_first_output(fe, func, begin)
     fe.builder.ret_void()
+
+
+def _add_one_to_first_output(fe: _FunctionEmitter, func: FuncOp, begin: ir.Value) -> None:
+    """A fault on purpose (``FUSECC_INJECT_FAULT``): the run's chunk starting at 0 adds one to the first element
+    of the kernel's first output, after computing it."""
+    out = next(a for a in func.args if a.name_hint == "out0")
+    b, dtype = fe.builder, out.type.dtype
+    with b.if_then(b.icmp_signed("==", begin, ir.Constant(I64, 0))):
+        element = scalar_type(dtype)
+        old = b.load(fe.values[id(out)], typ=element)
+        new = b.fadd(old, ir.Constant(element, 1.0)) if dtype.is_float else b.add(old, ir.Constant(element, 1))
+        b.store(new, fe.values[id(out)])
 
 
 #: the ops of ``@main`` that a profiling build times
@@ -580,19 +595,23 @@ def _code_of(kernel: ir.Function) -> str:
     return str(kernel).replace(f'@"{kernel.name}"(', "@kernel(", 1)
 
 
-def emit_llvm(module: Module, name: str = "fusecc_model", profile: bool = False) -> tuple[ir.Module, WeightLayout]:
+def emit_llvm(module: Module, name: str = "fusecc_model", profile: bool = False, exported_kernels: bool = False,
+              fault: str | None = None) -> tuple[ir.Module, WeightLayout]:
     """The LLVM module for a lowered fusecc module, and the layout of its weights blob.
 
     ``profile`` instruments the entry with clock readings (see the module's docstring); such a build is for
-    the JIT only (its one ``fusecc_profile`` array serves every run, so one thread at a time runs it)."""
+    the JIT only (its one ``fusecc_profile`` array serves every run, so one thread at a time runs it).
+    ``exported_kernels`` gives every kernel a function of its own under its name, external, for a caller
+    that launches kernels one by one (``fusecc.check``). ``fault`` names a kernel that adds one to the first
+    element of its first output (see ``_add_one_to_first_output``)."""
     llvm_module = ir.Module(name=name)
     main = module.main
     kernels, by_code = {}, {}
     for func in module.funcs:
         if func is not main:
-            _emit_kernel(llvm_module, func)
+            _emit_kernel(llvm_module, func, exported_kernels, func.sym_name == fault)
             kernel = llvm_module.get_global(func.sym_name)
-            same = by_code.setdefault(_code_of(kernel), kernel)
+            same = kernel if exported_kernels else by_code.setdefault(_code_of(kernel), kernel)
             if same is not kernel:
                 del llvm_module.globals[func.sym_name]  # its launches call the same code under its first name
             kernels[func.sym_name] = same
