@@ -10,6 +10,7 @@ Subcommands come first: ``fusecc profile MODEL ...`` times each kernel of a mode
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import sys
@@ -93,6 +94,20 @@ class _VersionAction(argparse.Action):
 SUBCOMMANDS = {"profile": "run a model and time each kernel against the machine's peak"}
 
 
+def _quiet_when_the_reader_leaves(entry):
+    """``entry``, ending with status 1 and no traceback when its output's reader goes away
+    (``fusecc model.onnx --emit=llvm | head``), as Unix tools do."""
+    @functools.wraps(entry)
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            return entry(argv)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush writes nowhere
+            return 1
+    return run
+
+
+@_quiet_when_the_reader_leaves
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in SUBCOMMANDS:
@@ -131,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _show_warning
         try:
             return _run(parser, args)
+        except BrokenPipeError:
+            raise  # the reader left: see _quiet_when_the_reader_leaves
         except _known_errors() as exc:
             return _fail(str(exc))
         except KeyboardInterrupt:
@@ -225,6 +242,7 @@ def _write(path: str | None, text: str) -> None:
         sys.stdout.write(text)
 
 
+@_quiet_when_the_reader_leaves
 def opt_main(argv: list[str] | None = None) -> int:
     """``fusecc-opt in.fir --pass-pipeline=...``: parse, run passes, print."""
     parser = argparse.ArgumentParser(prog="fusecc-opt", description="Run fusecc passes on a .fir file.")
@@ -269,6 +287,8 @@ def opt_main(argv: list[str] | None = None) -> int:
             outputs.append(print_module(module, elide_resources=args.elide_weights))
         _write(args.output, "// -----\n".join(outputs))
         return 0
+    except BrokenPipeError:
+        raise  # the reader left: see _quiet_when_the_reader_leaves
     except _known_errors() as exc:
         return _fail(str(exc), "fusecc-opt")
 

@@ -507,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             options = Options(fusion=False if args.no_fusion else None, input_shapes=shapes or None, cache=False,
                               threads=args.threads)
             result = profile_model(args.model, options, args.runs, args.warmup, feeds, args.seed, args.threads)
+        except BrokenPipeError:
+            raise  # the reader left: see _quiet_when_the_reader_leaves
         except _known_errors() as exc:
             return _fail(str(exc))
         except KeyboardInterrupt:

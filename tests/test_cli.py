@@ -141,6 +141,22 @@ def test_compile_to_reaches_the_code(model_path, tmp_path, stage):
         assert "fusecc_main" in out.read_text()
 
 
+@pytest.mark.parametrize("command", [["main", "--compile-to=import"], ["main", "--emit=llvm"], ["opt_main"]])
+def test_output_to_a_reader_that_left_ends_quietly(model_path, tmp_path, command):
+    """``fusecc model.onnx --emit=llvm | head``: once the reader has gone, writing fails; the tool stops with
+    status 1 and no traceback."""
+    source = model_path
+    if command[0] == "opt_main":
+        source = tmp_path / "graph.fir"
+        fusecc_cli(model_path, "--compile-to=graph", "-o", source)
+    process = subprocess.Popen([sys.executable, "-c", f"import sys; from fusecc.cli import {command[0]}; "
+                                f"sys.exit({command[0]}())", str(source), *command[1:]],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()  # the reader leaves before anything is written
+    stderr = process.stderr.read()
+    assert process.wait(timeout=300) == 1 and stderr == ""
+
+
 def test_compile_to_and_emit_must_agree(model_path):
     result = fusecc_cli(model_path, "--compile-to=llvm", "--emit=asm", check_ok=False)
     assert result.returncode == 1
