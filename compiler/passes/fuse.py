@@ -17,7 +17,6 @@ from .manager import Pass
 from .outline import wrap_in_region
 
 
-
 def _elements(value: Value) -> int:
     return math.prod(d or 1 for d in value.type.shape)
 

@@ -211,7 +211,6 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place:
     return BlockPlan(op, fill, rows=rows, matrix_rows=m, in_place=in_place)
 
 
-
 def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: bool) -> BlockPlan | None:
     a, b = op.a, op.b
     if op.transB or id(b) not in buffers:
