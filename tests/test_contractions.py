@@ -132,6 +132,16 @@ def _cases():
                               ("1d", {"pads": [1, 1]}, (1, 8, 30), (16, 8, 3))]:
         cases[f"Conv-{name}"] = _model([helper.make_node("Conv", ["x", "w"], ["y"], **attrs)], {"x": list(x)},
                                        [_weight("w", w, rng)])
+    # pointwise convs computed in place with their epilogues (bias, residual add, ReLU; clip), one image
+    # and two
+    cases["Conv-1x1-Add-Relu-in-place"] = _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Add", ["c", "x"], ["a"]),
+         helper.make_node("Relu", ["a"], ["y"])], {"x": [1, 96, 28, 28]}, [_weight("w", (96, 96, 1, 1), rng),
+                                                                           _weight("b", (96,), rng)])
+    cases["Conv-1x1-Clip-in-place-two-images"] = _model(
+        [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Clip", ["c", "lo", "hi"], ["y"])],
+        {"x": [2, 32, 14, 14]}, [_weight("w", (48, 32, 1, 1), rng), numpy_helper.from_array(np.float32(-0.5), "lo"),
+                                 numpy_helper.from_array(np.float32(0.5), "hi")])
     return cases
 
 
@@ -156,6 +166,21 @@ def test_contraction_is_vectorizable_and_right(name):
     # summed in another order, a result's rounding error follows the magnitude of the largest results
     scale = max(1.0, float(np.abs(expected[0]).max()))
     np.testing.assert_allclose(fusecc.compile(model).run(feeds)[0], expected[0], rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_an_epilogue_applied_in_place_keeps_nan():
+    """A ReLU or clip reads a conv's output back from where the micro-kernel wrote it and stores over it: a
+    NaN must come out as NaN (numpy's maximum and minimum propagate it), as must every other value."""
+    model = CASES["Conv-1x1-Add-Relu-in-place"]
+    x = np.random.default_rng(2).standard_normal((1, 96, 28, 28)).astype(np.float32)
+    x[0, 5, 3, 4] = np.nan  # every output channel of pixel (3, 4) sums it; channel 5's residual adds it again
+    y = fusecc.compile(model).run({"x": x})[0]
+    assert np.isnan(y[0, :, 3, 4]).all()
+    rest = np.ones(y.shape, bool)
+    rest[0, :, 3, 4] = False
+    assert not np.isnan(y[rest]).any()
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    np.testing.assert_allclose(y[rest], expected[0][rest], rtol=1e-4, atol=1e-4)
 
 
 FLOAT16_CASES = {

@@ -43,7 +43,22 @@ MODELS = {
     "panels_8x700x1000_weight": lambda: models.matmul(8, 700, 1000, weight=True),
     "panels_8x700x1000_inputs": lambda: models.matmul(8, 700, 1000),
     "panels_gemm_alpha_beta": lambda: gemm_alpha_beta(8, 700, 1000),
+    # a pointwise conv computed in place, a block of channels per thread
+    "pointwise_conv_in_place": lambda: pointwise_conv_relu(96, 28),
 }
+
+
+def pointwise_conv_relu(channels, size):
+    """Conv 1x1 with a bias, then Relu."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(4)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])]
+    weights = [numpy_helper.from_array(rng.standard_normal((channels, channels, 1, 1)).astype(np.float32), "w"),
+               numpy_helper.from_array(rng.standard_normal((channels,)).astype(np.float32), "b")]
+    shape = [1, channels, size, size]
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], weights)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def gemm_alpha_beta(m, k, n):

@@ -343,11 +343,32 @@ def _fmax(fe, a, b):
     assertion in LLVM 22's loop vectorizer for some trip counts;
     ``llvm.maximum`` does not.)
     """
-    return fe.builder.call(fe.intrinsic("llvm.maximum", a.type, 2), [a, b])
+    return _bounded(fe, a, b, "llvm.maxnum") or fe.builder.call(fe.intrinsic("llvm.maximum", a.type, 2), [a, b])
 
 
 def _fmin(fe, a, b):
-    return fe.builder.call(fe.intrinsic("llvm.minimum", a.type, 2), [a, b])
+    return _bounded(fe, a, b, "llvm.minnum") or fe.builder.call(fe.intrinsic("llvm.minimum", a.type, 2), [a, b])
+
+
+def _bounded(fe, a, b, number_intrinsic: str):
+    """A NaN-propagating maximum or minimum of a value and a constant that is not NaN (a ReLU, a clip bound) as
+    ``x`` ordered ? ``number_intrinsic``(x, bound) : NaN, or None for other operands.
+
+    ``llvm.maximum(x, 0)`` expands to ``select(isnan(x), x, max(x, 0))``; where ``x`` was loaded from the
+    address the result is stored to (an epilogue applied in place to a GEMM's output), the backend turns
+    that store into a masked store of only the non-NaN lanes, ``vmaskmovps``, which AMD cores run about ten
+    times slower than a plain store (a pointwise conv's ReLU took longer than the conv). Selecting a
+    constant NaN instead never selects ``x`` itself.
+    """
+    bound, x = (b, a) if _is_number_constant(b) else (a, b) if _is_number_constant(a) else (None, None)
+    if bound is None:
+        return None
+    number = fe.builder.call(fe.intrinsic(number_intrinsic, x.type, 2), [x, bound], fastmath=("nnan", "nsz"))
+    return fe.builder.select(fe.builder.fcmp_ordered("ord", x, x), number, ir.Constant(x.type, float("nan")))
+
+
+def _is_number_constant(value) -> bool:
+    return isinstance(value, ir.Constant) and isinstance(value.constant, float) and value.constant == value.constant
 
 
 def _fmax_number(fe, a, b):

@@ -11,8 +11,8 @@ from fusecc.passes.manager import Pass
 from fusecc.passes.rewrite import constant_value
 
 from .microkernel import Simd, pick_rows, pick_rows_with_tail
-from .schedules.blocks import (GemmSchedule, block_plan, contraction, ends_blocks_mid_matrix, gemm_shape,
-                        in_place_output, only_elementwise_around, packable_b)
+from .schedules.blocks import (GemmSchedule, block_plan, contraction, copies_b_tiles, ends_blocks_mid_matrix,
+                               gemm_shape, in_place_output, only_elementwise_around, packable_b)
 
 #: the share of the level-1 data cache a depth block of B's tile may fill (the rest holds A and C)
 L1_SHARE = 0.5
@@ -37,6 +37,8 @@ COPIED_SLIVER_BYTES = 1 << 17
 #: B streams sequentially and is prefetched (fitted to the shapes of ``bench_contractions``: one pass beats
 #: two over 768 steps of K, six passes beat four over 3072)
 OUTPUT_TRAFFIC_WEIGHT = 6
+#: bytes of a cache line
+CACHE_LINE_BYTES = 64
 #: the fewest micro-kernel row groups that must read a tile's sliver of B for copying it to be worth a
 #: second pass over B: below, the copy would cost more than the cache misses it saves
 TILE_COPY_ROW_GROUPS = 4
@@ -64,16 +66,17 @@ class PlanContractions(Pass):
     * ``packed_b``: a constant K x N B is stored in strips as wide as a tile, each contiguous over
       the depth, so the micro-kernel streams it sequentially instead of one short run per row of B;
     * ``pack_b_tiles``: a MatMul or Gemm B that is not constant (an attention product, a GEMM of two
-      inputs) and wider than one tile is copied at run time, one tile's sliver per pass, into a
-      contiguous buffer that every row group of the block then reads from L1 (rows of B N elements
-      apart fall in few cache sets and evict each other); only where at least
-      ``TILE_COPY_ROW_GROUPS`` row groups share the copy.
+      inputs), or the input planes of a pointwise conv computed in place (or whose planes straddle
+      cache lines, see ``_rows_straddle_lines``), wider than one tile is copied at run time, one
+      tile's sliver per pass, into a contiguous buffer that every row group of the block then reads
+      from L1 (rows of B N elements apart fall in few cache sets and evict each other); only where at
+      least ``TILE_COPY_ROW_GROUPS`` row groups share the copy.
 
     * ``block_rows``: most rows of A (a conv's output channels) a block covers: for a MatMul or
-      Gemm, few enough that those rows of one depth pass fit ``L2_SHARE`` of the level-2 cache
-      (``l2-bytes``) while every tile of columns reads them, and, through a block buffer, a block for
-      each of ``threads`` threads; for a conv, few enough that the kernel
-      has ``PARALLEL_BLOCKS`` blocks for threads to share; absent when all rows fit.
+      Gemm, or a pointwise conv computed in place, few enough that those rows of one depth pass fit
+      ``L2_SHARE`` of the level-2 cache (``l2-bytes``) while every tile of columns reads them, and,
+      through a block buffer, a block for each of ``threads`` threads; for another conv, few enough
+      that the kernel has ``PARALLEL_BLOCKS`` blocks for threads to share; absent when all rows fit.
 
     * ``column_panels``: a MatMul or Gemm computed in place with only elementwise ops around it, whose
       blocks of rows give fewer than ``PARALLEL_BLOCKS`` steps, has each block cut into that many
@@ -126,7 +129,7 @@ class PlanContractions(Pass):
         panels of whole tiles as make up the difference, each of at least ``PARALLEL_BLOCK_WORK``. Threads
         then share B's columns, each streaming its own share of B once. Only for a MatMul or Gemm computed
         in place with nothing but elementwise ops around it (see ``only_elementwise_around``)."""
-        if not plan.in_place or not only_elementwise_around(op, fused.members):
+        if not ends_blocks_mid_matrix(op) or not plan.in_place or not only_elementwise_around(op, fused.members):
             return schedule
         blocks = plan.block_count(shape)
         if self.column_panels >= 0:
@@ -155,8 +158,9 @@ class PlanContractions(Pass):
             constant_value(fused.operands[fused.body.args.index(op.b)]) is not None
         in_place = in_place_output(op, fused.members, tuple(fused.body.ops[-1].operands)) is not None
         rows_of_a, _, columns = gemm_shape(op)
-        copied = ends_blocks_mid_matrix(op) and not packed and columns > strip and \
-            rows_of_a >= TILE_COPY_ROW_GROUPS * rows
+        copied = copies_b_tiles(op) and not packed and columns > strip and \
+            rows_of_a >= TILE_COPY_ROW_GROUPS * rows and \
+            (ends_blocks_mid_matrix(op) or in_place or _rows_straddle_lines(op))
         if self.depth_block >= 0:
             block = self.depth_block
         elif packed or copied:
@@ -173,7 +177,8 @@ class PlanContractions(Pass):
         level-2 cache (and, copied, ``COPIED_SLIVER_BYTES``), the one moving the fewest bytes, where each
         pass moves the output (weighted ``OUTPUT_TRAFFIC_WEIGHT``) and each block of rows (see
         ``_block_rows``, which a longer pass makes shorter) streams B. Fewer passes on a tie."""
-        rows_of_a, (depth,), columns = gemm_shape(op)
+        rows_of_a, (depth, *inner), columns = gemm_shape(op)
+        assert math.prod(inner) == 1, "a streamed B has one depth loop"
         itemsize = op.input.type.dtype.itemsize
         sliver_bytes = int(self.l2_bytes * SLIVER_L2_SHARE)
         if copied:
@@ -191,22 +196,28 @@ class PlanContractions(Pass):
         return best[1]
 
     def _block_rows(self, op, micro: int, span: int, in_place: bool) -> int:
-        """Most rows of A per block, a multiple of ``micro``. A MatMul or Gemm: few enough that the rows'
-        ``span`` depth steps of A stay within ``L2_SHARE`` of the level-2 cache, which every tile of columns
-        reads again (as many blocks as that takes, the rows shared out evenly); and, when its blocks go
-        through a block buffer (a row op reads its rows whole, so its columns cannot be cut into panels),
-        one block per thread (``threads``), each streaming B once (more blocks would each stream all of B
-        again). A conv (rows: output channels): few enough that its images have ``PARALLEL_BLOCKS`` blocks
+        """Most rows of A per block, a multiple of ``micro``. A MatMul or Gemm, or a pointwise conv computed
+        ``in_place``: few enough that the rows' ``span`` depth steps of A stay within ``L2_SHARE`` of the
+        level-2 cache, which every tile of columns reads again (as many blocks as that takes, the rows
+        shared out evenly); and, when its blocks go through a block buffer (a row op reads its rows whole,
+        so its columns cannot be cut into panels) or it is a conv, one block per thread (``threads``) and
+        image, each streaming B once (more blocks would each stream all of B again). A conv's blocks of
+        whole channels also keep each thread on the channels that the kernels before and after it give
+        that thread: cutting the planes instead would have each thread read what the other core wrote.
+        Another conv (rows: output channels): few enough that its images have ``PARALLEL_BLOCKS`` blocks
         for threads to share. Blocks for threads hold at least ``PARALLEL_BLOCK_WORK`` FLOPs. 0 (no bound)
         where all rows fit."""
         rows_of_a, depth, columns = gemm_shape(op)
         least = -(-PARALLEL_BLOCK_WORK // (2 * math.prod(depth) * columns))
-        if ends_blocks_mid_matrix(op):
+        if ends_blocks_mid_matrix(op) or in_place:
             fitting = int(self.l2_bytes * L2_SHARE) // (span * op.input.type.dtype.itemsize)
             bound = max(micro, fitting // micro * micro)
             bound = _whole_tiles(-(-rows_of_a // -(-rows_of_a // bound)), micro)  # as many blocks, evened out
             if not in_place:
                 bound = min(bound, _whole_tiles(max(-(-rows_of_a // self.threads), least), micro))
+            elif not ends_blocks_mid_matrix(op):
+                per_image = -(-self.threads // op.results[0].type.shape[0])
+                bound = min(bound, _whole_tiles(max(-(-rows_of_a // per_image), least), micro))
         else:
             per_matrix = -(-PARALLEL_BLOCKS // op.results[0].type.shape[0])
             bound = _whole_tiles(max(-(-rows_of_a // per_matrix), least), micro)
@@ -226,6 +237,15 @@ class PlanContractions(Pass):
         if rows < 1 or vectors < 1 or rows_of_a % rows and not tail:
             raise IRError(f"{fused.describe()}: micro-tile {rows}x{vectors} does not divide {rows_of_a} rows of A")
         return [(rows, vectors)]
+
+
+def _rows_straddle_lines(conv) -> bool:
+    """Whether a pointwise conv's B rows (its input planes) start at other offsets than whole cache lines,
+    so that loads of a tile's vector straddle lines: a copy of each tile's sliver then pays even for the
+    few channels of a block buffer's block (7x7 and 14x14 planes), where rows of whole lines stream well
+    in place."""
+    plane = math.prod(conv.input.type.shape[2:]) * conv.input.type.dtype.itemsize
+    return plane % CACHE_LINE_BYTES != 0
 
 
 def _whole_tiles(rows: int, micro: int) -> int:

@@ -91,12 +91,11 @@ class BlockPlan:
 
     ``fill(e, buffer, block_index, first_row, row_count, simd)`` writes the block of the nest's rows from
     ``first_row`` (``row_count`` of them: a number, or a value for a last, shorter block) and returns
-    ``locate(e, index) -> linear offset into the buffer`` for reads of the
-    result at an index of the current block. Matmul blocks are ``rows``
-    consecutive rows of the result; convolution blocks are ``channels``
-    whole output planes of one image, so the region around the conv may walk
-    a differently shaped nest (a padded copy of the output, say) as long as
-    it walks the same images and channels.
+    ``locate(e, index, in_block, row) -> linear offset into the buffer`` for reads of the
+    result at an index of the current block (row ``in_block`` of the block, the nest's ``row``). Matmul
+    blocks are ``rows`` consecutive rows of the result; convolution blocks are ``channels`` whole output
+    planes of one image, so the region around the conv may walk a differently shaped nest (a padded
+    copy of the output, say) as long as it walks the same images and channels.
     """
 
     op: Operation
@@ -206,7 +205,7 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place:
                     pack_a=_a_scratch_rows(rows, k_size, schedule) if id(a) not in buffers else 0,
                     out_row=_result_row(first, n) if in_place else None, column_range=columns)
         emit_gemm(e, gemm, block, simd)
-        return _row_locator(n, first if in_place else None)
+        return _row_locator(n, in_place)
 
     return BlockPlan(op, fill, rows=rows, matrix_rows=m, in_place=in_place)
 
@@ -235,7 +234,7 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
                     a_rows_contiguous=bool(op.transA),
                     out_row=_result_row(i0, n) if in_place else None, column_range=columns)
         emit_gemm(e, gemm, block, simd)
-        locate = _row_locator(n, i0 if in_place else None)
+        locate = _row_locator(n, in_place)
         c = op.c if op.beta != 0.0 else None
         if op.alpha == 1.0 and c is None:
             return locate
@@ -254,12 +253,14 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
     return BlockPlan(op, fill, rows=rows, matrix_rows=m, in_place=in_place)
 
 
-def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
+def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: bool) -> BlockPlan | None:
     """An unpadded 1x1 2-D conv: per image, W[Cout, Cin] @ X[Cin, pixels].
 
     At stride 1 the pixels of a plane are one contiguous run, so a block is
-    one GEMM over whole planes. At stride (sh, sw) each output row is one
-    GEMM over input row ``sh * oh``, of which every sw-th column is used.
+    one GEMM over whole planes, written ``in_place`` into the region's output
+    where it may be (see ``block_plan``). At stride (sh, sw) each output row
+    is one GEMM over input row ``sh * oh``, of which every sw-th column is
+    used, into a block buffer.
     """
     x, w = op.input, op.weight
     if x.type.rank != 4 or list(op.kernel_shape) != [1, 1] or id(x) not in buffers:
@@ -274,8 +275,10 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -
     strided = (s_h, s_w) != (1, 1)
     pitch = s_w * (out_w - 1) + 1 if strided else out_w  # input columns a strided row GEMM covers
     plane = out_h * pitch
+    in_place = in_place and not strided
     micro = schedule.rows
-    rows = pick_block(c_out_group, micro, plane, _block_limit(schedule, plane, BLOCK_LIMIT))
+    rows = pick_block(c_out_group, micro, plane,
+                      _block_limit(schedule, plane, IN_PLACE_LIMIT if in_place else BLOCK_LIMIT))
     bias = op.bias
 
     def fill(e: Emitter, block: Value, index: Value, first_row: Value, count: int, simd: Simd):
@@ -294,8 +297,12 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -
                                                      em.imul(ks[0], em.index(height * width_in))),
                         init=lambda em, r: em.at(bias, [em.iadd(co0, r)]) if bias is not None
                         else em.const(0.0, x.type.dtype),
-                        out_row=out_row, vectors=schedule.vectors, depth_block=schedule.depth_block)
+                        out_row=out_row, vectors=schedule.vectors, depth_block=schedule.depth_block,
+                        pack_b_tiles=schedule.pack_b_tiles)
 
+        if in_place:
+            emit_gemm(e, gemm(None, plane, _result_row(first, plane)), block, simd)
+            return _row_locator(out_w, in_place=True)
         if not strided:
             emit_gemm(e, gemm(None, plane, None), block, simd)
             return _plane_locator(co0, out_h, out_w)
@@ -305,7 +312,7 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -
             emit_gemm(e, gemm(row_base, pitch, out_row), block, simd)
         return _plane_locator(co0, out_h, pitch, column_stride=s_w)
 
-    return BlockPlan(op, fill, channels=rows, plane=plane)
+    return BlockPlan(op, fill, channels=rows, plane=plane, in_place=in_place)
 
 
 def _spatial_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> BlockPlan | None:
@@ -358,12 +365,11 @@ def _spatial_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> 
     return BlockPlan(op, fill, channels=rows, plane=out_h * pitch)
 
 
-def _row_locator(columns: int, first_row: Value | None = None):
-    """Offsets of a block of whole result rows: index = the nest's own row, then the column; rows count
-    from the block's first (a block buffer) or, given ``first_row``, from the result's first (in place)."""
-    def locate(e: Emitter, index: list[Value], in_block: Value) -> Value:
-        row = in_block if first_row is None else e.iadd(first_row, in_block)
-        return e.iadd(e.imul(row, e.index(columns)), index[-1])
+def _row_locator(columns: int, in_place: bool = False):
+    """Offsets of a block of whole nest rows of ``columns``: the row within the block (a block buffer) or, in
+    place, the nest's own row (the expression of the region's stores), times ``columns``, plus the column."""
+    def locate(e: Emitter, index: list[Value], in_block: Value, row: Value) -> Value:
+        return e.iadd(e.imul(row if in_place else in_block, e.index(columns)), index[-1])
     return locate
 
 
@@ -376,7 +382,7 @@ def _result_row(first_row: Value, columns: int):
 def _plane_locator(first_channel: Value, height: int, pitch: int, column_stride: int = 1):
     """Offsets of a block of output planes from ``first_channel``, rows ``pitch`` apart and
     columns ``column_stride`` apart: index = [n, c, h, w]."""
-    def locate(e: Emitter, index: list[Value], in_block: Value) -> Value:
+    def locate(e: Emitter, index: list[Value], in_block: Value, row: Value) -> Value:
         _, channel, h, w = index
         plane = e.isub(channel, first_channel)
         row = e.imul(e.iadd(e.imul(plane, e.index(height)), h), e.index(pitch))
@@ -385,9 +391,10 @@ def _plane_locator(first_channel: Value, height: int, pitch: int, column_stride:
 
 
 def _conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: bool) -> BlockPlan | None:
-    """A conv's blocks are whole output planes in a block buffer of their own (never in place)."""
+    """A conv's blocks are whole output planes: in a block buffer of their own, or in place for a stride-1
+    pointwise conv."""
     if list(op.kernel_shape) == [1, 1]:
-        return _pointwise_conv_plan(op, buffers, schedule)
+        return _pointwise_conv_plan(op, buffers, schedule, in_place)
     return _spatial_conv_plan(op, buffers, schedule)
 
 
@@ -429,6 +436,12 @@ def ends_blocks_mid_matrix(op: Operation) -> bool:
     return isinstance(op, (MatMulOp, GemmOp))
 
 
+def copies_b_tiles(op: Operation) -> bool:
+    """Whether ``op``'s micro-kernel may copy B a tile's sliver at a time (``GemmSchedule.pack_b_tiles``): a
+    MatMul or Gemm, or a pointwise conv, whose B rows are each one run of input."""
+    return ends_blocks_mid_matrix(op) or isinstance(op, ConvOp) and all(k == 1 for k in op.kernel_shape)
+
+
 def packable_b(op: Operation) -> bool:
     """Whether ``op``'s B is a matrix the micro-kernel may read packed (a K x N MatMul or Gemm operand)."""
     return ends_blocks_mid_matrix(op) and op.b.type.rank == 2
@@ -442,7 +455,13 @@ def only_elementwise_around(op: Operation, members: list[Operation]) -> bool:
 
 def in_place_output(op: Operation, members: list[Operation], outputs: tuple) -> int | None:
     """The position among the region's ``outputs`` that ``op``'s result may be computed into (see
-    ``block_plan``), or None."""
+    ``block_plan``), or None. A MatMul or Gemm may be; so may a stride-1 pointwise conv (its blocks are
+    whole rows of its output) with only elementwise ops around it, which read each element where it is
+    then stored."""
+    if not ends_blocks_mid_matrix(op):
+        pointwise = copies_b_tiles(op) and all(s == 1 for s in op.window()[0])
+        if not pointwise or not only_elementwise_around(op, members):
+            return None
     for position, value in enumerate(outputs):
         if value is op.results[0]:
             return position
@@ -455,11 +474,12 @@ def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd
     """The block schedule of the region's one schedulable compute op, if there is one, run as
     ``schedule`` says (else on the largest micro-tile ``simd`` holds, over the whole depth, B unpacked).
 
-    A MatMul or Gemm is computed in place where it can be: straight into the region output that holds
-    its result, or into the region's one output when everything else in the region is elementwise
-    (each element of the product is read once, where its result is then stored). Its blocks are then
-    not bounded by a stack buffer: many rows share each pass over B, which a wide B (3072 or 50257
-    columns) would otherwise stream again for every few rows.
+    A MatMul, Gemm or stride-1 pointwise conv is computed in place where it can be: straight into the
+    region output that holds its result, or into the region's one output when everything else in the
+    region is elementwise (each element of the product is read once, where its result is then stored).
+    Its blocks are then not bounded by a stack buffer: many rows share each pass over B, which a wide B
+    (3072 or 50257 columns) would otherwise stream again for every few rows, and no copy from a buffer
+    follows.
     """
     op = contraction(members, shape)
     if op is None:
@@ -467,12 +487,12 @@ def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd
     if schedule is None:
         rows = pick_rows(gemm_shape(op)[0])
         schedule = GemmSchedule(rows, simd.tile_vectors(rows))
-    in_place = ends_blocks_mid_matrix(op) and in_place_output(op, members, outputs) is not None
+    in_place = in_place_output(op, members, outputs) is not None
     plan = _PLANS[type(op)](op, buffers, schedule, in_place)
     if plan is None or plan.buffer_elements > BLOCK_LIMIT and not plan.in_place:
         return None
     if schedule.column_panels > 1:
-        if not (plan.in_place and only_elementwise_around(op, members)):
+        if not (ends_blocks_mid_matrix(op) and plan.in_place and only_elementwise_around(op, members)):
             raise IRError(f"{op.describe()}: column_panels needs a MatMul or Gemm computed in place with "
                           "only elementwise ops around it")
         plan.panel_columns = schedule.panel_columns(plan.columns, simd.width)
