@@ -33,11 +33,14 @@ _KERNEL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int6
 
 class CheckError(AssertionError):
     """A kernel's output differs from the reference: ``kernel``, its ONNX ``nodes``, the ``output`` number, the
-    element ``index`` and the ``got`` and ``expected`` values."""
+    element ``index`` and the ``got`` and ``expected`` values; the kernel's fused ``region`` and the ``inputs`` it
+    read (what ``fusecc bisect`` starts from)."""
 
-    def __init__(self, kernel: str, nodes: list[str], output: int, index: tuple, got, expected):
+    def __init__(self, kernel: str, nodes: list[str], output: int, index: tuple, got, expected, region=None,
+                 inputs=None):
         self.kernel, self.nodes, self.output, self.index, self.got, self.expected = \
             kernel, nodes, output, index, got, expected
+        self.region, self.inputs = region, inputs
         super().__init__(f"check mode: kernel {kernel} (ONNX nodes {', '.join(nodes)}) computes output #{output} "
                          f"element {list(index)} as {got!r}, the reference {expected!r}")
 
@@ -60,13 +63,15 @@ def compile_checked(source, options):
     def save(path: str, name: str | None = None) -> None:
         write_library(source, unchecked, path, name, None)
 
-    return _model(code.info, _Stepper(code, regions, library).run, library, save)
+    tolerance = options.check_tolerance or (RTOL, ATOL)
+    return _model(code.info, _Stepper(code, regions, library, tolerance).run, library, save)
 
 
 class _Stepper:
     """Runs the launches of a lowered ``@main`` one by one, checking each against its region."""
 
-    def __init__(self, code, regions: dict[str, FusedOp], library):
+    def __init__(self, code, regions: dict[str, FusedOp], library, tolerance: tuple[float, float]):
+        self.tolerance = tolerance
         self.main = code.lowered.main
         self.weight_offsets = code.weight_offsets
         self.weights = np.frombuffer(code.weights, dtype=np.uint8) if code.weights else np.zeros(1, np.uint8)
@@ -90,10 +95,11 @@ class _Stepper:
             elif isinstance(op, LaunchOp):
                 buffers = [address[id(v)] for v in op.operands]
                 region = self.regions[op.attr("callee")]
-                expected = run_region(region, self._region_inputs(region, buffers))
+                inputs = self._region_inputs(region, buffers)
+                expected = run_region(region, inputs)
                 pointers = (ctypes.c_void_p * len(buffers))(*buffers)
                 self.kernels[op.attr("callee")](ctypes.addressof(pointers), None, 0, op.attr("extent"))
-                self._compare(op.attr("callee"), region, buffers[len(region.operands):], expected)
+                self._compare(op.attr("callee"), region, inputs, buffers[len(region.operands):], expected)
             elif isinstance(op, CopyOp):
                 source, target = op.operands
                 ctypes.memmove(address[id(target)], address[id(source)], source.type.nbytes)
@@ -110,20 +116,24 @@ class _Stepper:
             inputs.append(constant if constant is not None else _array_at(buffer, value.type).copy())
         return inputs
 
-    @staticmethod
-    def _compare(kernel: str, region: FusedOp, buffers: list[int], expected: list[np.ndarray]) -> None:
+    def _compare(self, kernel: str, region: FusedOp, inputs: list[np.ndarray], buffers: list[int],
+                 expected: list[np.ndarray]) -> None:
         for number, (buffer, result, want) in enumerate(zip(buffers, region.results, expected)):
-            got = _array_at(buffer, result.type)
-            want = np.asarray(want).reshape(got.shape)
-            if got.dtype.kind == "f":
-                wrong = ~np.isclose(got, want, rtol=RTOL, atol=ATOL, equal_nan=True)
-            else:
-                wrong = got != want
-            if wrong.any():
-                index = np.unravel_index(int(np.flatnonzero(wrong)[0]), got.shape)
+            wrong = first_mismatch(_array_at(buffer, result.type), want, *self.tolerance)
+            if wrong is not None:
                 nodes = [name for op in region.members for name in (loc_names(op.loc) or [op.name])]
-                raise CheckError(kernel, nodes, number, tuple(int(i) for i in index), got[index].item(),
-                                 want[index].item())
+                raise CheckError(kernel, nodes, number, *wrong, region, inputs)
+
+
+def first_mismatch(got: np.ndarray, want, rtol: float = RTOL, atol: float = ATOL) -> tuple | None:
+    """The index of ``got``'s first element that differs from ``want``'s (floats: by more than ``atol + rtol *
+    |want|``, NaN matching NaN; others: at all), and both values; None when none does."""
+    want = np.asarray(want).reshape(got.shape)
+    wrong = ~np.isclose(got, want, rtol=rtol, atol=atol, equal_nan=True) if got.dtype.kind == "f" else got != want
+    if not wrong.any():
+        return None
+    index = np.unravel_index(int(np.flatnonzero(wrong)[0]), got.shape)
+    return tuple(int(i) for i in index), got[index].item(), want[index].item()
 
 
 def _array_at(address: int, tensor_type) -> np.ndarray:

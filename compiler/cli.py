@@ -4,7 +4,8 @@ Errors print one ``fusecc: error: ...`` message and exit with status 1, warnings
 line; set ``FUSECC_DEBUG=1`` or more for reports (see ``fusecc.driver``). A shared library comes from the
 compile cache when it holds it (``--no-cache`` to compile anyway; see ``fusecc.cache``).
 
-Subcommands come first: ``fusecc profile MODEL ...`` times each kernel of a model (``fusecc.profile``).
+Subcommands come first: ``fusecc profile MODEL ...`` times each kernel of a model (``fusecc.profile``);
+``fusecc bisect MODEL ...`` finds the smallest group of ops that computes a wrong answer (``fusecc.bisect``).
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class _VersionAction(argparse.Action):
 
 
 #: ``fusecc NAME ...`` runs ``fusecc.NAME.main(...)``
-SUBCOMMANDS = {"profile": "run a model and time each kernel against the machine's peak"}
+SUBCOMMANDS = {"profile": "run a model and time each kernel against the machine's peak",
+               "bisect": "find the smallest group of ops that computes a wrong answer and write a reproducer"}
 
 
 def _quiet_when_the_reader_leaves(entry):

@@ -31,8 +31,9 @@ from .pipeline import PHASES, phase_pipelines
 
 #: ``FUSECC_CHECK=1``: models compile in check mode (see ``fusecc.check``)
 CHECK_VARIABLE = "FUSECC_CHECK"
-#: ``FUSECC_INJECT_FAULT=<kernel name>``: that kernel adds one to the first element of its first output (a fault
-#: for tests and for trying out check mode); the kernel names are those of ``--fusion-report``
+#: ``FUSECC_INJECT_FAULT=<kernel or ONNX node name>``: that kernel (or the one holding that node) adds one to the
+#: first element of its first output (a fault for tests and for trying out check mode and ``fusecc bisect``); the
+#: kernel names are those of ``--fusion-report``
 FAULT_VARIABLE = "FUSECC_INJECT_FAULT"
 
 
@@ -60,6 +61,8 @@ class Options:
     threads: int | None = None
     #: run kernel by kernel, each checked against the reference interpreter (``fusecc.check``)
     check: bool = field(default_factory=lambda: os.environ.get(CHECK_VARIABLE, "") not in ("", "0"))
+    #: (rtol, atol) of check mode's comparisons (None: ``fusecc.check``'s)
+    check_tolerance: tuple[float, float] | None = None
     #: a kernel made to compute a wrong result on purpose, for trying out the debugging tools (test-only)
     inject_fault: str | None = field(default_factory=lambda: os.environ.get(FAULT_VARIABLE) or None)
 
@@ -231,9 +234,12 @@ def generate_code(imported: Imported, options: Options, after_fusion=None, expor
 
     module, info = lower(imported, options, after_fusion=after_fusion)
     fault = options.inject_fault
-    if fault is not None and fault not in {kernel["name"] for kernel in info["kernels"]}:
-        raise ValueError(f"{FAULT_VARIABLE}={fault} names no kernel of the model; its kernels are "
-                         + ", ".join(kernel["name"] for kernel in info["kernels"]))
+    if fault is not None:
+        holding = [kernel["name"] for kernel in info["kernels"] if fault == kernel["name"] or fault in kernel["nodes"]]
+        if not holding:
+            raise ValueError(f"{FAULT_VARIABLE}={fault} names no kernel or ONNX node of the model; its kernels are "
+                             + ", ".join(kernel["name"] for kernel in info["kernels"]))
+        fault = holding[0]
     return generate(module, info, host_target(options.threads, options.cached), options.opt_level, options.debug,
                     exported_kernels, fault)
 

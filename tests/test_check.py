@@ -76,8 +76,8 @@ def test_an_injected_fault_changes_a_normal_run_and_stays_out_of_the_cache(monke
 
 def test_a_fault_in_no_kernel_is_an_error_listing_the_kernels(monkeypatch):
     monkeypatch.setenv("FUSECC_INJECT_FAULT", "fused_nothing_9")
-    with pytest.raises(ValueError, match="FUSECC_INJECT_FAULT=fused_nothing_9 names no kernel of the model; "
-                                         "its kernels are fused_"):
+    with pytest.raises(ValueError, match="FUSECC_INJECT_FAULT=fused_nothing_9 names no kernel or ONNX node of the "
+                                         "model; its kernels are fused_"):
         fusecc.compile(str(MODELS / "mlp_b1.onnx"), cache=False)
 
 
