@@ -35,7 +35,10 @@ def _add_pass_flags(parser: argparse.ArgumentParser) -> None:
                        help="verify the IR after each pass (default)")
     group.add_argument("--no-verify-each", dest="verify_each", action="store_false")
     group.add_argument("--time-passes", action="store_true", help="report the time of each pass")
-    group.add_argument("--dump-ir-dir", metavar="DIR", help="write the IR after each pass to DIR/NNN_<pass>.fir")
+    group.add_argument("--dump-ir-dir", metavar="DIR",
+                       help="write the IR after each pass to DIR/NNN_<pass>.fir, its weights elided")
+    group.add_argument("--dump-weights", action="store_true",
+                       help="with --dump-ir-dir: keep the weights in the files (so they replay as they are)")
 
 
 def _instrumentation(args):
@@ -48,7 +51,7 @@ def _instrumentation(args):
     return Instrumentation(verify_each=args.verify_each, print_before=set(args.print_ir_before),
                            print_after=set(args.print_ir_after), print_after_all=args.print_ir_after_all,
                            print_after_change=args.print_ir_after_change, time_passes=args.time_passes,
-                           dump_dir=args.dump_ir_dir, dump_weights=not getattr(args, "elide_weights", False))
+                           dump_dir=args.dump_ir_dir, dump_weights=args.dump_weights)
 
 
 def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="list the CPU and feature names FUSECC_CPU and FUSECC_CPU_FEATURES accept, and exit")
     parser.add_argument("--fusion-report", action="store_true",
                         help="print each fused region and the kernel count, then exit")
-    parser.add_argument("--elide-weights", action="store_true", help="with --emit=ir or --dump-ir-dir: leave weights out")
+    parser.add_argument("--elide-weights", action="store_true", help="with --emit=ir: leave weights out")
     parser.add_argument("--no-cache", action="store_true",
                         help="compile the shared library even if the compile cache holds it, and keep it out")
     _add_pass_flags(parser)
@@ -171,7 +174,7 @@ def _run(parser, args) -> int:
         return 0
     if not args.model:
         parser.error("a model is required (or --list-ops, --list-cpus)")
-    from fusecc.driver import Options, generate_code, load_module, run_phases
+    from fusecc.driver import Options, generate_code, load_timed, report_timings, run_phases, timed_step
     from fusecc.ir.printer import print_module
 
     opt_level = 3 if args.opt_level is None else args.opt_level
@@ -187,7 +190,7 @@ def _run(parser, args) -> int:
         return _fail(f"cannot tell what to emit from '{args.output}'; pass --emit")
     if emit == "so" and not (args.fusion_report or args.compile_to):
         return _write_library(args, options)
-    imported = load_module(args.model, options.input_shapes)
+    imported = load_timed(args.model, options)
     module = imported.module
     if args.fusion_report:
         from fusecc.report import fusion_report
@@ -198,11 +201,16 @@ def _run(parser, args) -> int:
         options.compile_to = args.compile_to or "loops"
         if options.compile_to != "import":
             run_phases(module, options)
+        report_timings(options)
         _write(args.output, print_module(module, elide_resources=args.elide_weights))
         return 0
     if emit == "obj" and not args.output:
         return _fail("--emit=obj needs -o FILE")
     code = generate_code(imported, options)
+    if emit == "obj":
+        with timed_step(options, "llvm-object"):
+            code.object
+    report_timings(options)
     if emit == "llvm":
         _write(args.output, code.llvm_ir)
     elif emit == "asm":
@@ -282,11 +290,14 @@ def opt_main(argv: list[str] | None = None) -> int:
         text = sys.stdin.read() if args.input == "-" else open(args.input).read()
         chunks = _split(text) if args.split_input_file else [(0, text)]
         outputs = []
+        instrumentation = _instrumentation(args)
         for line_offset, chunk in chunks:
             module = parse_module("\n" * line_offset + chunk, args.input)
             module.verify()
-            PassManager(parse_pipeline(pipeline), _instrumentation(args)).run(module)
+            PassManager(parse_pipeline(pipeline), instrumentation).run(module)
             outputs.append(print_module(module, elide_resources=args.elide_weights))
+        if instrumentation.time_passes:
+            instrumentation.report_timings()
         _write(args.output, "// -----\n".join(outputs))
         return 0
     except BrokenPipeError:

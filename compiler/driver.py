@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from fusecc.dialects.kernel import FusedOp, LaunchOp
@@ -91,6 +92,31 @@ class Imported:
 
     module: Module
     declared_types: dict[str, int]
+
+
+@contextmanager
+def timed_step(options: Options, label: str, log=sys.stderr):
+    """Times a step of a compile that is not a pass (the import, LLVM's steps, linking): into the
+    ``--time-passes`` report, beside the passes, and onto ``log`` at ``FUSECC_DEBUG=1``."""
+    start = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - start
+    if options.instrumentation is not None:
+        options.instrumentation.timings.append((label, seconds))
+    if options.debug >= 1:
+        log.write(f"[fusecc] {label}: {1000 * seconds:.1f} ms\n")
+
+
+def report_timings(options: Options) -> None:
+    """The ``--time-passes`` report of a finished compile: every pass and every timed step, in one table."""
+    if options.instrumentation is not None and options.instrumentation.time_passes:
+        options.instrumentation.report_timings()
+
+
+def load_timed(source, options: Options) -> Imported:
+    """:func:`load_module` with ``options``' input shapes, timed as the step ``import``."""
+    with timed_step(options, "import"):
+        return load_module(source, options.input_shapes)
 
 
 def load_module(source, input_shapes=None) -> Imported:
@@ -178,7 +204,10 @@ def lower(imported: Imported, options: Options, log=sys.stderr, after_fusion=Non
         after_fusion(module)
     import fusecc.lowering  # noqa: F401
     from fusecc.passes import PassManager, parse_pipeline
+    start = time.perf_counter()
     PassManager(parse_pipeline(pass_pipelines(options)["loops"]), options.instrumentation).run(module)
+    if options.debug >= 1:
+        log.write(f"[fusecc] phase loops: {1000 * (time.perf_counter() - start):.1f} ms\n")
     extents = {op.attr("callee"): op.attr("extent") for op in module.main.body.ops if isinstance(op, LaunchOp)}
     for kernel in info["kernels"]:
         kernel["extent"] = extents.get(kernel["name"], 0)
@@ -241,7 +270,7 @@ def generate_code(imported: Imported, options: Options, after_fusion=None, expor
                              + ", ".join(kernel["name"] for kernel in info["kernels"]))
         fault = holding[0]
     return generate(module, info, host_target(options.threads, options.cached), options.opt_level, options.debug,
-                    exported_kernels, fault)
+                    exported_kernels, fault, timed=lambda label: timed_step(options, label))
 
 
 def compile_jit(source, options: Options):
@@ -250,10 +279,14 @@ def compile_jit(source, options: Options):
     from fusecc.runtime.model import from_jit
 
     start = time.perf_counter()
-    code = generate_code(load_module(source, options.input_shapes), options)
-    library = code.jit()
+    code = generate_code(load_timed(source, options), options)
+    with timed_step(options, "llvm-object"):
+        code.object
+    with timed_step(options, "jit-load"):
+        library = code.jit()
     if options.debug >= 1:
         sys.stderr.write(f"[fusecc] compiled in {time.perf_counter() - start:.2f} s\n")
+    report_timings(options)
     return from_jit(library.address(ENTRY), code.weights, code.info, library, code.saver())
 
 
@@ -279,10 +312,14 @@ def header_path(library_path: str) -> str:
 def build_library(source, options: Options, file_name: str, name: str | None) -> Library:
     """Compile ``source`` (as for :func:`load_module`) to a shared library called ``file_name``, whose C API
     ``name`` prefixes (see ``codegen.aot.api_prefix``)."""
-    code = generate_code(load_module(source, options.input_shapes), options)
+    code = generate_code(load_timed(source, options), options)
+    with timed_step(options, "llvm-object"):
+        code.object
     with tempfile.TemporaryDirectory(prefix="fusecc_") as directory:
         path = os.path.join(directory, file_name)
-        code.write_shared_library(path, name)
+        with timed_step(options, "link"):
+            code.write_shared_library(path, name)
+        report_timings(options)
         with open(path, "rb") as library, open(header_path(path), "rb") as header:
             return Library(library.read(), header.read(), code.info, cache_hit=False)
 

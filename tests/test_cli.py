@@ -238,17 +238,30 @@ def test_print_ir_before_and_after_all(model_path):
     assert headers[before_cse + 1] == ("After", "cse")
 
 
-def test_time_passes_reports_every_pass(model_path, tmp_path):
-    result = fusecc_cli(model_path, "--time-passes", "-o", tmp_path / "m.so")
-    assert "Pass execution timing report" in result.stderr
+def test_time_passes_reports_the_whole_compile_in_one_table(model_path, tmp_path):
+    """The import, every pass of every phase and LLVM's steps up to the linked library: one report."""
+    result = fusecc_cli(model_path, "--time-passes", "--no-cache", "-o", tmp_path / "m.so")
+    assert result.stderr.count("Compile timing report") == 1
     timed = re.findall(r"^\s+\d+\.\d+ \(\s*[\d.]+%\)\s+([\w-]+)$", result.stderr, re.M)
-    expected = [p for phase in PHASES[1:4] for p in passes_of(phase)]
+    expected = ["import"] + [p for phase in PHASES[1:4] for p in passes_of(phase)] + \
+        ["llvm-ir", "llvm-optimize", "llvm-object", "link"]
     assert [name for name in timed if name != "Total"] == expected
 
 
-def test_dump_ir_dir_writes_numbered_files(model_path, tmp_path):
+def test_time_passes_of_an_emitted_object_and_of_fusecc_opt(model_path, tmp_path):
+    result = fusecc_cli(model_path, "--time-passes", "--emit=obj", "-o", tmp_path / "m.o")
+    timed = re.findall(r"^\s+\d+\.\d+ \(\s*[\d.]+%\)\s+([\w-]+)$", result.stderr, re.M)
+    assert timed[0] == "import" and timed[-4:] == ["llvm-ir", "llvm-optimize", "llvm-object", "Total"]
+    fir = tmp_path / "m.fir"
+    fusecc_cli(model_path, "--compile-to=import", "-o", fir)
+    opt = fusecc_opt(fir, "-p", "cse,dce", "--time-passes")
+    assert opt.stderr.count("Compile timing report") == 1, opt.stderr
+    assert re.findall(r"^\s+\d+\.\d+ \(\s*[\d.]+%\)\s+([\w-]+)$", opt.stderr, re.M) == ["cse", "dce", "Total"]
+
+
+def test_dump_ir_dir_with_weights_writes_numbered_files_that_read_back(model_path, tmp_path):
     dump_dir = tmp_path / "dumps"
-    fusecc_cli(model_path, "--dump-ir-dir", dump_dir, "-o", tmp_path / "m.so")
+    fusecc_cli(model_path, "--dump-ir-dir", dump_dir, "--dump-weights", "-o", tmp_path / "m.so")
     files = sorted(os.listdir(dump_dir))
     expected = [p for phase in PHASES[1:4] for p in passes_of(phase)]
     assert all(re.fullmatch(r"\d{3}_[\w-]+\.fir", f) for f in files)
@@ -261,9 +274,9 @@ def test_dump_ir_dir_writes_numbered_files(model_path, tmp_path):
     assert any("loop.for" in (dump_dir / f).read_text() for f in files)
 
 
-def test_dump_ir_dir_elides_weights_when_asked(model_path, tmp_path):
+def test_dump_ir_dir_elides_weights_by_default(model_path, tmp_path):
     dump_dir = tmp_path / "dumps"
-    fusecc_cli(model_path, "--dump-ir-dir", dump_dir, "--elide-weights", "-o", tmp_path / "m.so")
+    fusecc_cli(model_path, "--dump-ir-dir", dump_dir, "-o", tmp_path / "m.so")
     texts = [(dump_dir / name).read_text() for name in sorted(os.listdir(dump_dir))]
     assert all("dense_resource" not in text or "__elided__" in text for text in texts)
     assert any("__elided__" in text for text in texts)

@@ -9,6 +9,7 @@ without compiling again), and ``fusecc --emit`` writes it, its assembly or its I
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -76,15 +77,18 @@ def _weights_object_builder(module_ref):
 
 
 def generate(module: Module, info: dict, for_target, opt_level: int, debug: int = 0, exported_kernels: bool = False,
-             fault: str | None = None) -> GeneratedCode:
+             fault: str | None = None, timed=lambda label: nullcontext()) -> GeneratedCode:
     """Optimise the LLVM IR of the lowered ``module`` for ``for_target`` (a ``fusecc.target.Target``) at
     ``opt_level``. ``debug`` 4 writes the LLVM IR to stderr, 5 the assembly too (see ``driver``);
-    ``exported_kernels`` and ``fault`` are ``llvm_emit.emit_llvm``'s."""
-    llvm_module, weights = emit_llvm(module, exported_kernels=exported_kernels, fault=fault)
-    text = str(llvm_module)
+    ``exported_kernels`` and ``fault`` are ``llvm_emit.emit_llvm``'s; ``timed(step)`` is a context that times
+    each step (``llvm-ir``, ``llvm-optimize``)."""
+    with timed("llvm-ir"):
+        llvm_module, weights = emit_llvm(module, exported_kernels=exported_kernels, fault=fault)
+        text = str(llvm_module)
     if debug >= 4:
         sys.stderr.write(text)
-    module_ref = target.optimize_for(text, target.target_key(opt_level, for_target.cpu, for_target.features))
+    with timed("llvm-optimize"):
+        module_ref = target.optimize_for(text, target.target_key(opt_level, for_target.cpu, for_target.features))
     code = GeneratedCode(module_ref, weights.blob(), info, module, weights.offsets)
     if debug >= 5:
         sys.stderr.write(code.assembly())

@@ -140,19 +140,34 @@ class Instrumentation:
     print_after_change: bool = False
     time_passes: bool = False
     dump_dir: str | None = None
-    #: whether ``dump_dir`` files hold the weights (so they replay as they are) or elide them
-    dump_weights: bool = True
+    #: whether ``dump_dir`` files hold the weights (so they replay as they are) or elide them (a dump per pass
+    #: of a model's weights would be hundreds of megabytes)
+    dump_weights: bool = False
     elide_resources: bool = True
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     #: passes run so far under this instrumentation (numbers dump files across pipelines)
     passes_run: int = 0
+    #: (step, seconds) of everything timed under this instrumentation, in order: each pass, and the steps the
+    #: driver times around them (import, LLVM code generation, linking)
+    timings: list[tuple[str, float]] = field(default_factory=list)
+
+    def report_timings(self) -> None:
+        """One table of ``timings`` on ``stream`` (``--time-passes``), the share of each in their total."""
+        total = sum(t for _, t in self.timings) or 1e-12
+        out = self.stream
+        out.write("===-------------------------------------------------------------------------===\n")
+        out.write("                         ... Compile timing report ...\n")
+        out.write("===-------------------------------------------------------------------------===\n")
+        out.write(f"  Total Execution Time: {total:.4f} seconds\n\n   ----Wall Time----  ----Name----\n")
+        for name, seconds in self.timings:
+            out.write(f"   {seconds:.4f} ({100 * seconds / total:5.1f}%)  {name}\n")
+        out.write(f"   {total:.4f} (100.0%)  Total\n")
 
 
 class PassManager:
     def __init__(self, passes: list[Pass], instrumentation: Instrumentation | None = None):
         self.passes = passes
         self.inst = instrumentation or Instrumentation()
-        self.timings: list[tuple[str, float]] = []
 
     @property
     def pipeline(self) -> str:
@@ -184,7 +199,7 @@ class PassManager:
                     module.verify()
             except IRError as exc:
                 raise PassError(f"pass '{p.name}' failed: {exc}{self._reproducer(snapshot_index, snapshot)}") from exc
-            self.timings.append((p.name, time.perf_counter() - start))
+            inst.timings.append((p.name, time.perf_counter() - start))
             if inst.print_after_all or p.name in inst.print_after:
                 self._print(f"After {p.name}", module)
             elif inst.print_after_change and before != print_module(module, elide_resources=True):
@@ -194,8 +209,6 @@ class PassManager:
                 path = os.path.join(inst.dump_dir, f"{inst.passes_run:03d}_{p.name}.fir")
                 with open(path, "w") as handle:
                     handle.write(print_module(module, elide_resources=not inst.dump_weights))
-        if inst.time_passes:
-            self.report_timings()
         return module
 
     def _reproducer(self, number: int, before: str) -> str:
@@ -212,14 +225,3 @@ class PassManager:
             return f"\nreproducer: fusecc-opt {path} --pass-pipeline=\"{remaining}\""
         except OSError:
             return ""
-
-    def report_timings(self) -> None:
-        total = sum(t for _, t in self.timings) or 1e-12
-        out = self.inst.stream
-        out.write("===-------------------------------------------------------------------------===\n")
-        out.write("                         ... Pass execution timing report ...\n")
-        out.write("===-------------------------------------------------------------------------===\n")
-        out.write(f"  Total Execution Time: {total:.4f} seconds\n\n   ----Wall Time----  ----Name----\n")
-        for name, seconds in self.timings:
-            out.write(f"   {seconds:.4f} ({100 * seconds / total:5.1f}%)  {name}\n")
-        out.write(f"   {total:.4f} (100.0%)  Total\n")
