@@ -166,37 +166,61 @@ def run_phases(module: Module, options: Options, log=sys.stderr) -> Module:
 def model_info(graph: Module, declared_types: dict[str, int]) -> dict:
     """Input/output specs of a tensor-level ``@main`` and the kernels of its fused regions. A spec's element type
     is the one the ONNX graph declares (``declared_types``), else the one of its dtype."""
-    from fusecc.frontend.formats import FORMATS
-    from fusecc.frontend.onnx_import import ONNX_DTYPES, dtype_name
-
     main = graph.main
     input_names = main.attr("input_names") or [a.name_hint for a in main.args]
     output_names = main.attr("output_names") or [f"output{i}" for i in range(len(main.result_types))]
-    code_of_dtype = {dtype: code for code, dtype in ONNX_DTYPES.items()}
-
-    def spec(name, t):
-        if not t.is_static:
-            raise ValueError(f"'{name}' has dynamic shape {t}; fix it with input_shapes={...} (API) or --input-shape NAME=DIMS (CLI)")
-        code = declared_types.get(name) or code_of_dtype[t.dtype]
-        described = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype.numpy),
-                     "element_type": dtype_name(code).lower()}
-        return {**described, "format": FORMATS[code].numpy_name} if code in FORMATS else described
-
     kernels = []
     for op in main.body.ops:
         if isinstance(op, FusedOp):
             nodes = [n for m in op.members for n in (loc_names(m.loc) or [m.name])]
             kernels.append({"name": op.sym_name, "pattern": op.attr("pattern"),
                             "nodes": nodes, "extent": 0})
-    return {"inputs": [spec(n, a.type) for n, a in zip(input_names, main.args)],
-            "outputs": [spec(n, t) for n, t in zip(output_names, main.result_types)],
+    return {"inputs": [_tensor_spec(n, a.type, declared_types) for n, a in zip(input_names, main.args)],
+            "outputs": [_tensor_spec(n, t, declared_types) for n, t in zip(output_names, main.result_types)],
             "kernels": kernels}
+
+
+def _tensor_spec(name: str, t, declared_types: dict[str, int]) -> dict:
+    """The model info of an input or output ``name`` of type ``t`` (a tensor or buffer type): its element type the
+    one the ONNX graph declares (``declared_types``), else the one of its dtype."""
+    from fusecc.frontend.formats import FORMATS
+    from fusecc.frontend.onnx_import import ONNX_DTYPES, dtype_name
+
+    if not t.is_static:
+        raise ValueError(f"'{name}' has dynamic shape {t}; fix it with input_shapes={...} (API) or --input-shape NAME=DIMS (CLI)")
+    code = declared_types.get(name) or {dtype: code for code, dtype in ONNX_DTYPES.items()}[t.dtype]
+    described = {"name": name, "shape": list(t.shape), "dtype": str(t.dtype.numpy),
+                 "element_type": dtype_name(code).lower()}
+    return {**described, "format": FORMATS[code].numpy_name} if code in FORMATS else described
+
+
+def is_lowered(module: Module) -> bool:
+    """Whether ``module`` is already at the loop level (``fusecc --emit=ir``'s output): ``@main`` launches kernels."""
+    return any(isinstance(op, LaunchOp) for op in module.main.body.ops)
+
+
+def lowered_model_info(module: Module) -> dict:
+    """The model info (see :func:`model_info`) of a loop-level module: ``@main``'s buffers, its launches as the
+    kernels (their ONNX nodes those of the launch's location) and its workspace."""
+    main = module.main
+    input_names, output_names = main.attr("input_names"), main.attr("output_names")
+    if input_names is None or output_names is None or len(input_names) + len(output_names) != len(main.args):
+        raise ValueError("a loop-level @main needs input_names and output_names naming each of its buffers, as "
+                         "fusecc --emit=ir writes them")
+    specs = [_tensor_spec(name, arg.type, {}) for name, arg in zip(input_names + output_names, main.args)]
+    kernels = [{"name": op.attr("callee"), "pattern": "loops", "nodes": loc_names(op.loc), "extent": op.attr("extent")}
+               for op in main.body.ops if isinstance(op, LaunchOp)]
+    return {"inputs": specs[:len(input_names)], "outputs": specs[len(input_names):], "kernels": kernels,
+            "workspace_size": main.attr("workspace_size", 0)}
 
 
 def lower(imported: Imported, options: Options, log=sys.stderr, after_fusion=None) -> tuple[Module, dict]:
     """Graph and fusion phases, model info, then the loops phase; ``after_fusion(module)``, when given,
-    sees the fused regions before they are lowered."""
+    sees the fused regions before they are lowered. A loop-level module (see :func:`is_lowered`) goes
+    straight to code generation."""
     module = imported.module
+    if is_lowered(module):
+        return module, lowered_model_info(module)
     fused_options = Options(**{**options.__dict__, "compile_to": "fusion"})
     run_phases(module, fused_options, log)
     info = model_info(module, imported.declared_types)

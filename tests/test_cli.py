@@ -128,6 +128,23 @@ def test_compile_to_stops_after_each_phase(model_path):
     assert fusecc_cli(model_path, "--compile-to=loops").stdout == loops
 
 
+def test_loop_level_ir_compiles_as_the_model_does(model_path, tmp_path):
+    """``--emit=ir``'s output, edited or not, compiles on: to a library with the CLI, and with the API."""
+    loops = tmp_path / "loops.fir"
+    fusecc_cli(model_path, "--emit=ir", "-o", loops)
+    fusecc_cli(loops, "-o", tmp_path / "loops.so")
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32)
+    from_loops = fusecc.compile(str(loops), cache=False)
+    assert [k.name for k in from_loops.kernels] == [k.name for k in fusecc.compile(str(model_path), cache=False).kernels]
+    np.testing.assert_array_equal(from_loops.run({"x": x})[0], fusecc.load(str(tmp_path / "loops.so")).run({"x": x})[0])
+    np.testing.assert_allclose(from_loops.run({"x": x})[0], fusecc.compile(str(model_path)).run({"x": x})[0],
+                               rtol=1e-6, atol=1e-6)
+    elided = tmp_path / "elided.fir"
+    fusecc_cli(model_path, "--emit=ir", "--elide-weights", "-o", elided)
+    result = fusecc_cli(elided, "-o", tmp_path / "elided.so", check_ok=False)
+    assert result.returncode == 1 and "were elided from this IR" in result.stderr
+
+
 @pytest.mark.parametrize("stage", ["llvm", "asm", "obj"])
 def test_compile_to_reaches_the_code(model_path, tmp_path, stage):
     """``--compile-to`` stops at LLVM IR, assembly or the object as ``--emit`` does, to a file or stdout."""
