@@ -176,6 +176,7 @@ def _run(parser, args) -> int:
         parser.error("a model is required (or --list-ops, --list-cpus)")
     from fusecc.driver import Options, generate_code, load_timed, report_timings, run_phases, timed_step
     from fusecc.ir.printer import print_module
+    from fusecc.progress import showing_progress
 
     opt_level = 3 if args.opt_level is None else args.opt_level
     options = Options(opt_level=opt_level, fusion=False if args.no_fusion else None,
@@ -190,34 +191,38 @@ def _run(parser, args) -> int:
         return _fail(f"cannot tell what to emit from '{args.output}'; pass --emit")
     if emit == "so" and not (args.fusion_report or args.compile_to):
         return _write_library(args, options)
-    imported = load_timed(args.model, options)
-    module = imported.module
-    if args.fusion_report:
-        from fusecc.report import fusion_report
-        run_phases(module, Options(**{**options.__dict__, "compile_to": "fusion"}))
-        print(fusion_report(module, _onnx_node_count(args.model)))
-        return 0
-    if args.compile_to or emit == "ir":
-        options.compile_to = args.compile_to or "loops"
-        if options.compile_to != "import":
-            run_phases(module, options)
-        report_timings(options)
-        _write(args.output, print_module(module, elide_resources=args.elide_weights))
-        return 0
-    if emit == "obj" and not args.output:
+    if emit == "obj" and not args.output and not args.fusion_report and not args.compile_to:
         return _fail("--emit=obj needs -o FILE")
-    code = generate_code(imported, options)
-    if emit == "obj":
-        with timed_step(options, "llvm-object"):
-            code.object
+    with showing_progress(quiet=options.watched):
+        imported = load_timed(args.model, options)
+        module = imported.module
+        if args.fusion_report:
+            from fusecc.report import fusion_report
+            run_phases(module, Options(**{**options.__dict__, "compile_to": "fusion"}))
+            output = fusion_report(module, _onnx_node_count(args.model)) + "\n"
+        elif args.compile_to or emit == "ir":
+            options.compile_to = args.compile_to or "loops"
+            if options.compile_to != "import":
+                run_phases(module, options)
+            output = print_module(module, elide_resources=args.elide_weights)
+        else:
+            code = generate_code(imported, options)
+            if emit == "obj":
+                with timed_step(options, "llvm-object"):
+                    output = code.object
+            elif emit == "asm":
+                with timed_step(options, "llvm-assembly"):
+                    output = code.assembly()
+            else:
+                output = code.llvm_ir
     report_timings(options)
-    if emit == "llvm":
-        _write(args.output, code.llvm_ir)
-    elif emit == "asm":
-        _write(args.output, code.assembly())
-    else:
+    if isinstance(output, bytes):
         with open(args.output, "wb") as handle:
-            handle.write(code.object)
+            handle.write(output)
+    elif args.fusion_report:
+        sys.stdout.write(output)
+    else:
+        _write(args.output, output)
     return 0
 
 

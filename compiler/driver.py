@@ -28,6 +28,7 @@ from fusecc.ir.core import Module
 from fusecc.ir.printer import loc_names, print_module
 
 from .pipeline import PHASES, phase_pipelines
+from .progress import advance, showing_progress
 
 
 #: ``FUSECC_CHECK=1``: models compile in check mode (see ``fusecc.check``)
@@ -97,7 +98,9 @@ class Imported:
 @contextmanager
 def timed_step(options: Options, label: str, log=sys.stderr):
     """Times a step of a compile that is not a pass (the import, LLVM's steps, linking): into the
-    ``--time-passes`` report, beside the passes, and onto ``log`` at ``FUSECC_DEBUG=1``."""
+    ``--time-passes`` report, beside the passes, and onto ``log`` at ``FUSECC_DEBUG=1``; the progress bar
+    shows it (see ``fusecc.progress``)."""
+    advance(label)
     start = time.perf_counter()
     yield
     seconds = time.perf_counter() - start
@@ -154,6 +157,7 @@ def run_phases(module: Module, options: Options, log=sys.stderr) -> Module:
     for phase in PHASES[1:]:
         if PHASES.index(phase) > PHASES.index(options.compile_to) or phase not in pipelines:
             break
+        advance(f"phase {phase}")
         start = time.perf_counter()
         PassManager(parse_pipeline(pipelines[phase]), options.instrumentation).run(module)
         if options.debug >= 1:
@@ -228,6 +232,7 @@ def lower(imported: Imported, options: Options, log=sys.stderr, after_fusion=Non
         after_fusion(module)
     import fusecc.lowering  # noqa: F401
     from fusecc.passes import PassManager, parse_pipeline
+    advance("phase loops")
     start = time.perf_counter()
     PassManager(parse_pipeline(pass_pipelines(options)["loops"]), options.instrumentation).run(module)
     if options.debug >= 1:
@@ -303,11 +308,12 @@ def compile_jit(source, options: Options):
     from fusecc.runtime.model import from_jit
 
     start = time.perf_counter()
-    code = generate_code(load_timed(source, options), options)
-    with timed_step(options, "llvm-object"):
-        code.object
-    with timed_step(options, "jit-load"):
-        library = code.jit()
+    with showing_progress(quiet=options.watched):
+        code = generate_code(load_timed(source, options), options)
+        with timed_step(options, "llvm-object"):
+            code.object
+        with timed_step(options, "jit-load"):
+            library = code.jit()
     if options.debug >= 1:
         sys.stderr.write(f"[fusecc] compiled in {time.perf_counter() - start:.2f} s\n")
     report_timings(options)
@@ -336,16 +342,17 @@ def header_path(library_path: str) -> str:
 def build_library(source, options: Options, file_name: str, name: str | None) -> Library:
     """Compile ``source`` (as for :func:`load_module`) to a shared library called ``file_name``, whose C API
     ``name`` prefixes (see ``codegen.aot.api_prefix``)."""
-    code = generate_code(load_timed(source, options), options)
-    with timed_step(options, "llvm-object"):
-        code.object
-    with tempfile.TemporaryDirectory(prefix="fusecc_") as directory:
+    with showing_progress(quiet=options.watched), tempfile.TemporaryDirectory(prefix="fusecc_") as directory:
+        code = generate_code(load_timed(source, options), options)
+        with timed_step(options, "llvm-object"):
+            code.object
         path = os.path.join(directory, file_name)
         with timed_step(options, "link"):
             code.write_shared_library(path, name)
-        report_timings(options)
         with open(path, "rb") as library, open(header_path(path), "rb") as header:
-            return Library(library.read(), header.read(), code.info, cache_hit=False)
+            built = Library(library.read(), header.read(), code.info, cache_hit=False)
+    report_timings(options)
+    return built
 
 
 def shared_library(source, options: Options, file_name: str, name: str | None, cache) -> Library:
