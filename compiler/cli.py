@@ -5,7 +5,8 @@ line; set ``FUSECC_DEBUG=1`` or more for reports (see ``fusecc.driver``). A shar
 compile cache when it holds it (``--no-cache`` to compile anyway; see ``fusecc.cache``).
 
 Subcommands come first: ``fusecc profile MODEL ...`` times each kernel of a model (``fusecc.profile``);
-``fusecc bisect MODEL ...`` finds the smallest group of ops that computes a wrong answer (``fusecc.bisect``).
+``fusecc bisect MODEL ...`` finds the smallest group of ops that computes a wrong answer (``fusecc.bisect``);
+``fusecc explain MODEL ...`` shows why each kernel holds its ops and how it will run (``fusecc.explain``).
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ class _VersionAction(argparse.Action):
 
 #: ``fusecc NAME ...`` runs ``fusecc.NAME.main(...)``
 SUBCOMMANDS = {"profile": "run a model and time each kernel against the machine's peak",
-               "bisect": "find the smallest group of ops that computes a wrong answer and write a reproducer"}
+               "bisect": "find the smallest group of ops that computes a wrong answer and write a reproducer",
+               "explain": "show why each kernel holds its ops, how it will run, and why pairs did not fuse"}
 
 
 def _quiet_when_the_reader_leaves(entry):

@@ -133,9 +133,13 @@ class Group:
 
 @dataclass
 class Decision:
+    """Whether ``producer`` joined ``consumer``'s region: the ``reason`` it did not, or (None) the ``rule`` by
+    which it did (``fusecc explain`` shows both)."""
+
     producer: Operation
     consumer: Operation
     reason: str | None
+    rule: str = ""
 
     def describe(self) -> str:
         names = f"{label(self.producer)} -> {label(self.consumer)}"
@@ -236,7 +240,7 @@ class Fuse(Pass):
             if partner is None:
                 merged.append(group)
                 continue
-            self.decisions.append(Decision(group.root, partner.root, None))
+            self.decisions.append(Decision(group.root, partner.root, None, HORIZONTAL_RULE))
             partner.ops.extend(group.ops)
             partner.horizontal = True
             for op in group.ops:
@@ -282,7 +286,7 @@ class Fuse(Pass):
                 aligned = group.aligned[id(consumer)] and _keeps_last_axis(consumer, index)
                 in_row = group.in_row[id(consumer)] and _reads_in_own_row(consumer, index)
                 reason = self.can_fuse(producer, consumer, index, group, owner, reads, aligned, in_row)
-                self.decisions.append(Decision(producer, consumer, reason))
+                self.decisions.append(Decision(producer, consumer, reason, "" if reason else fusion_rule(producer)))
                 if reason is None:
                     group.ops.append(producer)
                     group.reads[id(producer)] = reads
@@ -342,6 +346,22 @@ class Fuse(Pass):
                         "block schedule cannot serve")
             return None
         return f"{kind.value} op"
+
+
+#: the rule by which two sibling regions merge (``horizontal``)
+HORIZONTAL_RULE = "siblings: regions of one shape that read a common input, merged into one kernel"
+
+
+def fusion_rule(producer: Operation) -> str:
+    """The rule of :class:`Fuse` by which ``producer`` joins its consumer's region."""
+    kind = producer.kind
+    if kind is OpKind.COMPUTE:
+        return "epilogue: the region reads each element of the compute op's result once, where it is computed"
+    if kind is OpKind.REDUCTION:
+        return "row reduction: over the region's last axis, computed once per row and reused along it"
+    if kind is OpKind.INJECTIVE and producer.moves_data:
+        return "data movement: index arithmetic on the consumer's reads"
+    return f"{kind.value}: each element computed in the consumer's loop, at most max-recompute times"
 
 
 def _keeps_last_axis(consumer: Operation, index: int) -> bool:
