@@ -144,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="list the CPU and feature names FUSECC_CPU and FUSECC_CPU_FEATURES accept, and exit")
     parser.add_argument("--fusion-report", action="store_true",
                         help="print each fused region and the kernel count, then exit")
+    parser.add_argument("--dump-graph", metavar="FILE.dot|FILE.svg",
+                        help="draw the fused graph (kernels as clusters coloured by pattern, edges labelled with "
+                             "their tensors) for Graphviz, then exit")
+    parser.add_argument("--export-fused", metavar="FILE.onnx",
+                        help="write the fused graph as ONNX, each kernel a node of the 'fusecc' domain (for "
+                             "Netron), then exit")
     parser.add_argument("--elide-weights", action="store_true", help="with --emit=ir: leave weights out")
     parser.add_argument("--no-cache", action="store_true",
                         help="compile the shared library even if the compile cache holds it, and keep it out")
@@ -191,17 +197,17 @@ def _run(parser, args) -> int:
     emit = args.emit or (_EMIT_BY_SUFFIX.get(os.path.splitext(args.output)[1]) if args.output else "ir")
     if emit is None:
         return _fail(f"cannot tell what to emit from '{args.output}'; pass --emit")
-    if emit == "so" and not (args.fusion_report or args.compile_to):
+    fused_only = args.fusion_report or args.dump_graph or args.export_fused
+    if emit == "so" and not (fused_only or args.compile_to):
         return _write_library(args, options)
-    if emit == "obj" and not args.output and not args.fusion_report and not args.compile_to:
+    if emit == "obj" and not args.output and not fused_only and not args.compile_to:
         return _fail("--emit=obj needs -o FILE")
     with showing_progress(quiet=options.watched):
         imported = load_timed(args.model, options)
         module = imported.module
-        if args.fusion_report:
-            from fusecc.report import fusion_report
+        if fused_only:
             run_phases(module, Options(**{**options.__dict__, "compile_to": "fusion"}))
-            output = fusion_report(module, _onnx_node_count(args.model)) + "\n"
+            output = _fused_outputs(args, module)
         elif args.compile_to or emit == "ir":
             options.compile_to = args.compile_to or "loops"
             if options.compile_to != "import":
@@ -221,11 +227,24 @@ def _run(parser, args) -> int:
     if isinstance(output, bytes):
         with open(args.output, "wb") as handle:
             handle.write(output)
-    elif args.fusion_report:
+    elif fused_only:
         sys.stdout.write(output)
     else:
         _write(args.output, output)
     return 0
+
+
+def _fused_outputs(args, module) -> str:
+    """Write the pictures of the fused ``module`` that ``args`` ask for; the fusion report, if asked for."""
+    from fusecc.pictures import fused_graph_onnx, write_graph_picture
+    from fusecc.report import fusion_report
+
+    if args.dump_graph:
+        write_graph_picture(module, args.dump_graph)
+    if args.export_fused:
+        import onnx
+        onnx.save(fused_graph_onnx(module), args.export_fused)
+    return fusion_report(module, _onnx_node_count(args.model)) + "\n" if args.fusion_report else ""
 
 
 def _write_library(args, options) -> int:
