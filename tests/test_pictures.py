@@ -36,7 +36,8 @@ def test_dot_draws_each_kernel_as_a_cluster_of_its_ops_with_typed_edges(block, t
     done = _fusecc(block, "--dump-graph", tmp_path / "g.dot")
     assert done.returncode == 0, done.stderr
     dot = (tmp_path / "g.dot").read_text()
-    clusters = re.findall(r'subgraph cluster_(\w+) \{\n    label="\w+ \((\w+)\)"; style=filled; fillcolor="(#\w+)"', dot)
+    clusters = re.findall(r'subgraph cluster_(\w+) \{\n    label="\w+ \((\w+)\)"; style=filled; '
+                          r'fillcolor="(#\w+)"', dot)
     assert [(name, pattern) for name, pattern, _ in clusters] == [(k, p) for k, (p, _) in KERNELS.items()]
     assert clusters[1][2] == clusters[2][2] != clusters[0][2]  # coloured by pattern
     ops = re.findall(r'^    (op\d+) \[label="(\w+)\\n([\w+]+)"\];$', dot, re.M)
