@@ -23,7 +23,8 @@ def _installed_version() -> str:
 def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shapes: dict | None = None,
             cache: bool = True, print_ir_after_all: bool = False, print_ir_after: tuple[str, ...] = (),
             print_ir_before: tuple[str, ...] = (), verify_each: bool = True, time_passes: bool = False,
-            dump_ir_dir: str | None = None, threads: int | None = None, check: bool | None = None):
+            dump_ir_dir: str | None = None, threads: int | None = None, check: bool | None = None,
+            plan: str | None = None):
     """Compile an ONNX model (path, bytes or ``onnx.ModelProto``) or a ``.fir`` file to native code.
 
     ``fusion=False`` (the default at ``opt_level=0``) gives one kernel per op.
@@ -35,6 +36,8 @@ def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shap
     physical cores, or ``FUSECC_NUM_THREADS``); its kernels' blocks are planned for that many.
     ``check=True`` (default: ``FUSECC_CHECK=1`` in the environment) gives a model that runs kernel by kernel and
     raises ``fusecc.CheckError`` at the first kernel whose outputs differ from the reference (see ``fusecc.check``).
+    ``plan`` is a fusion plan file (``fusecc --save-plan`` writes one) that groups the ops into kernels instead of
+    fusion; such a compile does not use the cache.
     """
     from .driver import Options, compile_model
     from .runtime.model import check_threads
@@ -48,7 +51,7 @@ def compile(model, *, opt_level: int = 3, fusion: bool | None = None, input_shap
                                           print_after=set(print_ir_after), print_before=set(print_ir_before),
                                           time_passes=time_passes, dump_dir=dump_ir_dir)
     options = Options(opt_level=opt_level, fusion=fusion, input_shapes=input_shapes,
-                      instrumentation=instrumentation, cache=cache, threads=threads)
+                      instrumentation=instrumentation, cache=cache, threads=threads, plan=plan)
     if check is not None:
         options.check = check
     compiled = compile_model(model, options)

@@ -147,6 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dump-graph", metavar="FILE.dot|FILE.svg",
                         help="draw the fused graph (kernels as clusters coloured by pattern, edges labelled with "
                              "their tensors) for Graphviz, then exit")
+    parser.add_argument("--save-plan", metavar="FILE.json",
+                        help="write the fusion plan (each kernel's ops and schedule) to edit and pass to --plan, "
+                             "then exit")
+    parser.add_argument("--plan", metavar="FILE.json",
+                        help="group the ops into kernels as this fusion plan says, instead of fusing them")
     parser.add_argument("--export-fused", metavar="FILE.onnx",
                         help="write the fused graph as ONNX, each kernel a node of the 'fusecc' domain (for "
                              "Netron), then exit")
@@ -189,7 +194,12 @@ def _run(parser, args) -> int:
     opt_level = 3 if args.opt_level is None else args.opt_level
     options = Options(opt_level=opt_level, fusion=False if args.no_fusion else None,
                       input_shapes=dict(args.input_shape) or None, instrumentation=_instrumentation(args),
-                      cache=not args.no_cache)
+                      cache=not args.no_cache, plan=args.plan)
+    if args.save_plan:
+        from fusecc.driver import save_plan
+        plan = save_plan(args.model, options, args.save_plan)
+        print(f"wrote {args.save_plan} ({len(plan['regions'])} kernels)", file=sys.stderr)
+        return 0
     if args.compile_to in _CODE_STAGES:
         if args.emit not in (None, args.compile_to):
             return _fail(f"--compile-to={args.compile_to} and --emit={args.emit} ask for different outputs")

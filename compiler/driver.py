@@ -67,6 +67,8 @@ class Options:
     check_tolerance: tuple[float, float] | None = None
     #: a kernel made to compute a wrong result on purpose, for trying out the debugging tools (test-only)
     inject_fault: str | None = field(default_factory=lambda: os.environ.get(FAULT_VARIABLE) or None)
+    #: a fusion plan file (``fusecc --save-plan`` writes one) that groups the ops into kernels instead of ``fuse``
+    plan: str | None = None
 
     @property
     def fuse(self) -> bool:
@@ -82,8 +84,9 @@ class Options:
 
     @property
     def cached(self) -> bool:
-        """Whether the compile cache may serve this compilation: asked for, not watched, no fault injected."""
-        return self.cache and not self.watched and self.inject_fault is None
+        """Whether the compile cache may serve this compilation: asked for, not watched, no fault injected, no
+        fusion plan (whose file may change under one name)."""
+        return self.cache and not self.watched and self.inject_fault is None and self.plan is None
 
 
 @dataclass
@@ -145,7 +148,8 @@ def pass_pipelines(options: Options) -> dict[str, str]:
     target's widest registers, shapes its micro-kernels to their number and its blocks to the host's caches
     and ``options.threads``."""
     from fusecc.target import host_target
-    return phase_pipelines(options.fuse, explain=options.debug >= 2, target=host_target(options.threads, options.cached))
+    return phase_pipelines(options.fuse, explain=options.debug >= 2, target=host_target(options.threads, options.cached),
+                           plan=options.plan)
 
 
 def run_phases(module: Module, options: Options, log=sys.stderr) -> Module:
@@ -165,6 +169,42 @@ def run_phases(module: Module, options: Options, log=sys.stderr) -> Module:
         if options.debug >= 3:
             log.write(f"// ----- after phase {phase} -----\n{print_module(module, elide_resources=True)}")
     return module
+
+
+def fuse_and_plan(source, options: Options) -> tuple[Module, dict[int, str], list]:
+    """``source`` through the graph and fusion phases and ``plan-contractions``: the fused module with its
+    regions' schedules, the fusion plan's name of each op (``passes.apply_plan.op_names``, taken just before
+    ops are grouped) and the decisions of ``fuse`` (``passes.fuse.Decision``; none when a plan or no fusion
+    groups them)."""
+    import fusecc.lowering  # noqa: F401  (registers the loop passes)
+    from fusecc.lowering.plan_contractions import PlanContractions
+    from fusecc.passes import PassManager, parse_pipeline
+    from fusecc.passes.apply_plan import ApplyPlan, op_names
+    from fusecc.passes.fuse import Fuse
+    from fusecc.passes.outline import OutlineKernels
+
+    module = load_timed(source, options).module
+    pipelines = pass_pipelines(options)
+    PassManager(parse_pipeline(pipelines["graph"]), options.instrumentation).run(module)
+    fusion = parse_pipeline(pipelines["fusion"])
+    grouping = next(i for i, p in enumerate(fusion) if isinstance(p, (Fuse, ApplyPlan, OutlineKernels)))
+    PassManager(fusion[:grouping], options.instrumentation).run(module)
+    names = op_names(module.main.body.ops)
+    PassManager(fusion[grouping:], options.instrumentation).run(module)
+    planning = [p for p in parse_pipeline(pipelines["loops"]) if isinstance(p, PlanContractions)]
+    PassManager(planning, options.instrumentation).run(module)
+    return module, names, [d for p in fusion if isinstance(p, Fuse) for d in p.decisions]
+
+
+def save_plan(source, options: Options, path: str) -> dict:
+    """Write the fusion plan of ``source`` compiled with ``options`` to ``path`` (see ``passes.apply_plan``)."""
+    from fusecc.passes.apply_plan import fusion_plan
+    from fusecc.runtime.files import write_atomically
+
+    module, names, _ = fuse_and_plan(source, options)
+    plan = fusion_plan(module, names)
+    write_atomically(path, (json.dumps(plan, indent=1) + "\n").encode())
+    return plan
 
 
 def model_info(graph: Module, declared_types: dict[str, int]) -> dict:

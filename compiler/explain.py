@@ -23,21 +23,11 @@ def explain(source, options) -> list[dict]:
     """The regions of ``source`` compiled with ``options`` (see ``driver.Options``), each a dict: ``kernel``,
     ``pattern``, ``nodes``, ``fused`` (pairs with their rule), ``not_fused`` (pairs with the reason),
     ``schedule``, ``flops``, ``bytes`` and ``saved_bytes``."""
-    import fusecc.lowering  # noqa: F401  (registers the loop passes)
-    from fusecc.driver import load_timed, pass_pipelines
-    from fusecc.lowering.plan_contractions import PlanContractions
+    from fusecc.driver import fuse_and_plan
     from fusecc.lowering.schedules.blocks import GemmSchedule
-    from fusecc.passes import PassManager, parse_pipeline
-    from fusecc.passes.fuse import Fuse
     from fusecc.report import region_summaries
 
-    module = load_timed(source, options).module
-    pipelines = pass_pipelines(options)
-    fusion = parse_pipeline(pipelines["graph"] + "," + pipelines["fusion"])
-    PassManager(fusion, options.instrumentation).run(module)
-    planning = [p for p in parse_pipeline(pipelines["loops"]) if isinstance(p, PlanContractions)]
-    PassManager(planning, options.instrumentation).run(module)
-    decisions = [d for p in fusion if isinstance(p, Fuse) for d in p.decisions]
+    module, _, decisions = fuse_and_plan(source, options)
 
     regions = [op for op in module.main.body.ops if isinstance(op, FusedOp)]
     region_of = {id(member): region for region in regions for member in region.members}

@@ -20,18 +20,22 @@ UNFUSED_PIPELINE = "outline-kernels"
 LOOPS_PIPELINE = "plan-contractions,lower-to-loops,fuse-loops,plan-buffers,expand-math,cse,dce,interleave-loops"
 
 
-def fusion_pipeline(fusion: bool, explain: bool = False) -> str:
-    """Fusion groups ops into regions (after multi-op patterns become single ops); whatever stays alone
-    gets a region of its own."""
+def fusion_pipeline(fusion: bool, explain: bool = False, plan: str | None = None) -> str:
+    """Fusion groups ops into regions (after multi-op patterns become single ops), or a fusion ``plan`` file
+    does (``apply-plan``); whatever stays alone gets a region of its own."""
+    if plan is not None:
+        if any(c in plan for c in "{},"):
+            raise ValueError(f"a fusion plan's path may not hold '{{', '}}' or ',': '{plan}'")
+        return f"recognize-gelu,dce,apply-plan{{plan={plan}}}," + UNFUSED_PIPELINE
     if not fusion:
         return UNFUSED_PIPELINE
     return "recognize-gelu,dce," + ("fuse{explain=true}" if explain else "fuse") + "," + UNFUSED_PIPELINE
 
 
-def phase_pipelines(fusion: bool, explain: bool = False, target=None) -> dict[str, str]:
+def phase_pipelines(fusion: bool, explain: bool = False, target=None, plan: str | None = None) -> dict[str, str]:
     """The phases' pipelines. A ``Target`` (``fusecc.target``), when given, sets the options of the passes that
     shape kernels for it (vector width and registers, caches, threads); else those passes keep their defaults."""
-    pipelines = {"graph": GRAPH_PIPELINE, "fusion": fusion_pipeline(fusion, explain), "loops": LOOPS_PIPELINE}
+    pipelines = {"graph": GRAPH_PIPELINE, "fusion": fusion_pipeline(fusion, explain, plan), "loops": LOOPS_PIPELINE}
     if target is not None:
         pipelines = {phase: target.configure(pipeline) for phase, pipeline in pipelines.items()}
     return pipelines

@@ -101,8 +101,8 @@ class PlanContractions(Pass):
         simd = Simd(self.vector_width, self.vector_registers)
         for func in module.funcs:
             for fused in func.walk():
-                if not isinstance(fused, FusedOp):
-                    continue
+                if not isinstance(fused, FusedOp) or GemmSchedule.recorded(fused) is not None:
+                    continue  # a schedule already recorded (by hand, or from a fusion plan) stays
                 schedule = self._choose(fused, simd)
                 if schedule is not None:
                     schedule.record(fused)

@@ -122,13 +122,17 @@ class Group:
 
     @property
     def pattern(self) -> str:
-        if self.horizontal:
-            return "horizontal"
-        kinds = {op.kind for op in self.ops}
-        for kind in (OpKind.COMPUTE, OpKind.REDUCTION, OpKind.INJECTIVE, OpKind.BROADCAST):
-            if kind in kinds:
-                return kind.value
-        return OpKind.ELEMENTWISE.value
+        return "horizontal" if self.horizontal else pattern_of(self.ops)
+
+
+def pattern_of(ops: list[Operation]) -> str:
+    """A region's pattern: the kind of its ops that shapes its kernel most (compute, then reduction, injective,
+    broadcast, elementwise)."""
+    kinds = {op.kind for op in ops}
+    for kind in (OpKind.COMPUTE, OpKind.REDUCTION, OpKind.INJECTIVE, OpKind.BROADCAST):
+        if kind in kinds:
+            return kind.value
+    return OpKind.ELEMENTWISE.value
 
 
 @dataclass
