@@ -75,6 +75,13 @@ def test_a_fault_inside_a_long_region_is_found_among_its_ops(monkeypatch, tmp_pa
     assert "tensor.mul(" in (tmp_path / "repro" / "group.fir").read_text()
 
 
+def test_a_fault_in_a_layernorm_chain_is_found_among_its_ops(monkeypatch, tmp_path):
+    """LayerNorm, a tanh GELU, a scale, a bias and a softmax fuse into one kernel; the scale alone is wrong."""
+    found = bisect(models.layernorm_gelu_softmax(rows=8, width=64), _options(monkeypatch, "scale"), {},
+                   str(tmp_path / "repro"))
+    assert len(found.nodes) == 12 and found.group_nodes == ["scale"] and found.isolated
+
+
 def test_a_fault_in_the_kernel_as_compiled_keeps_the_whole_region(block, monkeypatch, tmp_path):
     found = bisect(block, _options(monkeypatch, "fused_conv_add_relu_2"), {}, str(tmp_path / "repro"))
     assert not found.isolated and found.mismatch is None

@@ -56,6 +56,7 @@ _PY = shlex.quote(sys.executable)
 #: tool -> command used when the tool is not installed next to the interpreter or on PATH
 _FALLBACKS = {
     "fusecc-opt": f"{_PY} -c 'import sys; from fusecc.cli import opt_main; sys.exit(opt_main())'",
+    "fusecc": f"{_PY} -c 'import sys; from fusecc.cli import main; sys.exit(main())'",
     "filecheck": f"{_PY} -m filecheck",
 }
 #: lit's ``not``: succeed exactly when the command fails
