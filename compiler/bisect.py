@@ -1,7 +1,9 @@
 """``fusecc bisect MODEL``: the smallest group of ops whose compiled code computes a wrong answer, and a reproducer.
 
 First the model runs in check mode (see ``fusecc.check``), which names the first kernel whose outputs differ
-from the reference interpreter's on the inputs that kernel read. Then that kernel's fused region is cut down:
+from the reference interpreter's on the inputs that kernel read. Where ONNX Runtime is installed and the model is
+ONNX, it runs the model too, to say which of the two its value at that element agrees with (the tensor of the
+ONNX node that computes the kernel's output). Then that kernel's fused region is cut down:
 a run of its ops (in the region's order) is compiled on its own, as a model whose inputs are the values the
 run reads (computed by the reference interpreter from the kernel's actual inputs) and whose outputs are the
 values it hands on, and its outputs are compared with the reference. The run shrinks from its end, then from
@@ -63,10 +65,12 @@ class Bisection:
     isolated: bool
     directory: str
     tried: list[tuple[int, int, bool]] = field(default_factory=list)
+    #: what ONNX Runtime computes at the wrong element, when it can tell (see :func:`_ort_verdict`)
+    ort: str | None = None
 
     def describe(self) -> str:
         lines = [f"first kernel over tolerance: {self.kernel} (ONNX nodes {', '.join(self.nodes)})",
-                 f"  {self.error}"]
+                 f"  {self.error}"] + ([f"  {self.ort}"] if self.ort else [])
         if self.isolated:
             lines.append(f"smallest failing group: {self.group_ops} of the region's {self.region_ops} ops "
                          f"(ONNX nodes {', '.join(self.group_nodes)})")
@@ -86,13 +90,55 @@ def bisect(source, options, feeds: dict[str, np.ndarray], directory: str, seed: 
     from fusecc.profile import random_inputs
 
     checked = compile_model(source, replace(options, check=True, cache=False))
+    feeds = {**random_inputs([s for s in checked.inputs if s.name not in feeds], seed), **feeds}
     try:
-        checked.run({**random_inputs([s for s in checked.inputs if s.name not in feeds], seed), **feeds})
+        checked.run(feeds)
     except CheckError as error:
-        return _shrink(error, options, directory)
+        found = _shrink(error, options, directory)
+        found.ort = _ort_verdict(source, feeds, error)
+        return found
     finally:
         checked.close()
     return None
+
+
+def _ort_verdict(source, feeds: dict[str, np.ndarray], error: CheckError) -> str | None:
+    """What ONNX Runtime computes at the element check mode found wrong, and whether that agrees with the
+    kernel or the reference: the kernel's output is the tensor of the ONNX node named last in the location of
+    the op that computes it. None without ONNX Runtime, for a model that is not ONNX, or where that tensor is
+    not the kernel's output as it is (another shape, a node the graph phase made)."""
+    if isinstance(source, (str, os.PathLike)) and str(source).endswith(".fir"):
+        return None
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    from onnx import helper
+
+    from fusecc.frontend.onnx_import import load_model
+    model = load_model(source)
+    producer = getattr(error.region.body.ops[-1].operands[error.output], "op", None)
+    names = loc_names(getattr(producer, "loc", None))
+    node = next((n for n in model.graph.node if names and n.name == names[-1]), None)
+    if node is None:
+        return None
+    tensor = node.output[0]
+    extended = type(model)()
+    extended.CopyFrom(model)
+    if tensor not in {o.name for o in extended.graph.output}:
+        extended.graph.output.append(helper.make_empty_tensor_value_info(tensor))
+    try:
+        session = onnxruntime.InferenceSession(extended.SerializeToString(), providers=["CPUExecutionProvider"])
+        value = session.run([tensor], feeds)[0]
+    except Exception as exc:  # ONNX Runtime cannot run the model: say so, the rest of the report stands
+        return f"ONNX Runtime could not run the model: {str(exc).splitlines()[0]}"
+    if tuple(value.shape) != tuple(error.region.results[error.output].type.shape):
+        return None
+    theirs = value[error.index].item()
+    sides = [who for who, ours in (("the kernel", error.got), ("the reference", error.expected))
+             if np.isclose(theirs, ours, rtol=RTOL, atol=ATOL, equal_nan=True)]
+    verdict = f"agrees with {' and '.join(sides)}" if sides else "agrees with neither"
+    return f"ONNX Runtime computes {theirs!r} there (node {node.name}, tensor {tensor}): {verdict}"
 
 
 def _shrink(error: CheckError, options, directory: str) -> Bisection:

@@ -45,6 +45,9 @@ def test_a_fault_by_node_is_cut_down_to_that_node(block, monkeypatch, tmp_path):
     assert found.mismatch.got == pytest.approx(found.mismatch.expected + 1.0)
     # the shrinking compiled the whole region, then longer prefixes until one failed, then shorter suffixes
     assert found.tried[0] == (0, found.region_ops, True)
+    # ONNX Runtime's value of relu2's output at that element is the reference's, not the kernel's
+    assert found.ort.startswith("ONNX Runtime computes ") and found.ort.endswith("(node relu2, tensor y): "
+                                                                                  "agrees with the reference")
     assert sorted(os.listdir(tmp_path / "repro")) == ["expected.npz", "group.fir", "inputs.npz", "replay.sh"]
 
 
@@ -56,6 +59,7 @@ def test_the_reproducer_replays_the_wrong_answer_and_only_with_the_fault(block, 
         inputs = {name: archive[name] for name in archive.files}
     with np.load(repro / "expected.npz") as archive:
         expected = [archive[name] for name in archive.files]
+    assert bisect(group, _options(monkeypatch, "residual"), inputs, str(tmp_path / "again")).ort is None
     faulty = fusecc.compile(group, cache=False).run(inputs)
     assert faulty[0].flat[0] == pytest.approx(expected[0].flat[0] + 1.0)
     monkeypatch.delenv("FUSECC_INJECT_FAULT")
