@@ -264,23 +264,18 @@ def _write_replay(directory: str, options, nodes: list[str]) -> None:
 # Command line
 # --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from fusecc.cli import _parse_shape
-    parser = argparse.ArgumentParser(
-        prog="fusecc bisect",
-        description="Find the first kernel whose outputs differ from the reference interpreter's, then the "
-                    "smallest group of its ops that still computes a wrong answer compiled on its own, and write "
-                    "a reproducer directory. Exits 1 when it finds one, 0 when every kernel matches.")
-    parser.add_argument("model", help="an .onnx model or a tensor-level .fir file")
+    from fusecc.cli import model_parser
+    parser = model_parser(
+        "fusecc bisect", "Find the first kernel whose outputs differ from the reference interpreter's, then the "
+                         "smallest group of its ops that still computes a wrong answer compiled on its own, and "
+                         "write a reproducer directory. Exits 1 when it finds one, 0 when every kernel matches.")
     parser.add_argument("--inputs", metavar="FILE.npz",
                         help="input arrays by name; inputs it lacks, and all without it, are random from --seed")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    parser.add_argument("--input-shape", action="append", type=_parse_shape, default=[], metavar="NAME=DIMS",
-                        help="fix an input's shape, e.g. x=1x3x224x224 (repeatable)")
     parser.add_argument("--rtol", type=float, default=RTOL, help=f"relative tolerance (default {RTOL:g})")
     parser.add_argument("--atol", type=float, default=ATOL, help=f"absolute tolerance (default {ATOL:g})")
     parser.add_argument("--out", default="fusecc-bisect", metavar="DIR",
                         help="the reproducer directory (default fusecc-bisect)")
-    parser.add_argument("--no-fusion", action="store_true", help="one kernel per op")
     return parser
 
 

@@ -55,6 +55,17 @@ def _instrumentation(args):
                            dump_dir=args.dump_ir_dir, dump_weights=args.dump_weights)
 
 
+def model_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The parser of a subcommand that compiles a model (``fusecc profile``, ``bisect``, ``explain``): the
+    model, ``--input-shape`` and ``--no-fusion``, to which the subcommand adds its own options."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("model", help="an .onnx model or a tensor-level .fir file")
+    parser.add_argument("--input-shape", action="append", type=_parse_shape, default=[], metavar="NAME=DIMS",
+                        help="fix an input's shape, e.g. x=1x3x224x224 (repeatable)")
+    parser.add_argument("--no-fusion", action="store_true", help="one kernel per op")
+    return parser
+
+
 def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     name, sep, dims = text.rpartition("=")
     if not sep or not name:

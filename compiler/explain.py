@@ -97,17 +97,12 @@ def format_text(regions: list[dict]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fusecc.cli import _parse_shape
-    parser = argparse.ArgumentParser(
-        prog="fusecc explain",
-        description="For each fused region: its ONNX nodes, the rule that fused each pair, the schedule chosen for "
-                    "its contraction, its FLOPs and bytes; and each pair that did not fuse, with the reason.")
-    parser.add_argument("model", help="an .onnx model or a tensor-level .fir file")
+    from fusecc.cli import model_parser
+    parser = model_parser(
+        "fusecc explain", "For each fused region: its ONNX nodes, the rule that fused each pair, the schedule chosen "
+                          "for its contraction, its FLOPs and bytes; and each pair that did not fuse, with the reason.")
     parser.add_argument("--node", metavar="NAME", help="only the regions holding this ONNX node")
     parser.add_argument("--format", choices=["text", "json"], default="text")
-    parser.add_argument("--input-shape", action="append", type=_parse_shape, default=[], metavar="NAME=DIMS",
-                        help="fix an input's shape, e.g. x=1x3x224x224 (repeatable)")
-    parser.add_argument("--no-fusion", action="store_true", help="one kernel per op")
     return parser
 
 

@@ -456,16 +456,13 @@ def _at_least(minimum: int):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fusecc.cli import _parse_shape
-    parser = argparse.ArgumentParser(
-        prog="fusecc profile",
-        description="Run a model and report, for each kernel, its median time, share of the run, FLOPs, bytes "
-                    "moved and achieved GFLOP/s or GB/s against this machine's peak (of one core, or of --threads cores).")
-    parser.add_argument("model", help="an .onnx model or a tensor-level .fir file")
+    from fusecc.cli import model_parser
+    parser = model_parser(
+        "fusecc profile", "Run a model and report, for each kernel, its median time, share of the run, FLOPs, bytes "
+                          "moved and achieved GFLOP/s or GB/s against this machine's peak (of one core, or of "
+                          "--threads cores).")
     parser.add_argument("--runs", type=_at_least(1), default=20, metavar="N", help="timed runs (default 20)")
     parser.add_argument("--warmup", type=_at_least(0), default=3, metavar="N", help="untimed runs first (default 3)")
-    parser.add_argument("--input-shape", action="append", type=_parse_shape, default=[], metavar="NAME=DIMS",
-                        help="fix an input's shape, e.g. x=1x3x224x224 (repeatable)")
     parser.add_argument("--inputs", metavar="FILE.npz",
                         help="input arrays by name (their shapes fix dynamic ones); inputs it lacks, and all "
                              "without it, are random from a fixed seed")
@@ -473,7 +470,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--top", type=_at_least(1), metavar="K", help="show the first K kernels only")
     parser.add_argument("--sort", choices=["time", "name", "order"], default="time",
                         help="kernel order: slowest first (default), by name, or as they run")
-    parser.add_argument("--no-fusion", action="store_true", help="one kernel per op")
     parser.add_argument("--threads", type=_at_least(1), default=1, metavar="N",
                         help="threads of each run (default 1); the peak FLOP rate is N cores'")
     parser.add_argument("--json", action="store_true", help="print the profile as JSON")
