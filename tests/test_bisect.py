@@ -29,6 +29,13 @@ def block(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope="module")
+def residual_fault(block, tmp_path_factory):
+    """The bisection of the block with its residual add made wrong, and its reproducer directory."""
+    directory = tmp_path_factory.mktemp("bisect") / "repro"
+    return bisect(block, Options(cache=False, inject_fault="residual"), {}, str(directory)), directory
+
+
 def _options(monkeypatch, fault=None):
     if fault is None:
         monkeypatch.delenv("FUSECC_INJECT_FAULT", raising=False)
@@ -37,8 +44,8 @@ def _options(monkeypatch, fault=None):
     return Options(cache=False)
 
 
-def test_a_fault_by_node_is_cut_down_to_that_node(block, monkeypatch, tmp_path):
-    found = bisect(block, _options(monkeypatch, "residual"), {}, str(tmp_path / "repro"))
+def test_a_fault_by_node_is_cut_down_to_that_node(residual_fault):
+    found, directory = residual_fault
     assert found.kernel == "fused_conv_add_relu_2"
     assert found.nodes == ["conv2", "bn2", "residual", "relu2"]
     assert found.isolated and found.group_nodes == ["residual"] and found.group_ops == 1
@@ -48,12 +55,11 @@ def test_a_fault_by_node_is_cut_down_to_that_node(block, monkeypatch, tmp_path):
     # ONNX Runtime's value of relu2's output at that element is the reference's, not the kernel's
     assert found.ort.startswith("ONNX Runtime computes ") and found.ort.endswith("(node relu2, tensor y): "
                                                                                   "agrees with the reference")
-    assert sorted(os.listdir(tmp_path / "repro")) == ["expected.npz", "group.fir", "inputs.npz", "replay.sh"]
+    assert sorted(os.listdir(directory)) == ["expected.npz", "group.fir", "inputs.npz", "replay.sh"]
 
 
-def test_the_reproducer_replays_the_wrong_answer_and_only_with_the_fault(block, monkeypatch, tmp_path):
-    repro = tmp_path / "repro"
-    bisect(block, _options(monkeypatch, "residual"), {}, str(repro))
+def test_the_reproducer_replays_the_wrong_answer_and_only_with_the_fault(residual_fault, monkeypatch, tmp_path):
+    _, repro = residual_fault
     group = str(repro / "group.fir")
     with np.load(repro / "inputs.npz") as archive:
         inputs = {name: archive[name] for name in archive.files}
