@@ -24,3 +24,15 @@ def compile_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FUSECC_CACHE_DIR", str(directory))
     monkeypatch.delenv("FUSECC_CACHE_SIZE", raising=False)
     return directory
+
+
+@pytest.fixture(scope="session")
+def block(tmp_path_factory):
+    """A residual block saved as ONNX, its path: conv1+bn1 -> relu1 -> conv2+bn2 -> residual add -> relu2, 16
+    channels of 14x14, which compiles to fused_pad_0, fused_conv_relu_pad_1 and fused_conv_add_relu_2."""
+    import onnx
+
+    from fusecc.tools import models
+    path = tmp_path_factory.mktemp("block") / "block.onnx"
+    onnx.save(models.resnet_block(channels=16, size=14), str(path))
+    return str(path)

@@ -21,15 +21,6 @@ MODELS = pathlib.Path(__file__).parent / "models"
 
 
 @pytest.fixture(scope="module")
-def block(tmp_path_factory):
-    """A residual block whose last kernel fuses conv2, bn2, the residual add and relu2."""
-    import onnx
-    path = tmp_path_factory.mktemp("bisect") / "block.onnx"
-    onnx.save(models.resnet_block(channels=16, size=14), str(path))
-    return str(path)
-
-
-@pytest.fixture(scope="module")
 def residual_fault(block, tmp_path_factory):
     """The bisection of the block with its residual add made wrong, and its reproducer directory."""
     directory = tmp_path_factory.mktemp("bisect") / "repro"

@@ -5,21 +5,11 @@ import json
 import subprocess
 import sys
 
-import onnx
 import pytest
 from onnx import TensorProto, helper
 
 from fusecc.driver import Options
 from fusecc.explain import about_node, explain, format_text
-from fusecc.tools import models
-
-
-@pytest.fixture(scope="module")
-def block(tmp_path_factory):
-    """conv1+bn1 -> relu1 -> conv2+bn2 -> residual add -> relu2, the convs padded by pad-conv-inputs."""
-    path = tmp_path_factory.mktemp("explain") / "block.onnx"
-    onnx.save(models.resnet_block(channels=16, size=14), str(path))
-    return str(path)
 
 
 def _pairs(region, kind):

@@ -6,17 +6,8 @@ import subprocess
 import sys
 
 import onnx
-import pytest
 
 import fusecc
-from fusecc.tools import models
-
-
-@pytest.fixture(scope="module")
-def block(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pictures") / "block.onnx"
-    onnx.save(models.resnet_block(channels=16, size=14), str(path))
-    return str(path)
 
 
 def _fusecc(*args):

@@ -6,20 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 
 import fusecc
 from fusecc.driver import Options, save_plan
-from fusecc.tools import models
-
-
-@pytest.fixture(scope="module")
-def block(tmp_path_factory):
-    path = tmp_path_factory.mktemp("plan") / "block.onnx"
-    onnx.save(models.resnet_block(channels=16, size=14), str(path))
-    return str(path)
 
 
 @pytest.fixture(scope="module")
