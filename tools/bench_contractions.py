@@ -1,6 +1,6 @@
 """Benchmark contractions: fusecc vs ONNX Runtime, on as many threads each (one by default), medians.
 
-    python -m fusecc.tools.bench_contractions [--repeat 50] [--cases sgemm,layouts,shapes,models] [--threads 1]
+    python -m fusecc.tools.bench_contractions [--repeat 50] [--cases sgemm,layouts,shapes,models,convs] [--threads 1]
 
 Groups of cases:
 
@@ -9,7 +9,8 @@ Groups of cases:
 * ``shapes``: M x K x N products of a run-time activation and a constant weight, in the shapes real
   models have (batch-1 GEMV, BERT, ViT, GPT-2, an MLP), a batched attention product, and float16;
 * ``models``: ``nn.Linear`` MLPs (Gemm with transB=1) at batch 32 and 1, a BERT projection into
-  heads (MatMul, bias, Reshape, Transpose), the same MLP in float16.
+  heads (MatMul, bias, Reshape, Transpose), the same MLP in float16;
+* ``convs``: Conv+Relu in ResNet-50's shapes, its pointwise (1x1) and 3x3 convs at each plane size.
 
 Prints median latencies, fusecc/ORT (below 1 means fusecc is faster) and fusecc's GFLOP/s.
 """
@@ -59,6 +60,12 @@ SHAPES = ((1, 768, 768), (8, 768, 3072), (128, 768, 768), (128, 3072, 768), (197
           (32, 784, 1024))
 
 
+#: input channels, output channels, plane size and kernel size of ResNet-50's stride-1 convs
+CONVS = ((64, 64, 56, 1), (64, 256, 56, 1), (256, 64, 56, 1), (64, 64, 56, 3), (512, 128, 28, 1), (128, 512, 28, 1),
+         (128, 128, 28, 3), (1024, 256, 14, 1), (256, 1024, 14, 1), (256, 256, 14, 3), (2048, 512, 7, 1),
+         (512, 2048, 7, 1), (512, 512, 7, 3))
+
+
 def cases(groups: set[str]) -> list[tuple[str, object, float]]:
     """(name, model, floating-point operations per run) of the groups asked for."""
     found = []
@@ -75,6 +82,10 @@ def cases(groups: set[str]) -> list[tuple[str, object, float]]:
         found.append(("batched 12x128x64 @ 12x64x128", models.batched_matmul(12, 128, 64, 128), 2.0 * 12 * 128 * 64 * 128))
         found.append(("float16 128x512x512 @ weight", models.matmul(128, 512, 512, weight=True, dtype=np.float16),
                       2.0 * 128 * 512 * 512))
+    if "convs" in groups:
+        for cin, cout, size, kernel in CONVS:
+            found.append((f"conv {kernel}x{kernel} {cin}->{cout} {size}x{size}",
+                          models.conv_relu(cin, cout, size, kernel), 2.0 * cin * cout * kernel * kernel * size * size))
     if "models" in groups:
         found += [("nn.Linear MLP 784-1024-1024-10, batch 32", models.linear_mlp(32), models.mlp_flops(32)),
                   ("nn.Linear MLP 784-1024-1024-10, batch 1", models.linear_mlp(1), models.mlp_flops(1)),
@@ -83,7 +94,7 @@ def cases(groups: set[str]) -> list[tuple[str, object, float]]:
     return found
 
 
-GROUPS = ("sgemm", "layouts", "shapes", "models")
+GROUPS = ("sgemm", "layouts", "shapes", "models", "convs")
 
 
 def main(argv=None) -> None:

@@ -41,6 +41,19 @@ def layernorm_gelu_softmax(rows: int = 64, width: int = 4096, seed: int = 0) -> 
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, width])], init)
 
 
+def conv_relu(in_channels: int, out_channels: int, size: int, kernel: int, seed: int = 0) -> onnx.ModelProto:
+    """Conv (``kernel`` x ``kernel``, stride 1, padded to keep the size) with a bias, then Relu."""
+    rng = np.random.default_rng(seed)
+    fan_in = in_channels * kernel * kernel
+    init = [numpy_helper.from_array((rng.standard_normal((out_channels, in_channels, kernel, kernel))
+                                     * np.sqrt(2 / fan_in)).astype(np.float32), "w"),
+            numpy_helper.from_array((rng.standard_normal(out_channels) * 0.1).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[kernel // 2] * 4),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, in_channels, size, size])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_channels, size, size])], init)
+
+
 def resnet_block(channels: int = 64, size: int = 56, seed: int = 0) -> onnx.ModelProto:
     """conv-bn-relu-conv-bn-add(identity)-relu, 3x3 convs, random weights and BatchNorm statistics."""
     rng = np.random.default_rng(seed)

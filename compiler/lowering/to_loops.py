@@ -139,7 +139,7 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
         row, row_scope = block, block_scope
     outer = e.delinearize(row, shape[:-1]) if shape else []
     if plan is not None:
-        e.cache_block(plan.op.results[0], block_buffer, lambda em, index: locate(em, index, in_block, row),
+        e.cache_block(plan.op.results[0], block_buffer, lambda em, index: locate(em, index, in_block),
                       None if plan.channels and not plan.in_place else outer, block_scope)
     if shape:
         first_col, stop_col = columns or (e.index(0), e.index(shape[-1]))

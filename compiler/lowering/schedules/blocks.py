@@ -91,9 +91,8 @@ class BlockPlan:
 
     ``fill(e, buffer, block_index, first_row, row_count, simd)`` writes the block of the nest's rows from
     ``first_row`` (``row_count`` of them: a number, or a value for a last, shorter block) and returns
-    ``locate(e, index, in_block, row) -> linear offset into the buffer`` for reads of the
-    result at an index of the current block (row ``in_block`` of the block, the nest's ``row``). Matmul
-    blocks are ``rows`` consecutive rows of the result; convolution blocks are ``channels`` whole output
+    ``locate(e, index, in_block) -> linear offset into the buffer`` for reads of the result at an index
+    of the current block (row ``in_block`` of the block). Matmul blocks are ``rows`` consecutive rows of the result; convolution blocks are ``channels`` whole output
     planes of one image, so the region around the conv may walk a differently shaped nest (a padded
     copy of the output, say) as long as it walks the same images and channels.
     """
@@ -205,7 +204,7 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place:
                     pack_a=_a_scratch_rows(rows, k_size, schedule) if id(a) not in buffers else 0,
                     out_row=_result_row(first, n) if in_place else None, column_range=columns)
         emit_gemm(e, gemm, block, simd)
-        return _row_locator(n, in_place)
+        return _row_locator(n, first if in_place else None)
 
     return BlockPlan(op, fill, rows=rows, matrix_rows=m, in_place=in_place)
 
@@ -234,7 +233,7 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
                     a_rows_contiguous=bool(op.transA),
                     out_row=_result_row(i0, n) if in_place else None, column_range=columns)
         emit_gemm(e, gemm, block, simd)
-        locate = _row_locator(n, in_place)
+        locate = _row_locator(n, i0 if in_place else None)
         c = op.c if op.beta != 0.0 else None
         if op.alpha == 1.0 and c is None:
             return locate
@@ -302,7 +301,7 @@ def _pointwise_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, i
 
         if in_place:
             emit_gemm(e, gemm(None, plane, _result_row(first, plane)), block, simd)
-            return _row_locator(out_w, in_place=True)
+            return _row_locator(out_w, first_row)
         if not strided:
             emit_gemm(e, gemm(None, plane, None), block, simd)
             return _plane_locator(co0, out_h, out_w)
@@ -365,11 +364,12 @@ def _spatial_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> 
     return BlockPlan(op, fill, channels=rows, plane=out_h * pitch)
 
 
-def _row_locator(columns: int, in_place: bool = False):
-    """Offsets of a block of whole nest rows of ``columns``: the row within the block (a block buffer) or, in
-    place, the nest's own row (the expression of the region's stores), times ``columns``, plus the column."""
-    def locate(e: Emitter, index: list[Value], in_block: Value, row: Value) -> Value:
-        return e.iadd(e.imul(row if in_place else in_block, e.index(columns)), index[-1])
+def _row_locator(columns: int, first_row: Value | None = None):
+    """Offsets of a block of whole result rows: index = the nest's own row, then the column; rows count
+    from the block's first (a block buffer) or, given ``first_row``, from the result's first (in place)."""
+    def locate(e: Emitter, index: list[Value], in_block: Value) -> Value:
+        row = in_block if first_row is None else e.iadd(first_row, in_block)
+        return e.iadd(e.imul(row, e.index(columns)), index[-1])
     return locate
 
 
@@ -382,7 +382,7 @@ def _result_row(first_row: Value, columns: int):
 def _plane_locator(first_channel: Value, height: int, pitch: int, column_stride: int = 1):
     """Offsets of a block of output planes from ``first_channel``, rows ``pitch`` apart and
     columns ``column_stride`` apart: index = [n, c, h, w]."""
-    def locate(e: Emitter, index: list[Value], in_block: Value, row: Value) -> Value:
+    def locate(e: Emitter, index: list[Value], in_block: Value) -> Value:
         _, channel, h, w = index
         plane = e.isub(channel, first_channel)
         row = e.imul(e.iadd(e.imul(plane, e.index(height)), h), e.index(pitch))
