@@ -2,7 +2,7 @@
 
     import   ONNX -> tensor dialect (frontend)
     graph    shape inference, folding, BatchNorm folding, CSE, DCE; contractions and convs laid out for the
-             micro-kernels
+             micro-kernels (convs in blocked channels)
     fusion   group ops into kernel.fused regions (or one region per op)
     loops    regions -> loop-dialect kernels, buffers planned
     llvm     loop dialect -> LLVM IR -> native code
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 PHASES = ("import", "graph", "fusion", "loops", "llvm")
 
-GRAPH_PIPELINE = ("shape-inference,fold-constants,fold-batchnorm,decompose,fold-constants,contraction-layout,cse,"
-                  "dce,space-to-depth-convs,pad-conv-inputs")
+GRAPH_PIPELINE = ("shape-inference,fold-constants,fold-batchnorm,decompose,fold-constants,contraction-layout,"
+                  "blocked-convs,cse,dce,space-to-depth-convs,pad-conv-inputs")
 UNFUSED_PIPELINE = "outline-kernels"
 LOOPS_PIPELINE = "plan-contractions,lower-to-loops,fuse-loops,plan-buffers,expand-math,cse,dce,interleave-loops"
 

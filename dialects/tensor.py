@@ -879,6 +879,63 @@ class ConvOp(WindowOp):
                        dilations=dilations, group=self.group)]
 
 
+class BlockedConvOp(TensorOp):
+    """2-D convolution in the blocked channel layout nChw{B}c: ``x`` is [N, C/B, H, W, B] (channel
+    ``cb * B + c`` at ``[n, cb, h, w, c]``), the result [N, Cout/B, OH, OW, B].
+
+    ``weight`` is the contraction's B matrix, [C/B * KH * KW * B, Cout]: its row
+    ``((cb * KH + kh) * KW + kw) * B + c`` holds input channel ``cb * B + c`` at tap ``(kh, kw)``
+    for every output channel. No padding (an explicit ``tensor.pad`` of the spatial axes gives it),
+    no bias (a ``tensor.add`` follows) and no groups. ``blocked-convs`` creates it.
+    """
+
+    name = "tensor.conv_blocked"
+    kind = OpKind.COMPUTE
+    arity = (2, 2)
+    float_only = True
+    weight = operand(1)
+    streamed_operands = (0,)
+    kernel_shape = attr([int])
+    strides = attr([int], [1, 1])
+    dilations = attr([int], [1, 1])
+
+    @property
+    def block(self) -> int:
+        """Channels per block (B)."""
+        return self.in_types[0].shape[-1]
+
+    def verify_(self):
+        super().verify_()
+        x, w = self.in_types
+        if x.rank != 5 or w.rank != 2 or len(self.kernel_shape) != 2 or len(self.strides) != 2 \
+                or len(self.dilations) != 2:
+            raise self.error(f"expects a 5-D blocked input, a 2-D weight and 2-D window attributes, got {x} and {w}")
+        depth = x.shape[1] * self.kernel_shape[0] * self.kernel_shape[1] * x.shape[4]
+        if w.shape[0] != depth or w.shape[1] % x.shape[4]:
+            raise self.error(f"weight {w} must be {depth} x a multiple of {x.shape[4]} for input {x}")
+
+    def infer_types(self):
+        x, w = self.in_types
+        out = []
+        for size, k, s, d in zip(x.shape[2:4], self.kernel_shape, self.strides, self.dilations):
+            span = size - d * (k - 1) - 1
+            if span < 0:
+                raise self.error(f"window {self.kernel_shape} does not fit input spatial size {list(x.shape[2:4])}")
+            out.append(span // s + 1)
+        return [TensorType((x.shape[0], w.shape[1] // x.shape[4], *out, x.shape[4]), x.dtype)]
+
+    def reference(self, x, w):
+        n, blocks, height, width, block = x.shape
+        kh, kw = self.kernel_shape
+        c_out = w.shape[1]
+        oihw = w.reshape(blocks, kh, kw, block, c_out).transpose(4, 0, 3, 1, 2).reshape(c_out, blocks * block, kh, kw)
+        nchw = x.transpose(0, 1, 4, 2, 3).reshape(n, blocks * block, height, width)
+        y = R.conv(nchw, oihw, None, kernel_shape=self.kernel_shape, strides=self.strides, pads=[0, 0, 0, 0],
+                   dilations=self.dilations)
+        out_h, out_w = y.shape[2:]
+        return [np.ascontiguousarray(y.reshape(n, c_out // block, block, out_h, out_w).transpose(0, 1, 3, 4, 2))]
+
+
 class ConvTransposeOp(WindowOp):
     name = "tensor.conv_transpose"
     arity = (2, 3)

@@ -142,6 +142,21 @@ def _cases():
         [helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Clip", ["c", "lo", "hi"], ["y"])],
         {"x": [2, 32, 14, 14]}, [_weight("w", (48, 32, 1, 1), rng), numpy_helper.from_array(np.float32(-0.5), "lo"),
                                  numpy_helper.from_array(np.float32(0.5), "hi")])
+    # convs in blocked channels (16 a block, a multiple of every vector width), where they compute enough per
+    # element reordered into and out of the blocked layout: a 3x3 conv whose ReLU writes the next conv's
+    # padded input (a block buffer), then a 3x3 conv at stride 2 (depth passes over 128 channels) plus a
+    # strided 1x1 projection of the input (a residual add computed in place), over two images (pixels left
+    # over past the micro-tiles); and a plane of 400 pixels computed in place a chunk at a time
+    cases["Conv-blocked-chain-projection-two-images"] = _model(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+         helper.make_node("Conv", ["r1", "w2"], ["c2"], strides=[2, 2], pads=[1, 1, 1, 1]),
+         helper.make_node("Conv", ["x", "w3"], ["c3"], strides=[2, 2]), helper.make_node("Add", ["c2", "c3"], ["a"]),
+         helper.make_node("Relu", ["a"], ["y"])], {"x": [2, 32, 9, 9]},
+        [_weight("w1", (128, 32, 3, 3), rng), _weight("b1", (128,), rng), _weight("w2", (128, 128, 3, 3), rng),
+         _weight("w3", (128, 32, 1, 1), rng)])
+    cases["Conv-blocked-wide-plane-Relu"] = _model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        {"x": [1, 176, 20, 20]}, [_weight("w", (176, 176, 3, 3), rng), _weight("b", (176,), rng)])
     return cases
 
 
@@ -159,6 +174,8 @@ def test_contraction_is_vectorizable_and_right(name):
     model = CASES[name]
     module = _lowered(model)
     assert [found for kernel in module.funcs[1:] for found in scalar_dot_products(kernel)] == []
+    if name.startswith("Conv-blocked"):
+        assert any("conv_blocked" in kernel.sym_name for kernel in module.funcs[1:])
     rng = np.random.default_rng(1)
     feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
              for i in model.graph.input}

@@ -508,8 +508,8 @@ add("LRN-size3-1x1x4x4", "LRN", [X((1, 1, 4, 4))], {"size": 3, "alpha": 0.2})
 # --------------------------------------------------------------------------------------
 # Convolution and pooling
 # --------------------------------------------------------------------------------------
-def conv(case_id, x, w, bias=True, opset=17, **attrs):
-    ins = [X(x), W(w)] + ([W((w[0],))] if bias else [])
+def conv(case_id, x, w, bias=True, opset=17, weights="normal", **attrs):
+    ins = [X(x), W(w, "f32", weights)] + ([W((w[0],))] if bias else [])
     add(f"Conv-{case_id}", "Conv", ins, attrs, opset)
 
 
@@ -554,6 +554,14 @@ conv("1d-strides2-dilations2", (1, 2, 20), (3, 2, 3), strides=[2], dilations=[2]
 conv("3d", (1, 2, 5, 6, 7), (3, 2, 3, 3, 3), pads=[1, 1, 1, 1, 1, 1])
 conv("1x1-input", (1, 3, 1, 1), (4, 3, 1, 1))
 conv("moderate-1x16x32x32", (1, 16, 32, 32), (16, 16, 3, 3), pads=[1, 1, 1, 1])
+# channels in whole blocks of a vector (8 or 16), enough of them to compute more than the reorders into and
+# out of the blocked layout cost: blocked convs, pixels as rows of the micro-kernel with a few left over (99,
+# 121 and 108 pixels), output channels as vectors; small weights keep the long sums' rounding within tolerance
+conv("blocked-3x3-pads1", (1, 176, 9, 11), (176, 176, 3, 3), pads=[1, 1, 1, 1], weights="unit:0.05")
+conv("blocked-dilations-2x1-no-bias", (1, 176, 11, 11), (176, 176, 3, 3), bias=False, dilations=[2, 1],
+     pads=[2, 1, 2, 1], weights="unit:0.05")
+conv("blocked-5x3-strides-1x2", (1, 160, 12, 17), (160, 160, 5, 3), strides=[1, 2], pads=[2, 1, 2, 1],
+     weights="unit:0.05")
 add("Conv-weights-as-inputs", "Conv", [X((1, 3, 7, 7)), X((4, 3, 3, 3)), X((4,))])
 graph("Conv-BatchNormalization-folded",
       [("Conv", ["x", "w", "cb"], ["c"], {"pads": [1, 1, 1, 1]}),

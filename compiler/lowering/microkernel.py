@@ -117,6 +117,14 @@ class Gemm:
     #: buffer before the block's rows read it: a B read in place has its rows N elements apart, which for
     #: a wide B map to few sets of the L1 cache and evict each other while the sliver is reused
     pack_b_tiles: bool = False
+    #: offset of C's column ``j`` (a multiple of the vector width) from its row's start (``out_row``); default
+    #: ``j``. A blocked conv's result holds each block of channels (one vector) a whole plane apart.
+    out_column: Callable[[Emitter, Value], Value] | None = None
+
+    def out_offset(self, e: Emitter, row: Value, column: Value) -> Value:
+        """Where ``C[row, column]`` is stored (``column`` a multiple of the vector width)."""
+        base = self.out_row(e, row) if self.out_row else e.imul(row, e.index(self.columns))
+        return e.iadd(base, self.out_column(e, column) if self.out_column else column)
 
 
 def pack_strips(b, columns: int):
@@ -282,16 +290,15 @@ def _fill_with_init(e: Emitter, gemm: Gemm, out: Value, simd: Simd, vtype: Vecto
     last_vector = (vectors - 1) * width
     with e.loop_in(e.current, 0, gemm.rows) as (row, _):
         start = e.emit(vector.BroadcastOp, [gemm.init(e, row)], vtype)
-        base = gemm.out_row(e, row) if gemm.out_row else e.imul(row, e.index(gemm.columns))
         first, stop = gemm.column_range or (0, last_vector)
         if gemm.column_range:
             stop = e.imin(stop, e.index(last_vector))
         if vectors > 1:
             with e.loop_in(e.current, first, stop, step=width) as (j, _):
-                e.insert(vector.StoreOp.create([start, out, e.iadd(base, j)], []))
+                e.insert(vector.StoreOp.create([start, out, gemm.out_offset(e, row, j)], []))
         last = {"lanes": lanes} if lanes != width else {}
         with _in_range(e, gemm, last_vector, width) as j:
-            e.insert(vector.StoreOp.create([start, out, e.iadd(base, j)], [], last))
+            e.insert(vector.StoreOp.create([start, out, gemm.out_offset(e, row, j)], [], last))
 
 
 def _tile(e: Emitter, gemm: Gemm, out: Value, r0: Value, micro: int, j0: Value, b: Value,
@@ -311,8 +318,7 @@ def _tile(e: Emitter, gemm: Gemm, out: Value, r0: Value, micro: int, j0: Value, 
     masks = [{"lanes": lanes} if lanes and v == tile - 1 else {} for v in range(tile)]
 
     def target(row: Value, v: int) -> Value:
-        base = gemm.out_row(e, row) if gemm.out_row else e.imul(row, e.index(gemm.columns))
-        return e.iadd(base, e.iadd(j0, e.index(v * width)))
+        return gemm.out_offset(e, row, e.iadd(j0, e.index(v * width)))
 
     for row, slots in zip(rows, accs):
         start = e.emit(vector.BroadcastOp, [gemm.init(e, row)], vtype) if first is None else None

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, replace
 
 from fusecc.dialects.kernel import FusedOp
+from fusecc.dialects.tensor import BlockedConvOp
 from fusecc.ir.core import IRError, Module
 from fusecc.passes.manager import Pass
 from fusecc.passes.rewrite import constant_value
@@ -13,6 +14,7 @@ from fusecc.passes.rewrite import constant_value
 from .microkernel import Simd, pick_rows, pick_rows_with_tail
 from .schedules.blocks import (GemmSchedule, block_plan, contraction, copies_b_tiles, ends_blocks_mid_matrix,
                                gemm_shape, in_place_output, only_elementwise_around, packable_b)
+from .schedules.limits import BLOCK_LIMIT
 
 #: the share of the level-1 data cache a depth block of B's tile may fill (the rest holds A and C)
 L1_SHARE = 0.5
@@ -78,6 +80,9 @@ class PlanContractions(Pass):
       through a block buffer, a block for each of ``threads`` threads; for another conv, few enough
       that the kernel has ``PARALLEL_BLOCKS`` blocks for threads to share; absent when all rows fit.
 
+    * ``block_columns``: a blocked conv's output channels per block (see ``_blocked_conv_schedule``, which
+      also reads ``depth_block`` and ``block_rows`` its own way); absent when a block holds them all.
+
     * ``column_panels``: a MatMul or Gemm computed in place with only elementwise ops around it, whose
       blocks of rows give fewer than ``PARALLEL_BLOCKS`` steps, has each block cut into that many
       panels of columns (see ``_with_column_panels``).
@@ -115,8 +120,14 @@ class PlanContractions(Pass):
         rows_of_a, depth, _ = gemm_shape(op)
         buffers = {id(arg): arg for arg in fused.body.args}
         outputs = tuple(fused.body.ops[-1].operands)
-        for rows, vectors in self._micro_tiles(fused, rows_of_a, simd, tail=ends_blocks_mid_matrix(op)):
-            schedule = self._schedule(fused, op, depth, rows, vectors, simd)
+        blocked = isinstance(op, BlockedConvOp)
+        tiles = _blocked_conv_tiles(simd) if blocked and not self.micro_tile else \
+            self._micro_tiles(fused, rows_of_a, simd, tail=blocked or ends_blocks_mid_matrix(op))
+        for rows, vectors in tiles:
+            schedule = self._blocked_conv_schedule(fused, op, rows, vectors, simd) if blocked else \
+                self._schedule(fused, op, depth, rows, vectors, simd)
+            if schedule is None:
+                continue
             plan = block_plan(fused.members, shape, buffers, simd, schedule, outputs)
             if plan is not None:
                 return self._with_column_panels(schedule, plan, op, fused, shape, simd)
@@ -170,6 +181,45 @@ class PlanContractions(Pass):
         block = 0 if block >= depth[0] else block
         return GemmSchedule(rows, vectors, block, packed, copied,
                             self._block_rows(op, rows, (block or depth[0]) * inner, in_place))
+
+    def _blocked_conv_schedule(self, fused: FusedOp, op: BlockedConvOp, rows: int, vectors: int,
+                               simd: Simd) -> GemmSchedule | None:
+        """The schedule of a blocked conv (see ``_blocked_conv_plan``), its weight packed when constant:
+
+        * ``depth_block``: input channel blocks per pass, few enough that a tile's sliver of the weight
+          fills at most ``L1_SHARE`` of the level-1 cache while every row group of the chunk reads it;
+        * ``block_rows``: pixels per chunk, as many as keep the chunk's rows of A over one pass and its
+          output rows each within a quarter of the level-2 cache, which every tile reads again;
+        * ``block_columns``: output channels per block, whole strips dividing the channels: a block for
+          each of ``threads`` threads per image, and, through a block buffer, as many as it holds.
+
+        None where not even one strip of whole planes fits a block buffer."""
+        pixels, (c_blocks, k_h, k_w, block), columns = gemm_shape(op)
+        strip = vectors * simd.width
+        itemsize = op.input.type.dtype.itemsize
+        packed = op.weight in fused.body.args and \
+            constant_value(fused.operands[fused.body.args.index(op.weight)]) is not None
+        in_place = in_place_output(op, fused.members, tuple(fused.body.ops[-1].operands)) is not None
+        step = k_h * k_w * block  # depth of one input channel block
+        if self.depth_block >= 0:
+            depth_block = self.depth_block
+        else:
+            depth_block = max(1, int(self.l1_bytes * L1_SHARE) // (step * strip * itemsize))
+        depth_block = 0 if depth_block >= c_blocks else depth_block
+        groups = columns // block
+        choices = [g for g in range(1, groups + 1)
+                   if groups % g == 0 and (g * block % strip == 0 or g == groups)
+                   and (in_place or g * block * pixels <= BLOCK_LIMIT)]
+        if not choices:
+            return None
+        per_thread = -(-groups // -(-self.threads // op.results[0].type.shape[0]))
+        group = max([g for g in choices if g <= per_thread] or [min(choices)])
+        span = (depth_block or c_blocks) * step
+        quarter = self.l2_bytes // 4
+        chunk = min(quarter // (span * itemsize), quarter // (group * block * itemsize)) // rows * rows
+        chunk = max(rows, chunk)
+        return GemmSchedule(rows, vectors, depth_block, packed, False, 0 if chunk >= pixels else chunk,
+                            block_columns=0 if group == groups else group * block)
 
     def _streamed_depth_block(self, op, micro: int, strip: int, in_place: bool, copied: bool) -> int:
         """Depth steps per pass of a MatMul or Gemm whose B tiles stream contiguously (packed, or ``copied``
@@ -237,6 +287,13 @@ class PlanContractions(Pass):
         if rows < 1 or vectors < 1 or rows_of_a % rows and not tail:
             raise IRError(f"{fused.describe()}: micro-tile {rows}x{vectors} does not divide {rows_of_a} rows of A")
         return [(rows, vectors)]
+
+
+def _blocked_conv_tiles(simd: Simd) -> list[tuple[int, int]]:
+    """The micro-tiles to try for a blocked conv, best first: 6 pixels by as many vectors (blocks of output
+    channels) as the registers hold, the pixels left over one at a time; then fewer vectors, whose blocks
+    of whole planes fit a block buffer that wider ones overflow."""
+    return [(6, vectors) for vectors in range(simd.tile_vectors(6), 0, -1)]
 
 
 def _rows_straddle_lines(conv) -> bool:

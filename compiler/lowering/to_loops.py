@@ -130,9 +130,13 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
                    scope=e.alloca_scope, pure=False)
         row_block, columns = plan.block_columns(e, block)
         first_row, block_rows = plan.block_rows(e, row_block, shape)
-        locate = plan.fill(e, block_buffer, row_block, first_row, block_rows, simd,
-                           **({"columns": columns} if columns else {}))
-        in_block, row_scope = e.open_loop(e.index(0), e.as_index(block_rows), block_scope, nest=True)
+        if plan.chunk:
+            block_scope, in_block, row_scope, locate = _chunked_block(e, plan, block_buffer, row_block, first_row,
+                                                                      block_rows, block_scope, simd)
+        else:
+            locate = plan.fill(e, block_buffer, row_block, first_row, block_rows, simd,
+                               **({"columns": columns} if columns else {}))
+            in_block, row_scope = e.open_loop(e.index(0), e.as_index(block_rows), block_scope, nest=True)
         row = e.iadd(first_row, in_block)
         e.current = row_scope
     else:
@@ -171,6 +175,22 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
         e.store(e.at(value, idx), buffer, linear)
     func.body.append(ReturnOp.create([], []))
     return func
+
+
+def _chunked_block(e: Emitter, plan, buffer: Value, row_block: Value, first_row: Value, block_rows: int,
+                   block_scope: Scope, simd: Simd):
+    """The block of ``plan`` a chunk at a time (see ``BlockPlan.chunk``): each chunk filled, then its rows of every
+    run walked while the chunk is in cache. Returns the chunk's scope, the row within the block, the row's
+    scope and the chunk's locator."""
+    run, chunk = plan.chunk_run, plan.chunk
+    start, chunk_scope = e.open_loop(e.index(0), e.index(run), block_scope, nest=True, step=chunk)
+    e.current = chunk_scope
+    count = chunk if run % chunk == 0 else e.imin(e.index(chunk), e.isub(e.index(run), start))
+    locate = plan.fill(e, buffer, row_block, first_row, block_rows, simd, chunk=(start, count))
+    which, run_scope = e.open_loop(e.index(0), e.index(block_rows // run), chunk_scope, nest=True)
+    offset, row_scope = e.open_loop(e.index(0), e.as_index(count), run_scope, nest=True)
+    in_block = e.iadd(e.imul(which, e.index(run)), e.iadd(start, offset))
+    return chunk_scope, in_block, row_scope, locate
 
 
 #: rows of a transposing copy that walk their columns together (each input line read once per tile)

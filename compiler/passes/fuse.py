@@ -7,8 +7,8 @@ import sys
 from dataclasses import dataclass, field
 
 from fusecc.dialects.base import OpKind
-from fusecc.dialects.tensor import (AveragePoolOp, ConcatOp, ConstantOp, ConvOp, ConvTransposeOp, EinsumOp, GemmOp,
-                                    MatMulOp, MaxPoolOp, PadOp, ReshapeOp, TensorOp)
+from fusecc.dialects.tensor import (AveragePoolOp, BlockedConvOp, ConcatOp, ConstantOp, ConvOp, ConvTransposeOp,
+                                    EinsumOp, GemmOp, MatMulOp, MaxPoolOp, PadOp, ReshapeOp, TensorOp)
 from fusecc.ir.core import Module, Operation, Value
 from fusecc.ir.printer import loc_names
 from fusecc.lowering.schedules.limits import COLUMN_TILE, ROW_CACHE_LIMIT
@@ -328,6 +328,9 @@ class Fuse(Pass):
             epilogue_of = _free_epilogue_host(producer)
             if epilogue_of is not None and (reads > 1.0 or consumer.kind is OpKind.COMPUTE):
                 return f"it is better as the epilogue of {label(epilogue_of)} (read once there)"
+            if isinstance(epilogue_of, BlockedConvOp) and group.shape[-1:] != epilogue_of.results[0].type.shape[-1:]:
+                # the region reorders the blocked layout, so the conv could not join it and lose its epilogue
+                return f"it is better as the epilogue of {label(epilogue_of)}, whose layout this region reorders"
             return None
         if kind is OpKind.REDUCTION:
             axes = producer.reduced_axes()
@@ -341,7 +344,9 @@ class Fuse(Pass):
         if kind is OpKind.COMPUTE:
             if group.has_compute():
                 return "region already holds a compute op"
-            if producer.results[0].type.rank == 4 and tuple(group.shape[:2]) != tuple(producer.results[0].type.shape[:2]):
+            result = tuple(producer.results[0].type.shape)
+            if len(result) in (4, 5) and tuple(group.shape[:2]) != result[:2] or \
+                    isinstance(producer, BlockedConvOp) and tuple(group.shape[-1:]) != result[-1:]:
                 return "the region walks other channels than the conv's output (its block schedule needs them)"
             if reads != 1.0:
                 return f"compute result would be recomputed {reads:.0f} times per element"

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from fusecc.dialects.tensor import (AveragePoolOp, ConvOp, ConvTransposeOp, EinsumOp, GemmOp, LpPoolOp, MatMulOp,
+from fusecc.dialects.tensor import (AveragePoolOp, BlockedConvOp, ConvOp, ConvTransposeOp, EinsumOp, GemmOp, LpPoolOp, MatMulOp,
                                     MaxPoolIndicesOp, MaxPoolOp)
 from fusecc.ir.types import DType
 
@@ -97,6 +97,27 @@ def _conv(e, op, result_index, idx):
 
     acc = e.reduce((id(op), "conv"), idx, [c_in_group] + list(op.kernel_shape), dtype, 0.0, e.add, term)
     return _plus_bias(e, op, acc, co)
+
+
+@lowers(BlockedConvOp)
+def _blocked_conv(e, op, result_index, idx):
+    x, w = op.input, op.weight
+    block = op.block
+    n, ob, oh, ow, lane = idx
+    k_h, k_w = op.kernel_shape
+    (s_h, s_w), (d_h, d_w) = op.strides, op.dilations
+    channel = e.iadd(e.imul(ob, e.index(block)), lane)
+
+    def term(ks):
+        cb, kh, kw, ci = ks
+        h = e.iadd(e.imul(oh, e.index(s_h)), e.imul(kh, e.index(d_h)))
+        col = e.iadd(e.imul(ow, e.index(s_w)), e.imul(kw, e.index(d_w)))
+        row = e.iadd(e.imul(e.iadd(e.imul(e.iadd(e.imul(cb, e.index(k_h)), kh), e.index(k_w)), kw),
+                            e.index(block)), ci)
+        return e.mul(e.at(x, [n, cb, h, col, ci]), e.at(w, [row, channel]))
+
+    return e.reduce((id(op), "conv_blocked"), idx, [x.type.shape[1], k_h, k_w, block], dtype_of(op), 0.0, e.add,
+                    term)
 
 
 @lowers(ConvTransposeOp)

@@ -3,8 +3,8 @@
 A schedule says how many consecutive rows of the region's loop nest one
 block covers and how to fill a block buffer with the op's result for those
 rows; the region's epilogue then reads the buffer row by row. MatMul, Gemm
-(B not transposed) and 1x1 stride-1 convolutions are GEMMs whose B rows are
-contiguous, so they run on the register-blocked micro-kernel.
+(B not transposed), 2-D convolutions and blocked convolutions are GEMMs whose
+B rows are contiguous, so they run on the register-blocked micro-kernel.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fusecc.dialects.base import OpKind
-from fusecc.dialects.tensor import ConvOp, GemmOp, MatMulOp
+from fusecc.dialects.tensor import BlockedConvOp, ConvOp, GemmOp, MatMulOp
 from fusecc.ir.core import IRError, Operation, Value
 
 from ..emitter import Emitter
@@ -30,7 +30,8 @@ class GemmSchedule:
     ``plan-contractions`` chooses it and records it on the ``kernel.fused`` op as ``micro_tile = [rows,
     vectors]`` (rows of A and vectors of B per micro-kernel), ``depth_block`` (steps of the outermost
     depth loop per pass over the tiles; 0 for all at once), ``block_rows`` (most rows of A, or output
-    channels of a conv, per block; 0 for no bound), ``packed_b`` (a constant B stored in strips as wide as a tile,
+    channels of a conv, per block; 0 for no bound; the pixels of a blocked conv's chunk, see
+    ``_blocked_conv_plan``), ``block_columns`` (output channels of a blocked conv per block; 0 for all), ``packed_b`` (a constant B stored in strips as wide as a tile,
     see ``pack_strips``), ``pack_b_tiles`` (a B read in place copied a tile's sliver at a time at
     run time, see ``Gemm.pack_b_tiles``) and ``column_panels`` (blocks of a MatMul or Gemm computed in
     place cut further into that many panels of columns, each a step of the kernel's range that threads
@@ -44,9 +45,11 @@ class GemmSchedule:
     pack_b_tiles: bool = False
     block_rows: int = 0
     column_panels: int = 0
+    block_columns: int = 0
 
     #: the attributes of a ``kernel.fused`` op (and of its kernel function) that record a schedule
-    ATTRIBUTES = ("micro_tile", "depth_block", "block_rows", "column_panels", "packed_b", "pack_b_tiles")
+    ATTRIBUTES = ("micro_tile", "depth_block", "block_rows", "block_columns", "column_panels", "packed_b",
+                  "pack_b_tiles")
 
     @staticmethod
     def recorded(fused: Operation) -> "GemmSchedule | None":
@@ -57,7 +60,8 @@ class GemmSchedule:
                             bool(fused.attributes.get("packed_b", False)),
                             bool(fused.attributes.get("pack_b_tiles", False)),
                             int(fused.attributes.get("block_rows", 0)),
-                            int(fused.attributes.get("column_panels", 0)))
+                            int(fused.attributes.get("column_panels", 0)),
+                            int(fused.attributes.get("block_columns", 0)))
 
     def record(self, fused: Operation) -> None:
         fused.attributes["micro_tile"] = [self.rows, self.vectors]
@@ -65,6 +69,8 @@ class GemmSchedule:
             fused.attributes["depth_block"] = self.depth_block
         if self.block_rows:
             fused.attributes["block_rows"] = self.block_rows
+        if self.block_columns:
+            fused.attributes["block_columns"] = self.block_columns
         if self.column_panels > 1:
             fused.attributes["column_panels"] = self.column_panels
         if self.packed_b:
@@ -110,6 +116,12 @@ class BlockPlan:
     #: columns per panel when a block of rows is cut into panels of columns, each a step of the range
     #: (0: blocks are whole rows); ``fill`` then takes the panel's columns as ``columns=(first, stop)``
     panel_columns: int = 0
+    #: rows per chunk when a block is computed and stored a chunk at a time (0: all at once): the block's rows
+    #: are runs of ``chunk_run`` rows (a blocked conv's planes, one per block of channels), and ``fill``
+    #: computes rows [start, start + count) of every run (``chunk=(start, count)``), which the region then
+    #: stores while they are in cache
+    chunk: int = 0
+    chunk_run: int = 0
 
     @property
     def columns(self) -> int:
@@ -364,6 +376,106 @@ def _spatial_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule) -> 
     return BlockPlan(op, fill, channels=rows, plane=out_h * pitch)
 
 
+def _blocked_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: bool) -> BlockPlan | None:
+    """A conv in the blocked channel layout (``tensor.conv_blocked``) as one GEMM per image: output pixels are
+    the rows of A, output channels the columns of B (the weight matrix, packed in strips where the schedule
+    says), so each vector of a tile is one block of channels, stored a whole plane from the next.
+
+    A row of A is an output pixel's window: element ``(cb, kh, kw, c)`` of the depth is input channel
+    ``cb * B + c`` at the tap, a broadcast from memory whose pixels lie ``B`` elements apart. A block is
+    ``block_columns`` output channels of one image over all its pixels, computed a chunk of ``block_rows``
+    pixels at a time (each chunk's inputs stay in cache while every tile of the block's channels reads them).
+    In place, with only elementwise ops around, the region stores each chunk before the next is computed
+    (``BlockPlan.chunk``), so its epilogue reads the chunk from cache; else the block fills a block buffer
+    of whole planes.
+    """
+    x, w = op.input, op.weight
+    if id(x) not in buffers or id(w) not in buffers:
+        return None
+    _, c_blocks, height, width, block = x.type.shape
+    _, out_blocks, out_h, out_w, _ = op.results[0].type.shape
+    k_h, k_w = op.kernel_shape
+    (s_h, s_w), (d_h, d_w) = op.strides, op.dilations
+    pixels, depth = out_h * out_w, c_blocks * k_h * k_w * block
+    columns = schedule.block_columns or out_blocks * block
+    group = columns // block  # channel blocks per block
+    if columns % block or out_blocks % group:
+        raise IRError(f"{op.describe()}: block_columns {columns} must be whole blocks of {block} channels "
+                      f"dividing {out_blocks * block}")
+    rows_per_chunk = schedule.block_rows or pixels
+    packed = schedule.packed_b
+    strip = schedule.strip(block)
+    if packed and group != out_blocks and columns % strip:
+        raise IRError(f"{op.describe()}: block_columns {columns} must be whole strips of {strip} columns")
+    flat = (s_h, s_w) == (1, 1) and (height, width) == (out_h, out_w)  # a pixel's window starts at the pixel
+
+    def fill(e: Emitter, buffer: Value, index: Value, first_row: Value, count: int, simd: Simd,
+             chunk: tuple[Value, int | Value] | None = None):
+        if simd.width != block:
+            raise IRError(f"{op.describe()}: blocks of {block} channels need {block}-lane vectors, "
+                          f"not {simd.width}")
+        first = e.imul(index, e.index(group))  # = image * out_blocks + first output block
+        image, ob0 = e.idiv(first, e.index(out_blocks)), e.irem(first, e.index(out_blocks))
+        x_base = e.imul(image, e.index(c_blocks * height * width * block))
+        first_column = e.imul(ob0, e.index(block))
+        b_base = e.imul(first_column, e.index(depth if packed else 1))
+        row_elements = strip if packed else out_blocks * block
+        out_base = e.imul(first, e.index(pixels * block)) if in_place else e.index(0)
+
+        def pixel_offset(em: Emitter, p: Value) -> Value:
+            if flat:
+                return em.imul(p, em.index(block))
+            oh, ow = em.idiv(p, em.index(out_w)), em.irem(p, em.index(out_w))
+            return em.imul(em.iadd(em.imul(oh, em.index(s_h * width)), em.imul(ow, em.index(s_w))), em.index(block))
+
+        def tap_offset(em: Emitter, ks: list) -> Value:
+            cb, kh, kw, c = ks
+            row = em.iadd(em.imul(cb, em.index(height)), em.imul(kh, em.index(d_h)))
+            return em.iadd(em.imul(em.iadd(em.imul(row, em.index(width)), em.imul(kw, em.index(d_w))),
+                                   em.index(block)), c)
+
+        def gemm(r0: Value, rows) -> Gemm:
+            return Gemm(rows, schedule.rows, [c_blocks, k_h, k_w, block], columns,
+                        a=lambda em, r, ks: em.load(buffers[id(x)], em.iadd(em.iadd(x_base, pixel_offset(em, em.iadd(r0, r))),
+                                                                            tap_offset(em, ks))),
+                        b=buffers[id(w)],
+                        b_row=lambda em, ks: em.iadd(b_base, em.imul(em.linearize(ks, (c_blocks, k_h, k_w, block)),
+                                                                     em.index(row_elements))),
+                        init=lambda em, r: em.const(0.0, x.type.dtype),
+                        out_row=lambda em, r: em.iadd(out_base, em.imul(em.iadd(r0, r), em.index(block))),
+                        out_column=lambda em, j: em.imul(em.idiv(j, em.index(block)), em.index(pixels * block)),
+                        b_strip_depth=depth if packed else 1, vectors=schedule.vectors,
+                        depth_block=schedule.depth_block)
+
+        if chunk is not None:
+            emit_gemm(e, gemm(*chunk), buffer, simd)
+        elif rows_per_chunk >= pixels:
+            emit_gemm(e, gemm(e.index(0), pixels), buffer, simd)
+        else:
+            with e.loop_in(e.current, 0, pixels, step=rows_per_chunk) as (r0, _):
+                rows = rows_per_chunk if pixels % rows_per_chunk == 0 else \
+                    e.imin(e.index(rows_per_chunk), e.isub(e.index(pixels), r0))
+                emit_gemm(e, gemm(r0, rows), buffer, simd)
+        if in_place:
+            return _row_locator(block, first_row)
+        return _blocked_plane_locator(ob0, out_h, out_w, block)
+
+    chunked = in_place and rows_per_chunk < pixels
+    return BlockPlan(op, fill, channels=group, plane=pixels * block, in_place=in_place,
+                     chunk=rows_per_chunk if chunked else 0, chunk_run=pixels if chunked else 0)
+
+
+def _blocked_plane_locator(first_block: Value, height: int, width: int, block: int):
+    """Offsets of a block buffer of whole blocked planes (``block`` channels a pixel) from channel block
+    ``first_block``: index = [n, channel block, h, w, c]."""
+    def locate(e: Emitter, index: list[Value], in_block: Value) -> Value:
+        _, channels, h, w, c = index
+        plane = e.isub(channels, first_block)
+        pixel = e.iadd(e.imul(e.iadd(e.imul(plane, e.index(height)), h), e.index(width)), w)
+        return e.iadd(e.imul(pixel, e.index(block)), c)
+    return locate
+
+
 def _row_locator(columns: int, first_row: Value | None = None):
     """Offsets of a block of whole result rows: index = the nest's own row, then the column; rows count
     from the block's first (a block buffer) or, given ``first_row``, from the result's first (in place)."""
@@ -398,7 +510,7 @@ def _conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
     return _spatial_conv_plan(op, buffers, schedule)
 
 
-_PLANS = {MatMulOp: _matmul_plan, GemmOp: _gemm_plan, ConvOp: _conv_plan}
+_PLANS = {MatMulOp: _matmul_plan, GemmOp: _gemm_plan, ConvOp: _conv_plan, BlockedConvOp: _blocked_conv_plan}
 
 
 def _fits(op: Operation, shape: tuple) -> bool:
@@ -407,6 +519,8 @@ def _fits(op: Operation, shape: tuple) -> bool:
     result = tuple(op.results[0].type.shape)
     if isinstance(op, ConvOp):
         return len(shape) == 4 and len(result) == 4 and tuple(shape[:2]) == result[:2]
+    if isinstance(op, BlockedConvOp):
+        return len(shape) == 5 and tuple(shape[:2]) == result[:2] and shape[-1] == result[-1]
     return result == tuple(shape)
 
 
@@ -426,6 +540,10 @@ def gemm_shape(op: Operation) -> tuple[int, list[int], int]:
     if isinstance(op, GemmOp):
         m, n = op.results[0].type.shape
         return m, [op.a.type.shape[0] if op.transA else op.a.type.shape[1]], n
+    if isinstance(op, BlockedConvOp):
+        _, c_blocks, _, _, block = op.input.type.shape
+        _, _, out_h, out_w, _ = op.results[0].type.shape
+        return out_h * out_w, [c_blocks, *op.kernel_shape, block], op.weight.type.shape[1]
     c_out, c_in_group = op.weight.type.shape[:2]
     return c_out // op.group, [c_in_group] + list(op.kernel_shape), math.prod(op.results[0].type.shape[2:])
 
@@ -443,8 +561,9 @@ def copies_b_tiles(op: Operation) -> bool:
 
 
 def packable_b(op: Operation) -> bool:
-    """Whether ``op``'s B is a matrix the micro-kernel may read packed (a K x N MatMul or Gemm operand)."""
-    return ends_blocks_mid_matrix(op) and op.b.type.rank == 2
+    """Whether ``op``'s B is a matrix the micro-kernel may read packed (a K x N MatMul or Gemm operand, a
+    blocked conv's weight)."""
+    return isinstance(op, BlockedConvOp) or ends_blocks_mid_matrix(op) and op.b.type.rank == 2
 
 
 def only_elementwise_around(op: Operation, members: list[Operation]) -> bool:
@@ -456,10 +575,10 @@ def only_elementwise_around(op: Operation, members: list[Operation]) -> bool:
 def in_place_output(op: Operation, members: list[Operation], outputs: tuple) -> int | None:
     """The position among the region's ``outputs`` that ``op``'s result may be computed into (see
     ``block_plan``), or None. A MatMul or Gemm may be; so may a stride-1 pointwise conv (its blocks are
-    whole rows of its output) with only elementwise ops around it, which read each element where it is
-    then stored."""
+    whole rows of its output) or a blocked conv with only elementwise ops around it, which read each
+    element where it is then stored."""
     if not ends_blocks_mid_matrix(op):
-        pointwise = copies_b_tiles(op) and all(s == 1 for s in op.window()[0])
+        pointwise = isinstance(op, BlockedConvOp) or copies_b_tiles(op) and all(s == 1 for s in op.window()[0])
         if not pointwise or not only_elementwise_around(op, members):
             return None
     for position, value in enumerate(outputs):
