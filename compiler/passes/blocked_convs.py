@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fusecc.costs import op_flops
 from fusecc.dialects.base import OpKind
 from fusecc.dialects.tensor import (AddOp, BatchNormOp, BitcastOp, BlockedConvOp, ConcatOp, ConvOp, ExpandOp, MulOp,
                                     PadOp, ReshapeOp, SubOp, TransposeOp)
@@ -14,8 +15,6 @@ from fusecc.ir.printer import loc_names
 from fusecc.ir.rewriter import Rewriter
 from fusecc.ir.types import DType
 from fusecc.lowering.schedules.limits import BLOCK_LIMIT
-
-from fusecc.costs import op_flops
 
 from .manager import Pass
 from .rewrite import constant_value, make_constant, resource_names
@@ -55,6 +54,8 @@ class BlockedConvs(Pass):
     run blocked reads it, through a reorder back to NCHW (a transpose and a reshape, which fuse into
     that op's kernel). A network of convs, activations and residual adds thus reorders on its way in
     and out, not around every conv (ResNet's body); a pooling between convs costs a reorder each way.
+    So the convs of a connected group run blocked only where they compute ``LEAST_FLOPS_PER_REORDER``
+    FLOPs per element the group reorders (pointwise convs between depthwise ones do not).
     """
 
     name = "blocked-convs"
