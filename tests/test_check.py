@@ -54,22 +54,22 @@ def test_check_mode_names_the_kernel_that_computes_a_wrong_result(name, pick, mo
 
 
 def test_the_environment_turns_check_mode_on(monkeypatch):
-    faulty = _kernel_names("resnet18")[1]
+    faulty = _kernel_names("mlp_b32")[1]
     monkeypatch.setenv("FUSECC_INJECT_FAULT", faulty)
     monkeypatch.setenv("FUSECC_CHECK", "1")
     with pytest.raises(fusecc.CheckError, match=f"kernel {faulty} "):
-        fusecc.compile(str(MODELS / "resnet18.onnx"), cache=False).run(_feeds("resnet18"))
+        fusecc.compile(str(MODELS / "mlp_b32.onnx"), cache=False).run(_feeds("mlp_b32"))
 
 
 def test_an_injected_fault_changes_a_normal_run_and_stays_out_of_the_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("FUSECC_CACHE_DIR", str(tmp_path))
-    feeds = _feeds("resnet18")
-    want = _ort("resnet18", feeds)
-    monkeypatch.setenv("FUSECC_INJECT_FAULT", _kernel_names("resnet18")[1])
-    faulty = fusecc.compile(str(MODELS / "resnet18.onnx"))
+    feeds = _feeds("mlp_b32")
+    want = _ort("mlp_b32", feeds)
+    monkeypatch.setenv("FUSECC_INJECT_FAULT", _kernel_names("mlp_b32")[1])
+    faulty = fusecc.compile(str(MODELS / "mlp_b32.onnx"))
     assert not np.allclose(faulty.run(feeds)[0], want[0], rtol=1e-4, atol=1e-5)
     monkeypatch.delenv("FUSECC_INJECT_FAULT")
-    clean = fusecc.compile(str(MODELS / "resnet18.onnx"))
+    clean = fusecc.compile(str(MODELS / "mlp_b32.onnx"))
     assert not clean.cache_hit
     np.testing.assert_allclose(clean.run(feeds)[0], want[0], rtol=1e-4, atol=1e-5)
 
