@@ -148,7 +148,8 @@ def _cases():
     # strided 1x1 projection of the input (a residual add computed in place), over two images (pixels left
     # over past the micro-tiles); and a plane of 400 pixels computed in place a chunk at a time
     cases["Conv-blocked-chain-projection-two-images"] = _model(
-        [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c1"], ["r1"]),
          helper.make_node("Conv", ["r1", "w2"], ["c2"], strides=[2, 2], pads=[1, 1, 1, 1]),
          helper.make_node("Conv", ["x", "w3"], ["c3"], strides=[2, 2]), helper.make_node("Add", ["c2", "c3"], ["a"]),
          helper.make_node("Relu", ["a"], ["y"])], {"x": [2, 32, 9, 9]},

@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from fusecc.dialects.tensor import (AveragePoolOp, BlockedConvOp, ConvOp, ConvTransposeOp, EinsumOp, GemmOp, LpPoolOp, MatMulOp,
-                                    MaxPoolIndicesOp, MaxPoolOp)
+from fusecc.dialects.tensor import (AveragePoolOp, BlockedConvOp, ConvOp, ConvTransposeOp, EinsumOp, GemmOp, LpPoolOp,
+                                    MatMulOp, MaxPoolIndicesOp, MaxPoolOp)
 from fusecc.ir.types import DType
 
 from ..emitter import float_limit

@@ -31,7 +31,8 @@ class GemmSchedule:
     vectors]`` (rows of A and vectors of B per micro-kernel), ``depth_block`` (steps of the outermost
     depth loop per pass over the tiles; 0 for all at once), ``block_rows`` (most rows of A, or output
     channels of a conv, per block; 0 for no bound; the pixels of a blocked conv's chunk, see
-    ``_blocked_conv_plan``), ``block_columns`` (output channels of a blocked conv per block; 0 for all), ``packed_b`` (a constant B stored in strips as wide as a tile,
+    ``_blocked_conv_plan``), ``block_columns`` (output channels of a blocked conv per block; 0 for all),
+    ``packed_b`` (a constant B stored in strips as wide as a tile,
     see ``pack_strips``), ``pack_b_tiles`` (a B read in place copied a tile's sliver at a time at
     run time, see ``Gemm.pack_b_tiles``) and ``column_panels`` (blocks of a MatMul or Gemm computed in
     place cut further into that many panels of columns, each a step of the kernel's range that threads
@@ -435,9 +436,11 @@ def _blocked_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_
                                    em.index(block)), c)
 
         def gemm(r0: Value, rows) -> Gemm:
-            return Gemm(rows, schedule.rows, [c_blocks, k_h, k_w, block], columns,
-                        a=lambda em, r, ks: em.load(buffers[id(x)], em.iadd(em.iadd(x_base, pixel_offset(em, em.iadd(r0, r))),
-                                                                            tap_offset(em, ks))),
+            def a(em: Emitter, r: Value, ks: list) -> Value:
+                return em.load(buffers[id(x)], em.iadd(em.iadd(x_base, pixel_offset(em, em.iadd(r0, r))),
+                                                       tap_offset(em, ks)))
+
+            return Gemm(rows, schedule.rows, [c_blocks, k_h, k_w, block], columns, a=a,
                         b=buffers[id(w)],
                         b_row=lambda em, ks: em.iadd(b_base, em.imul(em.linearize(ks, (c_blocks, k_h, k_w, block)),
                                                                      em.index(row_elements))),
