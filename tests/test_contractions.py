@@ -158,6 +158,24 @@ def _cases():
     cases["Conv-blocked-wide-plane-Relu"] = _model(
         [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
         {"x": [1, 176, 20, 20]}, [_weight("w", (176, 176, 3, 3), rng), _weight("b", (176,), rng)])
+    # four layers of a dense block: each concat's inputs are also read by the next layer's BatchNorm, and each
+    # concat is an input of the next, so the inner ones are nested slices of one buffer; only the first and
+    # the last, which the reorders into and out of the blocked layout join, remain kernels
+    layers = [(layer, 32 * layer + 32, "x" if layer == 1 else f"k{layer - 1}") for layer in (1, 2, 3, 4)]
+    cases["Conv-blocked-dense-block-concat-in-place"] = _model(
+        [node for layer, _, given in layers for node in (
+            helper.make_node("BatchNormalization", [given, f"s{layer}", f"m{layer}", f"m{layer}", f"s{layer}"],
+                             [f"n{layer}"]),
+            helper.make_node("Relu", [f"n{layer}"], [f"r{layer}"]),
+            helper.make_node("Conv", [f"r{layer}", f"w{layer}"], [f"p{layer}"]),
+            helper.make_node("Relu", [f"p{layer}"], [f"q{layer}"]),
+            helper.make_node("Conv", [f"q{layer}", f"v{layer}"], [f"g{layer}"], pads=[1, 1, 1, 1]),
+            helper.make_node("Concat", [given, f"g{layer}"], [f"k{layer}"], axis=1))],
+        {"x": [1, 64, 6, 6]},
+        [numpy_helper.from_array((0.5 + rng.random(channels)).astype(np.float32), f"{kind}{layer}")
+         for layer, channels, _ in layers for kind in "sm"]
+        + [_weight(f"w{layer}", (256, channels, 1, 1), rng) for layer, channels, _ in layers]
+        + [_weight(f"v{layer}", (32, 256, 3, 3), rng) for layer, _, _ in layers])
     return cases
 
 
@@ -177,6 +195,8 @@ def test_contraction_is_vectorizable_and_right(name):
     assert [found for kernel in module.funcs[1:] for found in scalar_dot_products(kernel)] == []
     if name.startswith("Conv-blocked"):
         assert any("conv_blocked" in kernel.sym_name for kernel in module.funcs[1:])
+    if name.endswith("concat-in-place"):
+        assert [k.sym_name for k in module.funcs[1:] if "concat" in k.sym_name and "transpose" not in k.sym_name] == []
     rng = np.random.default_rng(1)
     feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
              for i in model.graph.input}

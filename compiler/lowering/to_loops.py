@@ -27,6 +27,8 @@ from .schedules.limits import ROW_CACHE_LIMIT
 from .schedules.rows import row_schedule
 
 INDEX = ScalarType(DType.INDEX)
+#: rows shorter than this many elements are walked two dims at a time (see ``lower_region``)
+SHORT_ROW = 32
 
 
 def memref(t: TensorType) -> MemRefType:
@@ -116,7 +118,11 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
     tile = _transpose_tile(fused, shape) if plan is None else 0
     if tile:
         return _lower_transposing_copy(e, func, outputs, out_buffers, shape, tile)
-    func.attributes["extent"] = plan.block_count(shape) if plan is not None else rows
+    # planes of short rows (a blocked layout's blocks of channels, a 7x7 image) go two dims at a time: each
+    # parallel iteration walks the rows of its last-but-one dim, so dividing its index is paid once per plane
+    paired = plan is None and len(shape) >= 3 and shape[-1] < SHORT_ROW and shape[-2] > 1
+    func.attributes["extent"] = plan.block_count(shape) if plan is not None else \
+        rows // shape[-2] if paired else rows
     if plan is not None:
         for key in GemmSchedule.ATTRIBUTES:  # the schedule stays visible on the kernel it shaped
             if key in fused.attributes:
@@ -139,9 +145,11 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
             in_block, row_scope = e.open_loop(e.index(0), e.as_index(block_rows), block_scope, nest=True)
         row = e.iadd(first_row, in_block)
         e.current = row_scope
+    elif paired:
+        pair, row_scope = e.open_loop(e.index(0), e.index(shape[-2]), block_scope, nest=True)
     else:
         row, row_scope = block, block_scope
-    outer = e.delinearize(row, shape[:-1]) if shape else []
+    outer = e.delinearize(block, shape[:-2]) + [pair] if paired else e.delinearize(row, shape[:-1]) if shape else []
     if plan is not None:
         e.cache_block(plan.op.results[0], block_buffer, lambda em, index: locate(em, index, in_block),
                       None if plan.channels and not plan.in_place else outer, block_scope)
@@ -287,9 +295,15 @@ class LowerToLoops(Pass):
         def concat_buffer(concat) -> Value:
             buffer = concat_buffers.get(id(concat))
             if buffer is None:
-                buffer = direct.get(id(concat.results[0]))
-                if buffer is None:
-                    buffer = body.append(AllocOp.create([], [memref(concat.results[0].type)], loc=concat.loc)).result
+                result = concat.results[0]
+                if id(result) in slices:  # itself a slice of an outer concat's buffer
+                    outer, offset = slices[id(result)]
+                    buffer = body.append(ViewOp.create([concat_buffer(outer)], [memref(result.type)],
+                                                       {"offset": offset} if offset else {}, loc=concat.loc)).result
+                else:
+                    buffer = direct.get(id(result))
+                    if buffer is None:
+                        buffer = body.append(AllocOp.create([], [memref(result.type)], loc=concat.loc)).result
                 concat_buffers[id(concat)] = buffer
             return buffer
 

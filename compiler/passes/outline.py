@@ -16,7 +16,10 @@ def concat_in_place(op: Operation) -> bool:
     """Whether a concat can be a view: its producers write straight into slices of its buffer.
 
     Needs each operand to be a contiguous slice of the result (all dimensions
-    before the axis are 1), computed by a kernel, and used only here, once.
+    before the axis are 1), computed by a kernel or by a concat that is
+    itself in place (nested slices of one buffer, as a chain of DenseNet's
+    concats makes), and appearing in no other concat and only once in this
+    one: a value has one place. Its other consumers read it from the slice.
     """
     if not isinstance(op, ConcatOp) or not op.results[0].type.is_static:
         return False
@@ -24,16 +27,16 @@ def concat_in_place(op: Operation) -> bool:
     axis = op.axis % len(shape)
     if any(d != 1 for d in shape[:axis]):
         return False
-    seen = set()
     for value in op.operands:
         producer = getattr(value, "op", None)
-        if producer is None or id(value) in seen or len(value.uses) != 1:
+        concats = [user for user, _ in value.uses if isinstance(user, ConcatOp)]
+        if producer is None or len(concats) != 1:
             return False
-        if isinstance(producer, TensorOp) and (not producer.needs_kernel or isinstance(producer, ConcatOp)):
+        if isinstance(producer, ConcatOp):
+            if not concat_in_place(producer):
+                return False
+        elif not isinstance(producer, FusedOp) and not (isinstance(producer, TensorOp) and producer.needs_kernel):
             return False
-        if not isinstance(producer, (TensorOp, FusedOp)):
-            return False
-        seen.add(id(value))
     return True
 
 
