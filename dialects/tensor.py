@@ -809,6 +809,11 @@ class WindowOp(TensorOp):
             raise self.error(f"strides/pads/dilations do not match kernel_shape {self.kernel_shape}")
         return strides, pads, dilations
 
+    def spatial_shape(self, shape):
+        """The extents of the axes the window slides over: those after N and C (and before a pooling's
+        trailing block of channels)."""
+        return tuple(shape[2:2 + len(self.kernel_shape)])
+
     def spatial_out(self, in_spatial, ceil_mode=0):
         strides, pads, dilations = self.window()
         out = []
@@ -963,7 +968,43 @@ class ConvTransposeOp(WindowOp):
                                  output_padding=self.output_padding or None)]
 
 
-class MaxPoolOp(WindowOp):
+class PoolOp(WindowOp):
+    """A pooling: the input is NCHW-like, or with ``channel_block`` B its channels are in blocks,
+    [N, C/B, H, W, B] (the layout ``blocked-convs`` gives convs), pooled lane by lane."""
+
+    ceil_mode = attr(int, 0)
+    #: channels of the trailing block; 0: none
+    channel_block = attr(int, 0)
+
+    def verify_(self):
+        super().verify_()
+        x = self.in_types[0]
+        trailing = 1 if self.channel_block else 0
+        if x.rank != len(self.kernel_shape) + 2 + trailing:
+            raise self.error(f"input {x} does not match kernel_shape {self.kernel_shape}"
+                             + (f" and a trailing block of {self.channel_block} channels" if trailing else ""))
+        if trailing and x.shape[-1] != self.channel_block:
+            raise self.error(f"input {x} does not end in its block of {self.channel_block} channels")
+
+    def infer_types(self):
+        x = self.in_types[0]
+        spatial = self.spatial_shape(x.shape)
+        return [TensorType(x.shape[:2] + self.spatial_out(spatial, self.ceil_mode) + x.shape[2 + len(spatial):],
+                           x.dtype)]
+
+    def reference(self, x):
+        if not self.channel_block:
+            return [self.pooled(x)]
+        n, blocks, *spatial, block = x.shape
+        out = self.pooled(np.moveaxis(x, -1, 2).reshape(n, blocks * block, *spatial))
+        return [np.moveaxis(out.reshape(n, blocks, block, *out.shape[2:]), 2, -1)]
+
+    def pooled(self, x):
+        """The reference result for an input in NCHW."""
+        raise NotImplementedError
+
+
+class MaxPoolOp(PoolOp):
     """Max over each window; a window holding no input element gives the dtype's lowest finite value.
 
     That value is ONNX Runtime's (its max starts there), where max's identity -inf
@@ -973,13 +1014,8 @@ class MaxPoolOp(WindowOp):
     name = "tensor.max_pool"
     onnx = ("MaxPool",)
     float_only = False
-    ceil_mode = attr(int, 0)
 
-    def infer_types(self):
-        x = self.in_types[0]
-        return [TensorType(x.shape[:2] + self.spatial_out(x.shape[2:], self.ceil_mode), x.dtype)]
-
-    def reference(self, x):
+    def pooled(self, x):
         strides, pads, dilations = self.window()
         out = R.max_pool(x, kernel_shape=self.kernel_shape, strides=strides, pads=pads,
                          dilations=dilations, ceil_mode=self.ceil_mode)
@@ -990,7 +1026,7 @@ class MaxPoolOp(WindowOp):
                     index = [slice(None)] * out.ndim
                     index[2 + axis] = slice(start, stop)
                     out[tuple(index)] = np.finfo(out.dtype).min
-        return [out]
+        return out
 
 
 class MaxPoolIndicesOp(MaxPoolOp):
@@ -999,6 +1035,11 @@ class MaxPoolIndicesOp(MaxPoolOp):
     name = "tensor.max_pool_indices"
     onnx = ()
     storage_order = attr(int, 0)
+
+    def verify_(self):
+        super().verify_()
+        if self.channel_block:
+            raise self.error("indices are positions in NCHW: no block of channels")
 
     def infer_types(self):
         return [TensorType(super().infer_types()[0].shape, DType.I64)]
@@ -1025,21 +1066,16 @@ class LpPoolOp(WindowOp):
                           ceil_mode=self.ceil_mode, p=self.p)]
 
 
-class AveragePoolOp(WindowOp):
+class AveragePoolOp(PoolOp):
     name = "tensor.average_pool"
     onnx = ("AveragePool",)
-    ceil_mode = attr(int, 0)
     count_include_pad = attr(int, 0)
 
-    def infer_types(self):
-        x = self.in_types[0]
-        return [TensorType(x.shape[:2] + self.spatial_out(x.shape[2:], self.ceil_mode), x.dtype)]
-
-    def reference(self, x):
+    def pooled(self, x):
         strides, pads, dilations = self.window()
-        return [R.average_pool(x, kernel_shape=self.kernel_shape, strides=strides, pads=pads,
-                               dilations=dilations, ceil_mode=self.ceil_mode,
-                               count_include_pad=self.count_include_pad)]
+        return np.asarray(R.average_pool(x, kernel_shape=self.kernel_shape, strides=strides, pads=pads,
+                                         dilations=dilations, ceil_mode=self.ceil_mode,
+                                         count_include_pad=self.count_include_pad))
 
 
 # --------------------------------------------------------------------------------------

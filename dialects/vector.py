@@ -94,3 +94,17 @@ class MaxOp(LanewiseOp):
 
     name = "vector.max"
     num_operands = 2
+
+
+class AddOp(LanewiseOp):
+    """a + b, lane by lane (as ``arith.addf``)."""
+
+    name = "vector.add"
+    num_operands = 2
+
+
+class DivOp(LanewiseOp):
+    """a / b, lane by lane, exactly rounded (as ``arith.divf``)."""
+
+    name = "vector.div"
+    num_operands = 2

@@ -176,6 +176,22 @@ def _cases():
          for layer, channels, _ in layers for kind in "sm"]
         + [_weight(f"w{layer}", (256, channels, 1, 1), rng) for layer, channels, _ in layers]
         + [_weight(f"v{layer}", (32, 256, 3, 3), rng) for layer, _, _ in layers])
+    # convs with poolings between them, all in the blocked layout (the reorders only on the way in and out):
+    # a max pool at stride 2 with padding and ceil_mode (a last window past the input), a dilated one, an
+    # average pool counting only the taps inside the input and one counting the padding too
+    cases["Conv-blocked-pools-between"] = _model(
+        [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+         helper.make_node("MaxPool", ["r1"], ["m1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 0, 0],
+                          ceil_mode=1),
+         helper.make_node("Conv", ["m1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+         helper.make_node("MaxPool", ["c2"], ["m2"], kernel_shape=[2, 2], dilations=[2, 1]),
+         helper.make_node("AveragePool", ["m2"], ["a1"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+         helper.make_node("Conv", ["a1", "w3"], ["c3"], pads=[1, 1, 1, 1]),
+         helper.make_node("AveragePool", ["c3"], ["y"], kernel_shape=[2, 3], strides=[1, 2], pads=[1, 1, 0, 1],
+                          count_include_pad=1)],
+        {"x": [1, 64, 11, 11]},
+        [_weight("w1", (128, 64, 3, 3), rng), _weight("w2", (128, 128, 3, 3), rng),
+         _weight("w3", (128, 128, 3, 3), rng)])
     return cases
 
 
@@ -195,6 +211,8 @@ def test_contraction_is_vectorizable_and_right(name):
     assert [found for kernel in module.funcs[1:] for found in scalar_dot_products(kernel)] == []
     if name.startswith("Conv-blocked"):
         assert any("conv_blocked" in kernel.sym_name for kernel in module.funcs[1:])
+    if name == "Conv-blocked-pools-between":
+        assert len([k for k in module.funcs[1:] if "transpose" in k.sym_name]) == 2
     if name.endswith("concat-in-place"):
         assert [k.sym_name for k in module.funcs[1:] if "concat" in k.sym_name and "transpose" not in k.sym_name] == []
     rng = np.random.default_rng(1)

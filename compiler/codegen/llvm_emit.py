@@ -477,6 +477,8 @@ _HANDLERS = {
     "math.fma": _fma,
     "vector.load": _vector_load, "vector.store": _vector_store, "vector.broadcast": _vector_broadcast,
     "vector.fma": _vector_fma, "vector.max": lambda fe, op: fe.set(op, _fmax(fe, *(fe[v] for v in op.operands))),
+    "vector.add": lambda fe, op: fe.set(op, fe.builder.fadd(*(fe[v] for v in op.operands), flags=FAST)),
+    "vector.div": lambda fe, op: fe.set(op, fe.builder.fdiv(*(fe[v] for v in op.operands), flags=("nsz",))),
     "loop.for": _for, "loop.load": _load, "loop.store": _store, "loop.alloca": _alloca,
     "arith.constant": _constant, "arith.cmpf": _cmp, "arith.cmpi": _cmp, "arith.select": _select,
     "arith.cast": _cast, "func.return": lambda fe, op: None,

@@ -78,6 +78,8 @@ class Emitter:
         self.destinations: dict[int, Value] = {}
         #: buffers the kernel fills (cached rows and blocks): id -> the scope whose code fills them
         self.filled_in: dict[int, Scope] = {}
+        #: index values ``delinearize_within`` computed: their ids -> (the linear index, the shape)
+        self.linear_of: dict[tuple, tuple[Value, tuple]] = {}
 
     # --- placement --------------------------------------------------------------
     def deepest_scope(self, values) -> Scope:
@@ -182,10 +184,25 @@ class Emitter:
         return self.index(value) if isinstance(value, int) else value
 
     def linearize(self, index: list[Value], shape: tuple[int, ...]) -> Value:
-        total = self.index(0)
-        for i, d in zip(index, shape):
+        """The row-major offset of ``index`` in ``shape``, from the linear index its leading values were
+        computed from where ``delinearize_within`` knows it (an operand the shape of the loop nest is read
+        at the row's offset, not through the division and remainder of each dimension)."""
+        total, known = self.index(0), 0
+        for length in range(len(index), 0, -1):
+            source = self.linear_of.get(tuple(id(i) for i in index[:length]))
+            if source is not None and source[1] == tuple(shape[:length]):
+                total, known = source[0], length
+                break
+        for i, d in zip(index[known:], shape[known:]):
             total = self.iadd(self.imul(total, self.index(d)), i)
         return total
+
+    def delinearize_within(self, linear: Value, shape: tuple[int, ...]) -> list[Value]:
+        """``delinearize`` of a linear index known to lie within ``shape``, remembered for ``linearize``."""
+        index = self.delinearize(linear, shape)
+        if math.prod(shape) > 1:
+            self.linear_of[tuple(id(i) for i in index)] = (linear, tuple(shape))
+        return index
 
     def delinearize(self, linear: Value, shape: tuple[int, ...]) -> list[Value]:
         out = []

@@ -149,7 +149,8 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
         pair, row_scope = e.open_loop(e.index(0), e.index(shape[-2]), block_scope, nest=True)
     else:
         row, row_scope = block, block_scope
-    outer = e.delinearize(block, shape[:-2]) + [pair] if paired else e.delinearize(row, shape[:-1]) if shape else []
+    outer = e.delinearize_within(block, shape[:-2]) + [pair] if paired else \
+        e.delinearize_within(row, shape[:-1]) if shape else []
     if plan is not None:
         e.cache_block(plan.op.results[0], block_buffer, lambda em, index: locate(em, index, in_block),
                       None if plan.channels and not plan.in_place else outer, block_scope)

@@ -8,8 +8,8 @@ import numpy as np
 
 from fusecc.costs import op_flops
 from fusecc.dialects.base import OpKind
-from fusecc.dialects.tensor import (AddOp, BatchNormOp, BitcastOp, BlockedConvOp, ConcatOp, ConvOp, ExpandOp, MulOp,
-                                    PadOp, ReshapeOp, SubOp, TransposeOp)
+from fusecc.dialects.tensor import (AddOp, AveragePoolOp, BatchNormOp, BitcastOp, BlockedConvOp, ConcatOp, ConvOp,
+                                    ExpandOp, MaxPoolOp, MulOp, PadOp, ReshapeOp, SubOp, TransposeOp)
 from fusecc.ir.core import Module, Operation, Value
 from fusecc.ir.printer import loc_names
 from fusecc.ir.rewriter import Rewriter
@@ -49,11 +49,13 @@ class BlockedConvs(Pass):
     elementwise or broadcasting op reading a blocked value (a ReLU, a residual add, an inference
     BatchNormalization, as a subtract, multiply and add of constants) and a constant pad of
     the spatial axes run blocked too, their other operands converted: constants here (per channel or
-    not), computed tensors by a reorder; so does a concat of channels that are whole blocks (Inception's
-    branches, DenseNet's layers). A value leaves the blocked layout only where an op that does not
-    run blocked reads it, through a reorder back to NCHW (a transpose and a reshape, which fuse into
-    that op's kernel). A network of convs, activations and residual adds thus reorders on its way in
-    and out, not around every conv (ResNet's body); a pooling between convs costs a reorder each way.
+    not), computed tensors by a reorder; so do a concat of channels that are whole blocks (Inception's
+    branches, DenseNet's layers) and a max or average pooling (lane by lane, ``channel_block``). A
+    value leaves the blocked layout only where an op that does not run blocked reads it, through a
+    reorder back to NCHW (a transpose and a reshape, which fuse into that op's kernel). A network of
+    convs, activations, residual adds and poolings thus reorders on its way in and out, not around
+    every conv (ResNet's body, Inception's modules); an op that stays in NCHW between convs (an LRN, a
+    depthwise conv) costs a reorder each way.
     So the convs of a connected group run blocked only where they compute ``LEAST_FLOPS_PER_REORDER``
     FLOPs per element the group reorders (pointwise convs between depthwise ones do not).
     """
@@ -71,7 +73,12 @@ def _may_follow(op: Operation) -> bool:
     """Whether ``op`` may run blocked when its input does (see ``_Layout.run``, which decides)."""
     if getattr(op, "kind", None) in (OpKind.ELEMENTWISE, OpKind.BROADCAST):
         return not isinstance(op, _LAYOUT_BOUND) or isinstance(op, BatchNormOp)
-    return isinstance(op, (ConcatOp, PadOp)) and op.results[0].type.rank == 4
+    return isinstance(op, (ConcatOp, PadOp)) and op.results[0].type.rank == 4 or _blockable_pool(op)
+
+
+def _blockable_pool(op: Operation) -> bool:
+    """A max or average pooling over the two spatial axes of an NCHW tensor."""
+    return type(op) in (MaxPoolOp, AveragePoolOp) and op.input.type.rank == 4 and not op.channel_block
 
 
 @dataclass
@@ -101,6 +108,10 @@ class _Layout:
                 value = self._concat(op)
                 if value is not None:
                     self._replace(op, value)
+            elif _blockable_pool(op) and id(op.input) in self.blocked:
+                pool = Rewriter.before(op).build(type(op), [self.blocked[id(op.input)]],
+                                                 {**op.attributes, "channel_block": self.block}, loc=op.loc)
+                self._replace(op, pool.result)
             elif isinstance(op, PadOp) and id(op.input) in self.blocked and op.mode == "constant" \
                     and op.input.type.rank == 4 and not any(op.pads[i] for i in (0, 1, 4, 5)):
                 top, left, bottom, right = op.pads[2], op.pads[3], op.pads[6], op.pads[7]

@@ -157,15 +157,17 @@ def _max_pool(e, op, result_index, idx):
     dtype = dtype_of(op)
     lowest = e.const(float_limit(dtype, -1), dtype)
 
+    lanes = idx[2 + len(op.kernel_shape):]  # a block's channel
+
     def term(ks):
-        positions, valid = _window_source(e, op, idx[2:], ks, x.type.shape[2:])
-        return e.select(valid, e.at(x, idx[:2] + positions), lowest)
+        positions, valid = _window_source(e, op, idx[2:], ks, op.spatial_shape(x.type.shape))
+        return e.select(valid, e.at(x, idx[:2] + positions + lanes), lowest)
 
     best = e.reduce((id(op), "maxpool"), idx, list(op.kernel_shape), dtype, float_limit(dtype, -1), e.max, term)
     if not dtype.is_float:
         return best
     empty = None
-    for axis, runs in enumerate(op.empty_window_runs(x.type.shape[2:], op.ceil_mode)):
+    for axis, runs in enumerate(op.empty_window_runs(op.spatial_shape(x.type.shape), op.ceil_mode)):
         for start, stop in runs:
             o = idx[2 + axis]
             inside = e.logical("arith.andi", e.cmp("ge", o, e.index(start)), e.cmp("lt", o, e.index(stop)))
@@ -233,10 +235,11 @@ def _average_pool(e, op, result_index, idx):
     dtype = dtype_of(op)
     strides, pads, dilations = op.window()
     spatial = len(op.kernel_shape)
+    lanes = idx[2 + spatial:]  # a block's channel
 
     def term(ks):
-        positions, valid = _window_source(e, op, idx[2:], ks, x.type.shape[2:])
-        return e.select(valid, e.at(x, idx[:2] + positions), e.const(0.0, dtype))
+        positions, valid = _window_source(e, op, idx[2:], ks, op.spatial_shape(x.type.shape))
+        return e.select(valid, e.at(x, idx[:2] + positions + lanes), e.const(0.0, dtype))
 
     def counted(ks):
         inside = None

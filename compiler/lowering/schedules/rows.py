@@ -14,7 +14,7 @@ from fusecc.ir.core import Operation, Value
 
 from ..emitter import Emitter
 from ..rules.common import broadcast_at, broadcast_index, dtype_of
-from .window_rows import depthwise_row, is_2d_max_pool, is_depthwise, max_pool_row
+from .window_rows import blocked_pool_row, depthwise_row, is_2d_max_pool, is_blocked_pool, is_depthwise, max_pool_row
 
 
 def _init_row(e: Emitter, row: Value, length: int, value: Value) -> None:
@@ -125,6 +125,8 @@ def row_schedule(op: Operation, buffers: dict, vector_width: int = 1) -> Callabl
         return depthwise_row if vectors and is_depthwise(op) else _conv_row
     if vectors and is_2d_max_pool(op) and id(op.input) in buffers:
         return max_pool_row
+    if vectors and is_blocked_pool(op) and id(op.input) in buffers:
+        return blocked_pool_row
     if isinstance(op, MatMulOp) and op.b.type.rank >= 2 and id(op.b) in buffers:
         return _matmul_row
     if isinstance(op, GemmOp) and not op.transB and id(op.b) in buffers:

@@ -8,6 +8,10 @@ broadcast weight times it for a depthwise conv, a maximum for max pooling -- and
 stored once. Rows of the window above or below the input are skipped by the bounds of the loop over the
 window's rows; the few output columns whose window crosses the left or right edge run tap by tap, and only
 their valid taps.
+
+A pooling in the blocked channel layout ([N, C/B, H, W, B], ``channel_block``) has a block of channels as
+its row: one vector, each tap a vector load of the input pixel's block, the window's rows and columns
+bounded to those inside the input.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from fusecc.dialects import loop, vector
-from fusecc.dialects.tensor import ConvOp, MaxPoolOp
+from fusecc.dialects.tensor import AveragePoolOp, ConvOp, MaxPoolOp
 from fusecc.ir.core import Operation, Value
 from fusecc.ir.types import DType, MemRefType, VectorType
 
@@ -37,6 +41,12 @@ def is_depthwise(op: Operation) -> bool:
 def is_2d_max_pool(op: Operation) -> bool:
     """Whether ``op`` is a float32 max pooling over two spatial axes."""
     return type(op) is MaxPoolOp and _is_2d_f32(op)  # not MaxPoolIndicesOp, which also gives indices
+
+
+def is_blocked_pool(op: Operation) -> bool:
+    """Whether ``op`` is a float32 max or average pooling over two spatial axes of the blocked layout."""
+    return type(op) in (MaxPoolOp, AveragePoolOp) and op.input.type.rank == 5 and op.channel_block > 1 \
+        and op.input.type.dtype == DType.F32
 
 
 def _is_2d_f32(op: Operation) -> bool:
@@ -173,3 +183,43 @@ def _edge_column(e: Emitter, window: _Window, row: Value, column: int) -> None:
         for kw in taps:
             total = window.combine(e, total, e.at_buffer(x, e.iadd(base, e.index(window.column(column, kw)))), kh, kw)
         e.store(total, row, target)
+
+
+def blocked_pool_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None:
+    """Fill ``row`` with ``out[n, cb, oh, ow, :]`` of the blocked pooling ``op`` (``outer`` is its first four
+    indices) in one vector: the maximum, or the sum divided by the taps counted (see ``AveragePoolOp``)."""
+    x = op.input
+    n, cb, oh, ow = outer
+    _, _, height, width, block = x.type.shape
+    vtype = VectorType((block,), x.type.dtype)
+    (sh, sw), pads, (dh, dw) = op.window()
+    kh_size, kw_size = op.kernel_shape
+    rows = _window_rows(e, oh, sh, dh, pads[0], height, kh_size)
+    columns = _window_rows(e, ow, sw, dw, pads[1], width, kw_size)
+    is_max = isinstance(op, MaxPoolOp)
+    if is_max:  # an empty window gives float32's lowest finite value (see ``MaxPoolOp``)
+        empty = e.logical("arith.ori", e.cmp("eq", rows[0], rows[1]), e.cmp("eq", columns[0], columns[1]))
+        initial = e.select(empty, e.const(float(np.finfo(np.float32).min), DType.F32), e.const(-np.inf, DType.F32))
+    else:
+        initial = e.const(0.0, DType.F32)
+    zero = e.index(0)
+    acc = e.emit(loop.AllocaOp, [], MemRefType((block,), vtype.dtype), scope=e.alloca_scope, pure=False)
+    e.insert(vector.StoreOp.create([e.emit(vector.BroadcastOp, [initial], vtype), acc, zero], []))
+    with e.loop_in(e.current, *rows) as (kh, _):
+        ih = e.isub(e.iadd(e.imul(oh, e.index(sh)), e.imul(kh, e.index(dh))), e.index(pads[0]))
+        with e.loop_in(e.current, *columns) as (kw, _):
+            iw = e.isub(e.iadd(e.imul(ow, e.index(sw)), e.imul(kw, e.index(dw))), e.index(pads[1]))
+            tap = e.emit(vector.LoadOp, [e.buffers[id(x)], e.linearize([n, cb, ih, iw, zero], x.type.shape)], vtype)
+            old = e.emit(vector.LoadOp, [acc, zero], vtype, scope=e.current, pure=False)
+            combined = e.emit(vector.MaxOp if is_max else vector.AddOp, [old, tap], vtype)
+            e.insert(vector.StoreOp.create([combined, acc, zero], []))
+    result = e.emit(vector.LoadOp, [acc, zero], vtype, scope=e.current, pure=False)
+    if not is_max:
+        if op.count_include_pad:  # taps inside the padded input
+            bottom, right = pads[2], pads[3]
+            rows = _window_rows(e, oh, sh, dh, 0, height + pads[0] + bottom, kh_size)
+            columns = _window_rows(e, ow, sw, dw, 0, width + pads[1] + right, kw_size)
+        taps = e.imul(e.isub(rows[1], rows[0]), e.isub(columns[1], columns[0]))
+        count = e.max(e.cast(taps, DType.F32), e.const(1.0, DType.F32))
+        result = e.emit(vector.DivOp, [result, e.emit(vector.BroadcastOp, [count], vtype)], vtype)
+    e.insert(vector.StoreOp.create([result, row, zero], []))
