@@ -892,6 +892,9 @@ class BlockedConvOp(TensorOp):
     ``((cb * KH + kh) * KW + kw) * B + c`` holds input channel ``cb * B + c`` at tap ``(kh, kw)``
     for every output channel. No padding (an explicit ``tensor.pad`` of the spatial axes gives it),
     no bias (a ``tensor.add`` follows) and no groups. ``blocked-convs`` creates it.
+
+    With ``out_block`` the result's blocks hold that many channels and the input's as many as its last
+    dimension says: a network's first conv reads its few channels as blocks of one, [N, C, H, W, 1].
     """
 
     name = "tensor.conv_blocked"
@@ -903,11 +906,18 @@ class BlockedConvOp(TensorOp):
     kernel_shape = attr([int])
     strides = attr([int], [1, 1])
     dilations = attr([int], [1, 1])
+    #: channels per block of the result; 0: as many as the input's blocks
+    out_block = attr(int, 0)
 
     @property
     def block(self) -> int:
-        """Channels per block (B)."""
+        """Channels per block of the input (B)."""
         return self.in_types[0].shape[-1]
+
+    @property
+    def result_block(self) -> int:
+        """Channels per block of the result."""
+        return self.out_block or self.block
 
     def verify_(self):
         super().verify_()
@@ -916,8 +926,8 @@ class BlockedConvOp(TensorOp):
                 or len(self.dilations) != 2:
             raise self.error(f"expects a 5-D blocked input, a 2-D weight and 2-D window attributes, got {x} and {w}")
         depth = x.shape[1] * self.kernel_shape[0] * self.kernel_shape[1] * x.shape[4]
-        if w.shape[0] != depth or w.shape[1] % x.shape[4]:
-            raise self.error(f"weight {w} must be {depth} x a multiple of {x.shape[4]} for input {x}")
+        if w.shape[0] != depth or w.shape[1] % self.result_block:
+            raise self.error(f"weight {w} must be {depth} x a multiple of {self.result_block} for input {x}")
 
     def infer_types(self):
         x, w = self.in_types
@@ -927,7 +937,8 @@ class BlockedConvOp(TensorOp):
             if span < 0:
                 raise self.error(f"window {self.kernel_shape} does not fit input spatial size {list(x.shape[2:4])}")
             out.append(span // s + 1)
-        return [TensorType((x.shape[0], w.shape[1] // x.shape[4], *out, x.shape[4]), x.dtype)]
+        block = self.result_block
+        return [TensorType((x.shape[0], w.shape[1] // block, *out, block), x.dtype)]
 
     def reference(self, x, w):
         n, blocks, height, width, block = x.shape
@@ -938,7 +949,9 @@ class BlockedConvOp(TensorOp):
         y = R.conv(nchw, oihw, None, kernel_shape=self.kernel_shape, strides=self.strides, pads=[0, 0, 0, 0],
                    dilations=self.dilations)
         out_h, out_w = y.shape[2:]
-        return [np.ascontiguousarray(y.reshape(n, c_out // block, block, out_h, out_w).transpose(0, 1, 3, 4, 2))]
+        out_block = self.result_block
+        blocked = y.reshape(n, c_out // out_block, out_block, out_h, out_w).transpose(0, 1, 3, 4, 2)
+        return [np.ascontiguousarray(blocked)]
 
 
 class ConvTransposeOp(WindowOp):

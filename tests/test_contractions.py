@@ -192,6 +192,16 @@ def _cases():
         {"x": [1, 64, 11, 11]},
         [_weight("w1", (128, 64, 3, 3), rng), _weight("w2", (128, 128, 3, 3), rng),
          _weight("w3", (128, 128, 3, 3), rng)])
+    # a first conv of an image's 3 channels, at stride 2, reads them as blocks of one channel and gives the
+    # next convs their blocked input
+    cases["Conv-blocked-first-conv-3-channels"] = _model(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c1"], ["r1"]),
+         helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c2"], ["r2"]),
+         helper.make_node("Conv", ["r2", "w3"], ["y"], pads=[1, 1, 1, 1])],
+        {"x": [1, 3, 31, 32]},
+        [_weight("w1", (64, 3, 3, 3), rng), _weight("b1", (64,), rng), _weight("w2", (64, 64, 3, 3), rng),
+         _weight("w3", (64, 64, 3, 3), rng)])
     return cases
 
 
@@ -211,6 +221,9 @@ def test_contraction_is_vectorizable_and_right(name):
     assert [found for kernel in module.funcs[1:] for found in scalar_dot_products(kernel)] == []
     if name.startswith("Conv-blocked"):
         assert any("conv_blocked" in kernel.sym_name for kernel in module.funcs[1:])
+    if name == "Conv-blocked-first-conv-3-channels":
+        first = next(k for k in module.funcs[1:] if "conv_blocked" in k.sym_name)
+        assert str(first.args[0].type) == "memref<1x3x33x34x1xf32>"  # the padded image, channels in blocks of one
     if name == "Conv-blocked-pools-between":
         assert len([k for k in module.funcs[1:] if "transpose" in k.sym_name]) == 2
     if name.endswith("concat-in-place"):

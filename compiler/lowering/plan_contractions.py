@@ -196,13 +196,14 @@ class PlanContractions(Pass):
           each of ``threads`` threads per image, and, through a block buffer, as many as it holds.
 
         None where not even one strip of whole planes fits a block buffer."""
-        pixels, (c_blocks, k_h, k_w, block), columns = gemm_shape(op)
+        pixels, (c_blocks, k_h, k_w, in_block), columns = gemm_shape(op)
+        block = op.result_block
         strip = vectors * simd.width
         itemsize = op.input.type.dtype.itemsize
         packed = op.weight in fused.body.args and \
             constant_value(fused.operands[fused.body.args.index(op.weight)]) is not None
         in_place = in_place_output(op, fused.members, tuple(fused.body.ops[-1].operands)) is not None
-        step = k_h * k_w * block  # depth of one input channel block
+        step = k_h * k_w * in_block  # depth of one input channel block
         if self.depth_block >= 0:
             depth_block = self.depth_block
         else:

@@ -28,7 +28,7 @@ _LAYOUT_BOUND = (BatchNormOp, ExpandOp, BitcastOp)
 #: layout. Measured on the light models, one thread, each compiled with and without blocked convs: ResNet-50
 #: (one group of 52 convs, reordered only on its way in and out) ran 8% faster blocked, ResNet-18 4%; the
 #: groups of MobileNetV2 (pointwise convs between depthwise ones, which keep NCHW: at most 800 FLOPs per
-#: reordered element) and of Inception v1 (branches between poolings and LRN: at most 1000) ran 3-5% slower
+#: reordered element) ran 3-5% slower
 LEAST_FLOPS_PER_REORDER = 1500
 
 
@@ -43,9 +43,10 @@ class BlockedConvs(Pass):
     ``tensor.conv_blocked`` takes pixels as rows and blocks of output channels as vectors, whatever the
     plane's size, streaming its weights packed; strides need no regrouping of the input.
 
-    A conv (2-D, one group, float32, constant weights, input and output channels multiples of B, an
-    output plane of at most ``BLOCK_LIMIT / B`` pixels) becomes ``conv_blocked`` of its input in the
-    blocked layout, padded by a ``tensor.pad`` of the spatial axes, and its bias an ``add``. An
+    A conv (2-D, one group, float32, constant weights, output channels a multiple of B, input channels
+    too or fewer than B, an output plane of at most ``BLOCK_LIMIT / B`` pixels) becomes ``conv_blocked``
+    of its input in the blocked layout (a first conv's few channels in blocks of one), padded by a
+    ``tensor.pad`` of the spatial axes, and its bias an ``add``. An
     elementwise or broadcasting op reading a blocked value (a ReLU, a residual add, an inference
     BatchNormalization, as a subtract, multiply and add of constants) and a constant pad of
     the spatial axes run blocked too, their other operands converted: constants here (per channel or
@@ -122,11 +123,16 @@ class _Layout:
 
     def _worth_blocking(self, ops: list[Operation]) -> set[int]:
         """The convs to run blocked: those of the connected groups of convs and ops that may follow them into
-        the blocked layout (see ``_may_follow``) whose convs compute at least ``LEAST_FLOPS_PER_REORDER``
-        FLOPs per element the group reorders in or out (its inputs and results that other ops use)."""
+        the blocked layout (see ``_may_follow``; they follow where they read a member's result) whose convs
+        compute at least ``LEAST_FLOPS_PER_REORDER`` FLOPs per element the group reorders in or out (its
+        inputs and results that other ops use). A pooling of an NCHW conv's output thus stays outside,
+        reordering its smaller result rather than its input."""
         convs = {id(op) for op in ops if self._convertible_conv(op)}
-        members = [op for op in ops if id(op) in convs or _may_follow(op)]
-        group = {id(op): id(op) for op in members}
+        members, group = [], {}
+        for op in ops:
+            if id(op) in convs or _may_follow(op) and any(id(getattr(v, "op", None)) in group for v in op.operands):
+                members.append(op)
+                group[id(op)] = id(op)
 
         def root(key: int) -> int:
             while group[key] != key:
@@ -165,23 +171,32 @@ class _Layout:
             return False
         c_out, c_in = op.weight.type.shape[:2]
         out_h, out_w = op.results[0].type.shape[2:]
-        return c_in % self.block == 0 and c_out % self.block == 0 and out_h * out_w * self.block <= BLOCK_LIMIT
+        return (c_in % self.block == 0 or c_in < self.block) and c_out % self.block == 0 \
+            and out_h * out_w * self.block <= BLOCK_LIMIT
 
     def _conv(self, op: ConvOp) -> Value:
+        """``conv_blocked`` of ``op``'s input in blocks, or, with fewer channels than a block (a network's
+        first conv, of an image's 3), of its channels as blocks of one: [N, C, H, W, 1], a view of NCHW."""
         rewriter = Rewriter.before(op)
-        x = self._operand(op.input, rewriter, op.loc, full=op.input.type.shape)
+        weights = constant_value(op.weight)
+        c_out, c_in, k_h, k_w = weights.shape
+        in_block = self.block if c_in % self.block == 0 else 1
+        if in_block == 1:
+            n, _, height, width = op.input.type.shape
+            x = rewriter.build(ReshapeOp, [op.input], {"shape": [n, c_in, height, width, 1]}, loc=op.loc).result
+        else:
+            x = self._operand(op.input, rewriter, op.loc, full=op.input.type.shape)
         strides, pads, dilations = op.window()
         top, left, bottom, right = pads
         if any(pads):
             x = rewriter.build(PadOp, [x], {"pads": [0, 0, top, left, 0, 0, 0, bottom, right, 0]}, loc=op.loc).result
-        weights = constant_value(op.weight)
-        c_out, c_in, k_h, k_w = weights.shape
-        rows = weights.reshape(c_out, c_in // self.block, self.block, k_h, k_w).transpose(1, 3, 4, 2, 0)
+        rows = weights.reshape(c_out, c_in // in_block, in_block, k_h, k_w).transpose(1, 3, 4, 2, 0)
         name = f"{(loc_names(op.loc) or ['conv'])[0]}_blocked"
         matrix = make_constant(rewriter, rows.reshape(-1, c_out), name, self.taken, loc=op.weight.op.loc)
         conv = rewriter.build(BlockedConvOp, [x, matrix],
                               {"kernel_shape": list(op.kernel_shape), "strides": list(strides),
-                               "dilations": list(dilations)}, loc=op.loc).result
+                               "dilations": list(dilations), **({"out_block": self.block} if in_block == 1 else {})},
+                              loc=op.loc).result
         if op.bias is None:
             return conv
         bias = self._operand(op.bias, rewriter, op.loc, channel_axis=0)

@@ -14,7 +14,7 @@ from fusecc.ir.printer import loc_names
 from fusecc.lowering.schedules.limits import COLUMN_TILE, ROW_CACHE_LIMIT
 
 from .manager import Pass
-from .outline import wrap_in_region
+from .outline import concat_in_place, wrap_in_region
 
 
 def _elements(value: Value) -> int:
@@ -319,6 +319,8 @@ class Fuse(Pass):
             return f"region reached max-ops={self.max_ops}"
         if operand_index in consumer.streamed_operands:
             return f"{label(consumer)} streams this operand from memory (its micro-kernel needs it)"
+        if isinstance(producer, ConcatOp) and concat_in_place(producer):
+            return "its inputs write into its buffer in place: it costs nothing, and its consumer reads a buffer"
         kind = producer.kind
         if kind is OpKind.INJECTIVE and producer.moves_data:
             return None

@@ -106,7 +106,7 @@ def _blocked_conv(e, op, result_index, idx):
     n, ob, oh, ow, lane = idx
     k_h, k_w = op.kernel_shape
     (s_h, s_w), (d_h, d_w) = op.strides, op.dilations
-    channel = e.iadd(e.imul(ob, e.index(block)), lane)
+    channel = e.iadd(e.imul(ob, e.index(op.result_block)), lane)
 
     def term(ks):
         cb, kh, kw, ci = ks

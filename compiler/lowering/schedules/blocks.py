@@ -383,7 +383,8 @@ def _blocked_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_
     says), so each vector of a tile is one block of channels, stored a whole plane from the next.
 
     A row of A is an output pixel's window: element ``(cb, kh, kw, c)`` of the depth is input channel
-    ``cb * B + c`` at the tap, a broadcast from memory whose pixels lie ``B`` elements apart. A block is
+    ``cb * B + c`` at the tap, a broadcast from memory whose pixels lie ``B`` elements apart (the input's
+    ``B``, which is 1 for a first conv reading few channels; the result's blocks fill the vectors). A block is
     ``block_columns`` output channels of one image over all its pixels, computed a chunk of ``block_rows``
     pixels at a time (each chunk's inputs stay in cache while every tile of the block's channels reads them).
     In place, with only elementwise ops around, the region stores each chunk before the next is computed
@@ -393,11 +394,11 @@ def _blocked_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_
     x, w = op.input, op.weight
     if id(x) not in buffers or id(w) not in buffers:
         return None
-    _, c_blocks, height, width, block = x.type.shape
-    _, out_blocks, out_h, out_w, _ = op.results[0].type.shape
+    _, c_blocks, height, width, in_block = x.type.shape
+    _, out_blocks, out_h, out_w, block = op.results[0].type.shape
     k_h, k_w = op.kernel_shape
     (s_h, s_w), (d_h, d_w) = op.strides, op.dilations
-    pixels, depth = out_h * out_w, c_blocks * k_h * k_w * block
+    pixels, depth = out_h * out_w, c_blocks * k_h * k_w * in_block
     columns = schedule.block_columns or out_blocks * block
     group = columns // block  # channel blocks per block
     if columns % block or out_blocks % group:
@@ -417,7 +418,7 @@ def _blocked_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_
                           f"not {simd.width}")
         first = e.imul(index, e.index(group))  # = image * out_blocks + first output block
         image, ob0 = e.idiv(first, e.index(out_blocks)), e.irem(first, e.index(out_blocks))
-        x_base = e.imul(image, e.index(c_blocks * height * width * block))
+        x_base = e.imul(image, e.index(c_blocks * height * width * in_block))
         first_column = e.imul(ob0, e.index(block))
         b_base = e.imul(first_column, e.index(depth if packed else 1))
         row_elements = strip if packed else out_blocks * block
@@ -425,24 +426,26 @@ def _blocked_conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_
 
         def pixel_offset(em: Emitter, p: Value) -> Value:
             if flat:
-                return em.imul(p, em.index(block))
+                return em.imul(p, em.index(in_block))
             oh, ow = em.idiv(p, em.index(out_w)), em.irem(p, em.index(out_w))
-            return em.imul(em.iadd(em.imul(oh, em.index(s_h * width)), em.imul(ow, em.index(s_w))), em.index(block))
+            return em.imul(em.iadd(em.imul(oh, em.index(s_h * width)), em.imul(ow, em.index(s_w))),
+                           em.index(in_block))
 
         def tap_offset(em: Emitter, ks: list) -> Value:
             cb, kh, kw, c = ks
             row = em.iadd(em.imul(cb, em.index(height)), em.imul(kh, em.index(d_h)))
             return em.iadd(em.imul(em.iadd(em.imul(row, em.index(width)), em.imul(kw, em.index(d_w))),
-                                   em.index(block)), c)
+                                   em.index(in_block)), c)
 
         def gemm(r0: Value, rows) -> Gemm:
             def a(em: Emitter, r: Value, ks: list) -> Value:
                 return em.load(buffers[id(x)], em.iadd(em.iadd(x_base, pixel_offset(em, em.iadd(r0, r))),
                                                        tap_offset(em, ks)))
 
-            return Gemm(rows, schedule.rows, [c_blocks, k_h, k_w, block], columns, a=a,
+            return Gemm(rows, schedule.rows, [c_blocks, k_h, k_w, in_block], columns, a=a,
                         b=buffers[id(w)],
-                        b_row=lambda em, ks: em.iadd(b_base, em.imul(em.linearize(ks, (c_blocks, k_h, k_w, block)),
+                        b_row=lambda em, ks: em.iadd(b_base, em.imul(em.linearize(ks, (c_blocks, k_h, k_w,
+                                                                                       in_block)),
                                                                      em.index(row_elements))),
                         init=lambda em, r: em.const(0.0, x.type.dtype),
                         out_row=lambda em, r: em.iadd(out_base, em.imul(em.iadd(r0, r), em.index(block))),
