@@ -82,6 +82,15 @@ def _blockable_pool(op: Operation) -> bool:
     return type(op) in (MaxPoolOp, AveragePoolOp) and op.input.type.rank == 4 and not op.channel_block
 
 
+def _pad_spatially(rewriter: Rewriter, x: Value, pads, loc, value: float = 0.0) -> Value:
+    """``x`` ([N, C/B, H, W, B]) padded by ``pads`` = (top, left, bottom, right) with ``value``."""
+    top, left, bottom, right = pads
+    attributes = {"pads": [0, 0, top, left, 0, 0, 0, bottom, right, 0]}
+    if value or np.signbit(value):  # the default, +0.0, goes unsaid
+        attributes["value"] = value
+    return rewriter.build(PadOp, [x], attributes, loc=loc).result
+
+
 @dataclass
 class _Layout:
     block: int
@@ -115,11 +124,8 @@ class _Layout:
                 self._replace(op, pool.result)
             elif isinstance(op, PadOp) and id(op.input) in self.blocked and op.mode == "constant" \
                     and op.input.type.rank == 4 and not any(op.pads[i] for i in (0, 1, 4, 5)):
-                top, left, bottom, right = op.pads[2], op.pads[3], op.pads[6], op.pads[7]
-                pad = Rewriter.before(op).build(PadOp, [self.blocked[id(op.input)]],
-                                                {"pads": [0, 0, top, left, 0, 0, 0, bottom, right, 0],
-                                                 "value": op.value}, loc=op.loc)
-                self._replace(op, pad.result)
+                self._replace(op, _pad_spatially(Rewriter.before(op), self.blocked[id(op.input)],
+                                                 (op.pads[2], op.pads[3], op.pads[6], op.pads[7]), op.loc, op.value))
 
     def _worth_blocking(self, ops: list[Operation]) -> set[int]:
         """The convs to run blocked: those of the connected groups of convs and ops that may follow them into
@@ -187,9 +193,8 @@ class _Layout:
         else:
             x = self._operand(op.input, rewriter, op.loc, full=op.input.type.shape)
         strides, pads, dilations = op.window()
-        top, left, bottom, right = pads
         if any(pads):
-            x = rewriter.build(PadOp, [x], {"pads": [0, 0, top, left, 0, 0, 0, bottom, right, 0]}, loc=op.loc).result
+            x = _pad_spatially(rewriter, x, pads, op.loc)
         rows = weights.reshape(c_out, c_in // in_block, in_block, k_h, k_w).transpose(1, 3, 4, 2, 0)
         name = f"{(loc_names(op.loc) or ['conv'])[0]}_blocked"
         matrix = make_constant(rewriter, rows.reshape(-1, c_out), name, self.taken, loc=op.weight.op.loc)
