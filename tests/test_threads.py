@@ -43,6 +43,9 @@ MODELS = {
     "panels_8x700x1000_weight": lambda: models.matmul(8, 700, 1000, weight=True),
     "panels_8x700x1000_inputs": lambda: models.matmul(8, 700, 1000),
     "panels_gemm_alpha_beta": lambda: gemm_alpha_beta(8, 700, 1000),
+    # panels of a Gemm over a reshaped 3-D activation (read in place), and of one whose A each panel copies
+    "panels_sequence_linear": lambda: models.sequence_linear(sequence=13, hidden=300, width=1000),
+    "panels_projection_out_of_heads": lambda: models.projection_out_of_heads(sequence=6, hidden=640, heads=5),
     # a pointwise conv computed in place, a block of channels per thread
     "pointwise_conv_in_place": lambda: pointwise_conv_relu(96, 28),
 }

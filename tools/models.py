@@ -193,3 +193,31 @@ def projection_into_heads(sequence: int = 128, hidden: int = 768, heads: int = 1
              helper.make_node("Transpose", ["split"], ["y"], name="heads_first", perm=[0, 2, 1, 3])]
     return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, sequence, hidden])],
                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, heads, sequence, hidden // heads])], init)
+
+
+def sequence_linear(sequence: int = 64, hidden: int = 768, width: int = 3072, seed: int = 0) -> onnx.ModelProto:
+    """A linear layer over a sequence as GPT-2's exports give it: Reshape to rows, Gemm with bias, Reshape back."""
+    rng = np.random.default_rng(seed)
+    init = [numpy_helper.from_array((rng.standard_normal((hidden, width)) / np.sqrt(hidden)).astype(np.float32), "w"),
+            numpy_helper.from_array((rng.standard_normal(width) * 0.1).astype(np.float32), "b"),
+            numpy_helper.from_array(np.array([-1, hidden], np.int64), "rows_shape"),
+            numpy_helper.from_array(np.array([1, sequence, width], np.int64), "sequence_shape")]
+    nodes = [helper.make_node("Reshape", ["x", "rows_shape"], ["rows"], name="to_rows"),
+             helper.make_node("Gemm", ["rows", "w", "b"], ["g"], name="linear"),
+             helper.make_node("Reshape", ["g", "sequence_shape"], ["y"], name="to_sequence")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, sequence, hidden])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, sequence, width])], init)
+
+
+def projection_out_of_heads(sequence: int = 128, hidden: int = 768, heads: int = 12, seed: int = 0) -> onnx.ModelProto:
+    """Attention's output projection as exported: heads Transposed back and Reshaped to rows, MatMul, bias Add."""
+    rng = np.random.default_rng(seed)
+    init = [numpy_helper.from_array((rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32), "w"),
+            numpy_helper.from_array((rng.standard_normal(hidden) * 0.1).astype(np.float32), "b"),
+            numpy_helper.from_array(np.array([1, sequence, hidden], np.int64), "merged_shape")]
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="sequence_first", perm=[0, 2, 1, 3]),
+             helper.make_node("Reshape", ["t", "merged_shape"], ["merged"], name="merge_heads"),
+             helper.make_node("MatMul", ["merged", "w"], ["m"], name="output"),
+             helper.make_node("Add", ["m", "b"], ["y"], name="output_bias")]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, heads, sequence, hidden // heads])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, sequence, hidden])], init)

@@ -359,7 +359,7 @@ class Emitter:
         buffer = self.buffers.get(id(value))
         if buffer is not None:
             layout = self.layouts.get(id(value))
-            offset = layout(self, index) if layout is not None else self.linearize(index, buffer.type.shape)
+            offset = layout(self, index) if layout is not None else self.linearize(index, value.type.shape)
             result = self.load(buffer, offset)
         elif self._in_cached_row(value, index):
             result = self.load(self._row_buffer(value), index[-1])

@@ -13,7 +13,8 @@ from fusecc.passes.rewrite import constant_value
 
 from .microkernel import Simd, pick_rows, pick_rows_with_tail
 from .schedules.blocks import (GemmSchedule, block_plan, contraction, copies_b_tiles, ends_blocks_mid_matrix,
-                               gemm_shape, in_place_output, only_elementwise_around, packable_b)
+                               copies_a, gemm_shape, in_place_output, only_elementwise_around,
+                               packable_b, region_buffers)
 from .schedules.limits import BLOCK_LIMIT
 
 #: the share of the level-1 data cache a depth block of B's tile may fill (the rest holds A and C)
@@ -118,7 +119,7 @@ class PlanContractions(Pass):
         if op is None:
             return None
         rows_of_a, depth, _ = gemm_shape(op)
-        buffers = {id(arg): arg for arg in fused.body.args}
+        buffers = region_buffers(fused.members, fused.body.args, fused.body.args)
         outputs = tuple(fused.body.ops[-1].operands)
         blocked = isinstance(op, BlockedConvOp)
         tiles = _blocked_conv_tiles(simd) if blocked and not self.micro_tile else \
@@ -130,16 +131,18 @@ class PlanContractions(Pass):
                 continue
             plan = block_plan(fused.members, shape, buffers, simd, schedule, outputs)
             if plan is not None:
-                return self._with_column_panels(schedule, plan, op, fused, shape, simd)
+                return self._with_column_panels(schedule, plan, op, fused, shape, simd, copies_a(op, buffers))
         return None
 
     def _with_column_panels(self, schedule: GemmSchedule, plan, op, fused: FusedOp, shape: tuple,
-                            simd: Simd) -> GemmSchedule:
+                            simd: Simd, copying_a: bool) -> GemmSchedule:
         """``schedule`` with its blocks cut into panels of columns where blocks of rows alone give fewer than
         ``PARALLEL_BLOCKS`` steps (a GEMM of few rows, or whose rows share one pass over a wide B): as many
         panels of whole tiles as make up the difference, each of at least ``PARALLEL_BLOCK_WORK``. Threads
-        then share B's columns, each streaming its own share of B once. Only for a MatMul or Gemm computed
-        in place with nothing but elementwise ops around it (see ``only_elementwise_around``)."""
+        then share B's columns, each streaming its own share of B once; where the blocks copy their rows of A
+        (``copying_a``), no more panels than give each of ``threads`` threads one, since every panel copies
+        them again. Only for a MatMul or Gemm computed in place with nothing but elementwise ops around it
+        (see ``only_elementwise_around``)."""
         if not ends_blocks_mid_matrix(op) or not plan.in_place or not only_elementwise_around(op, fused.members):
             return schedule
         blocks = plan.block_count(shape)
@@ -154,11 +157,9 @@ class PlanContractions(Pass):
                 matrices * math.prod(depth) * columns * op.input.type.dtype.itemsize
             panels = min(-(-PARALLEL_BLOCKS // blocks), columns // schedule.strip(simd.width),
                          work // blocks // PARALLEL_BLOCK_WORK)
-        if panels < 2:
-            return schedule
-        columns = gemm_shape(op)[2]
-        width = replace(schedule, column_panels=panels).panel_columns(columns, simd.width)
-        return replace(schedule, column_panels=-(-columns // width))
+            if copying_a:
+                panels = min(panels, -(-self.threads // blocks))  # each panel copies its rows of A again
+        return replace(schedule, column_panels=panels) if panels > 1 else schedule
 
     def _schedule(self, fused: FusedOp, op, depth: list[int], rows: int, vectors: int, simd: Simd) -> GemmSchedule:
         strip = vectors * simd.width

@@ -22,7 +22,7 @@ from fusecc.passes.rewrite import constant_value
 from .emitter import Emitter, Scope
 from .rules import row_fill, rule_for
 from .microkernel import Simd, pack_strips, strip_offset
-from .schedules.blocks import GemmSchedule, block_plan, contraction, in_place_output
+from .schedules.blocks import GemmSchedule, block_plan, contraction, in_place_output, region_buffers
 from .schedules.limits import ROW_CACHE_LIMIT
 from .schedules.rows import row_schedule
 
@@ -100,7 +100,7 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
     names = [f"in{i}" for i in range(len(in_types))] + [f"out{i}" for i in range(len(out_types))] + ["begin", "end"]
     func = FuncOp(name, in_types + out_types + [INDEX, INDEX], [], names)
     args = func.args
-    buffers = {id(arg): buf for arg, buf in zip(fused.body.args, args)}
+    buffers = region_buffers(fused.members, fused.body.args, args, frozenset(packed or {}))
     out_buffers = args[len(in_types):len(in_types) + len(out_types)]
     begin, end = args[-2], args[-1]
     root = Scope(func.body, None)

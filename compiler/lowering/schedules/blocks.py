@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from fusecc.dialects.base import OpKind
-from fusecc.dialects.tensor import BlockedConvOp, ConvOp, GemmOp, MatMulOp
+from fusecc.dialects.tensor import BlockedConvOp, ConvOp, GemmOp, MatMulOp, ReshapeOp
 from fusecc.ir.core import IRError, Operation, Value
 
 from ..emitter import Emitter
@@ -83,14 +83,6 @@ class GemmSchedule:
         """Columns per tile (and per strip of a packed B) at ``width`` lanes per vector."""
         return self.vectors * width
 
-    def panel_columns(self, columns: int, width: int) -> int:
-        """Columns per panel of ``columns``: ``column_panels`` panels of whole tiles (the last may be narrower);
-        all columns when the schedule cuts none."""
-        if self.column_panels < 2:
-            return columns
-        strip = self.strip(width)
-        return -(-columns // (self.column_panels * strip)) * strip
-
 
 @dataclass
 class BlockPlan:
@@ -114,9 +106,11 @@ class BlockPlan:
     #: rows of the result per matrix (M) when blocks of ``rows`` need not divide it: each matrix then
     #: takes ceil(M / rows) blocks, the last one holding what is left (0: blocks divide every matrix)
     matrix_rows: int = 0
-    #: columns per panel when a block of rows is cut into panels of columns, each a step of the range
-    #: (0: blocks are whole rows); ``fill`` then takes the panel's columns as ``columns=(first, stop)``
-    panel_columns: int = 0
+    #: panels of whole tiles of ``tile_columns`` columns that a block of rows is cut into, each a step of the
+    #: range, their tile counts differing by one at most (1: blocks are whole rows); ``fill`` then takes the
+    #: panel's columns as ``columns=(first, stop)``
+    panels: int = 1
+    tile_columns: int = 0
     #: rows per chunk when a block is computed and stored a chunk at a time (0: all at once): the block's rows
     #: are runs of ``chunk_run`` rows (a blocked conv's planes, one per block of channels), and ``fill``
     #: computes rows [start, start + count) of every run (``chunk=(start, count)``), which the region then
@@ -128,10 +122,6 @@ class BlockPlan:
     def columns(self) -> int:
         """The result's columns (N)."""
         return self.op.results[0].type.shape[-1]
-
-    @property
-    def panels(self) -> int:
-        return -(-self.columns // self.panel_columns) if self.panel_columns else 1
 
     def rows_per_block(self, shape: tuple) -> int:
         """Rows of a nest of ``shape`` that one (full) block covers."""
@@ -149,12 +139,16 @@ class BlockPlan:
     def block_columns(self, e: Emitter, block: Value) -> tuple[Value, tuple[Value, Value] | None]:
         """The block of rows that step ``block`` of the range covers, and its panel's columns [first, stop)
         (None: all of them)."""
-        if not self.panel_columns:
+        if self.panels == 1:
             return block, None
-        panels = e.index(self.panels)
-        first = e.imul(e.irem(block, panels), e.index(self.panel_columns))
-        return e.idiv(block, panels), (first, e.imin(e.iadd(first, e.index(self.panel_columns)),
-                                                     e.index(self.columns)))
+        panels, tiles = e.index(self.panels), e.index(-(-self.columns // self.tile_columns))
+        panel = e.irem(block, panels)
+
+        def boundary(p: Value) -> Value:  # the first column of panel p: tile p * tiles // panels
+            return e.imul(e.idiv(e.imul(p, tiles), panels), e.index(self.tile_columns))
+
+        stop = e.imin(boundary(e.iadd(panel, e.index(1))), e.index(self.columns))
+        return e.idiv(block, panels), (boundary(panel), stop)
 
     def block_rows(self, e: Emitter, block: Value, shape: tuple) -> tuple[Value, int | Value]:
         """The first row of the nest that ``block`` covers, and how many rows it covers."""
@@ -214,7 +208,7 @@ def _matmul_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place:
                     init=lambda em, r: em.const(0.0, a.type.dtype),
                     b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
                     depth_block=schedule.depth_block, pack_b_tiles=schedule.pack_b_tiles,
-                    pack_a=_a_scratch_rows(rows, k_size, schedule) if id(a) not in buffers else 0,
+                    pack_a=_a_scratch_rows(rows, k_size, schedule) if copies_a(op, buffers) else 0,
                     out_row=_result_row(first, n) if in_place else None, column_range=columns)
         emit_gemm(e, gemm, block, simd)
         return _row_locator(n, first if in_place else None)
@@ -242,7 +236,7 @@ def _gemm_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
                     init=lambda em, r: em.const(0.0, dtype),
                     b_strip_depth=k_size if packed else 1, vectors=schedule.vectors,
                     depth_block=schedule.depth_block, pack_b_tiles=schedule.pack_b_tiles,
-                    pack_a=_a_scratch_rows(rows, k_size, schedule) if op.transA or id(a) not in buffers else 0,
+                    pack_a=_a_scratch_rows(rows, k_size, schedule) if copies_a(op, buffers) else 0,
                     a_rows_contiguous=bool(op.transA),
                     out_row=_result_row(i0, n) if in_place else None, column_range=columns)
         emit_gemm(e, gemm, block, simd)
@@ -560,6 +554,12 @@ def ends_blocks_mid_matrix(op: Operation) -> bool:
     return isinstance(op, (MatMulOp, GemmOp))
 
 
+def copies_a(op: Operation, buffers: dict) -> bool:
+    """Whether a MatMul's or Gemm's blocks copy their rows of A (see ``Gemm.pack_a``): a transposed A, or one
+    the region computes, whose elements are not in a buffer row by row."""
+    return bool(getattr(op, "transA", 0)) or id(op.operands[0]) not in buffers
+
+
 def copies_b_tiles(op: Operation) -> bool:
     """Whether ``op``'s micro-kernel may copy B a tile's sliver at a time (``GemmSchedule.pack_b_tiles``): a
     MatMul or Gemm, or a pointwise conv, whose B rows are each one run of input."""
@@ -573,9 +573,23 @@ def packable_b(op: Operation) -> bool:
 
 
 def only_elementwise_around(op: Operation, members: list[Operation]) -> bool:
-    """Whether every other op of the region is elementwise: each element of its result then depends on the
-    same element of ``op``'s alone, so a block of ``op``'s columns computes those columns of the region."""
-    return all(other is op or other.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST) for other in members)
+    """Whether every other op of the region is elementwise, or data movement or elementwise ops that feed
+    ``op`` alone (a reshape of A, which its reads go through): each element of the region's result then
+    depends on the same element of ``op``'s alone, so a block of ``op``'s columns computes those columns
+    of the region."""
+    feeding = _feeding_only(op, members)
+    return all(other is op or other.kind in (OpKind.ELEMENTWISE, OpKind.BROADCAST) or
+               id(other) in feeding and other.kind is OpKind.INJECTIVE for other in members)
+
+
+def _feeding_only(op: Operation, members: list[Operation]) -> set[int]:
+    """The ids of the members whose results only ``op`` reads, directly or through other such members."""
+    feeding = {id(op)}
+    for member in reversed(members[:members.index(op)]):
+        if all(id(user) in feeding for result in member.results for user in result.users):
+            feeding.add(id(member))
+    feeding.discard(id(op))
+    return feeding
 
 
 def in_place_output(op: Operation, members: list[Operation], outputs: tuple) -> int | None:
@@ -592,6 +606,22 @@ def in_place_output(op: Operation, members: list[Operation], outputs: tuple) -> 
             return position
     same_type = len(outputs) == 1 and outputs[0].type == op.results[0].type
     return 0 if only_elementwise_around(op, members) and same_type else None
+
+
+def region_buffers(members: list[Operation], args: list[Value], buffers: list[Value],
+                   laid_out: frozenset[int] = frozenset()) -> dict[int, Value]:
+    """{id(value): buffer} for a region's inputs (``args``, held in ``buffers``) and for the reshapes of
+    them among its ``members``: a reshape of a row-major buffer holds the same elements at the same linear
+    offsets, so its reads go straight to the buffer (a GEMM's A reshaped from 3-D activations then needs no
+    copy). Inputs stored in another layout (the positions in ``laid_out``: a packed B) have no such
+    reshapes."""
+    by_value = {id(arg): buffer for arg, buffer in zip(args, buffers)}
+    plain = {id(arg) for position, arg in enumerate(args) if position not in laid_out}
+    for op in members:
+        if isinstance(op, ReshapeOp) and id(op.input) in plain:
+            by_value[id(op.result)] = by_value[id(op.input)]
+            plain.add(id(op.result))
+    return by_value
 
 
 def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd,
@@ -620,7 +650,10 @@ def block_plan(members: list[Operation], shape: tuple, buffers: dict, simd: Simd
         if not (ends_blocks_mid_matrix(op) and plan.in_place and only_elementwise_around(op, members)):
             raise IRError(f"{op.describe()}: column_panels needs a MatMul or Gemm computed in place with "
                           "only elementwise ops around it")
-        plan.panel_columns = schedule.panel_columns(plan.columns, simd.width)
+        plan.panels, plan.tile_columns = schedule.column_panels, schedule.strip(simd.width)
+        if plan.panels > -(-plan.columns // plan.tile_columns):
+            raise IRError(f"{op.describe()}: {plan.panels} column panels of whole tiles need "
+                          f"{plan.panels * plan.tile_columns} columns or more, it has {plan.columns}")
     rows = plan.rows_per_block(shape)
     if plan.matrix_rows:
         return plan if math.prod(shape[:-1]) % plan.matrix_rows == 0 else None
