@@ -256,7 +256,7 @@ class Threading(ctypes.Structure):
     _fields_ = [("threads", ctypes.c_int64), ("parallel_for", ctypes.c_void_p), ("host", ctypes.c_void_p)]
 
 
-def from_jit(entry_address: int, weights: bytes, info: dict, native, saver) -> CompiledModel:
+def from_jit(entry_address: int, weights: memoryview, info: dict, native, saver) -> CompiledModel:
     """Wrap a JIT-compiled ``fusecc_main`` (which takes the weights and a workspace) owned by ``native``."""
     entry = _ENTRY(entry_address)
     blob = np.frombuffer(weights, dtype=np.uint8) if weights else np.zeros(1, dtype=np.uint8)

@@ -139,3 +139,16 @@ def test_loaded_model_closes(tmp_path):
     assert model.closed
     with pytest.raises(ValueError, match="closed"):
         model(X)
+
+
+@pytest.mark.parametrize("shape, dtype", [((3, 5), np.float32), ((700_001,), np.float32), ((2, 3, 1 << 19), np.uint8)])
+def test_zeroed_arrays_are_zero_writable_and_freed_with_their_last_view(shape, dtype):
+    from fusecc.host_memory import zeroed_array
+    array = zeroed_array(shape, dtype)
+    assert array.shape == shape and array.dtype == dtype and array.flags.c_contiguous and array.flags.writeable
+    assert not array.any()
+    array[...] = 7
+    view = array.reshape(-1)[-3:]
+    del array
+    gc.collect()
+    assert view.tolist() == [7, 7, 7]  # the mapping lives as long as a view of it

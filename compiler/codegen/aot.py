@@ -40,8 +40,8 @@ def api_prefix(name: str | None, out_path: str) -> str:
     return prefix
 
 
-def build_shared_library(code: bytes, weights_object, requirements, weights_blob: bytes, info: dict, out_path: str,
-                         name: str | None = None) -> None:
+def build_shared_library(code: bytes, weights_object, requirements, weights_blob: memoryview, info: dict,
+                         out_path: str, name: str | None = None) -> None:
     """Link the model's object ``code`` (from ``generate.GeneratedCode``) with the object that
     ``weights_object(path)`` makes of the weights file and with its C API into ``out_path``, and write the header
     ``<stem>.h`` beside it. ``requirements`` (``cpu.CpuRequirements``) is what the code needs of a CPU, which the

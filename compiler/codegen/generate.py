@@ -26,7 +26,7 @@ class GeneratedCode:
     each ``kernel.weight`` in the weights."""
 
     module_ref: object
-    weights: bytes
+    weights: memoryview
     info: dict
     lowered: Module
     weight_offsets: dict[int, int]

@@ -37,6 +37,7 @@ import numpy as np
 from llvmlite import ir
 
 from fusecc.dialects.kernel import AllocOp, CopyOp, LaunchOp, ViewOp, WeightOp
+from fusecc.host_memory import zeroed_array
 from fusecc.ir.core import FuncOp, IRError, Module, Operation, ReturnOp, Value
 from fusecc.ir.types import DType, MemRefType, VectorType
 
@@ -85,12 +86,13 @@ class WeightLayout:
     size: int
     arrays: list[tuple[int, np.ndarray]]
 
-    def blob(self) -> bytes:
-        data = bytearray(self.size)
+    def blob(self) -> memoryview:
+        """The weights' bytes at their offsets (zeros between them), each array copied once."""
+        data = zeroed_array((self.size,), np.uint8)
         for offset, array in self.arrays:
-            raw = np.ascontiguousarray(array).tobytes()
-            data[offset:offset + len(raw)] = raw
-        return bytes(data)
+            raw = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+            data[offset:offset + raw.size] = raw
+        return memoryview(data)
 
 
 def layout_weights(main: FuncOp) -> WeightLayout:

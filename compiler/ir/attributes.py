@@ -42,21 +42,27 @@ class DenseAttr:
             return False
         if self.data is None or other.data is None:
             return self.data is None and other.data is None and self.resource == other.resource
-        return self.data.tobytes() == other.data.tobytes()
+        return self.data is other.data or np.array_equal(_bits(self.data), _bits(other.data))
 
     def __hash__(self) -> int:
-        return hash((self.type, None if self.data is None else self.data.tobytes()[:256]))
+        return hash((self.type, None if self.data is None else _bits(self.data)[:256].tobytes()))
 
     def __repr__(self) -> str:
         return f"DenseAttr({self.type}, resource={self.resource!r})"
 
 
+def _bits(data: np.ndarray) -> np.ndarray:
+    """``data``'s bytes as a flat uint8 view (no copy): equal bits, not equal values (-0.0 is not 0.0)."""
+    return data.reshape(-1).view(np.uint8)
+
+
 def attr_key(value) -> object:
-    """A hashable key for an attribute value (used by CSE)."""
+    """A hashable key for an attribute value (used by CSE): a dense constant keys as itself, hashed by its
+    type and first bytes and compared in full only against constants of the same hash."""
     if isinstance(value, DenseAttr):
         if value.data is None:
             return ("elided", value.type, value.resource)
-        return ("dense", value.type, value.data.tobytes())
+        return ("dense", value)
     if isinstance(value, (list, tuple)):
         return tuple(attr_key(v) for v in value)
     if isinstance(value, float):

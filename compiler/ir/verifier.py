@@ -15,14 +15,21 @@ def verify_module(module: Module) -> None:
 
 
 def _verify_block(block: Block, visible: set[int]) -> None:
-    scope = set(visible)
-    scope.update(id(arg) for arg in block.args)
-    for op in block.ops:
-        for index, operand in enumerate(op.operands):
-            if id(operand) not in scope:
-                raise VerifyError(op, f"operand #{index} does not dominate this use")
-        _verify_op(op, scope)
-        scope.update(id(result) for result in op.results)
+    """``visible`` holds the values defined above the block; the block's own are added while it is checked
+    and taken out after (one set for the whole walk, not a copy per block)."""
+    defined = [id(arg) for arg in block.args]
+    visible.update(defined)
+    try:
+        for op in block.ops:
+            for index, operand in enumerate(op.operands):
+                if id(operand) not in visible:
+                    raise VerifyError(op, f"operand #{index} does not dominate this use")
+            _verify_op(op, visible)
+            for result in op.results:
+                visible.add(id(result))
+                defined.append(id(result))
+    finally:
+        visible.difference_update(defined)
 
 
 def _verify_op(op: Operation, visible: set[int]) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from fusecc.dialects import loop, vector
+from fusecc.host_memory import zeroed_array
 from fusecc.ir.core import Value
 from fusecc.ir.types import MemRefType, VectorType
 
@@ -130,12 +131,13 @@ class Gemm:
 def pack_strips(b, columns: int):
     """A K x N matrix (numpy) as strips of ``columns`` columns, each K x ``columns`` contiguous, the last one
     zero-padded: the layout a micro-kernel whose tiles are ``columns`` wide reads sequentially."""
-    import numpy as np
     depth, n = b.shape
-    strips = -(-n // columns)
-    padded = np.zeros((depth, strips * columns), dtype=b.dtype)
-    padded[:, :n] = b
-    return np.ascontiguousarray(padded.reshape(depth, strips, columns).transpose(1, 0, 2))
+    whole = n // columns
+    packed = zeroed_array((-(-n // columns), depth, columns), b.dtype)
+    packed[:whole] = b[:, :whole * columns].reshape(depth, whole, columns).transpose(1, 0, 2)
+    if whole < len(packed):
+        packed[whole, :, :n - whole * columns] = b[:, whole * columns:]
+    return packed
 
 
 def strip_offset(e: Emitter, index: list[Value], depth: int, columns: int) -> Value:
