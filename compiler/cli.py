@@ -235,7 +235,7 @@ def _run(parser, args) -> int:
                 run_phases(module, options)
             output = print_module(module, elide_resources=args.elide_weights)
         else:
-            code = generate_code(imported, options)
+            code = generate_code(imported, options, jobs=1)  # what --emit writes is one module's
             if emit == "obj":
                 with timed_step(options, "llvm-object"):
                     output = code.object

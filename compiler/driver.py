@@ -324,10 +324,13 @@ def _can_link() -> bool:
     return True
 
 
-def generate_code(imported: Imported, options: Options, after_fusion=None, exported_kernels: bool = False):
+def generate_code(imported: Imported, options: Options, after_fusion=None, exported_kernels: bool = False,
+                  jobs: int | None = None):
     """Compile a model to native code for the target ``options`` choose (a ``codegen.generate.GeneratedCode``);
-    ``after_fusion`` is :func:`lower`'s, ``exported_kernels`` ``codegen.generate``'s."""
+    ``after_fusion`` is :func:`lower`'s, ``exported_kernels`` ``codegen.generate``'s; ``jobs`` processes
+    compile its code at once (default: ``codegen.parts.compile_jobs()``)."""
     from fusecc.codegen.generate import generate
+    from fusecc.codegen.parts import compile_jobs
     from fusecc.target import host_target
 
     module, info = lower(imported, options, after_fusion=after_fusion)
@@ -339,7 +342,8 @@ def generate_code(imported: Imported, options: Options, after_fusion=None, expor
                              + ", ".join(kernel["name"] for kernel in info["kernels"]))
         fault = holding[0]
     return generate(module, info, host_target(options.threads, options.cached), options.opt_level, options.debug,
-                    exported_kernels, fault, timed=lambda label: timed_step(options, label))
+                    exported_kernels, fault, timed=lambda label: timed_step(options, label),
+                    jobs=compile_jobs() if jobs is None else jobs)
 
 
 def compile_jit(source, options: Options):
@@ -351,7 +355,7 @@ def compile_jit(source, options: Options):
     with showing_progress(quiet=options.watched):
         code = generate_code(load_timed(source, options), options)
         with timed_step(options, "llvm-object"):
-            code.object
+            code.objects
         with timed_step(options, "jit-load"):
             library = code.jit()
     if options.debug >= 1:
@@ -385,7 +389,7 @@ def build_library(source, options: Options, file_name: str, name: str | None) ->
     with showing_progress(quiet=options.watched), tempfile.TemporaryDirectory(prefix="fusecc_") as directory:
         code = generate_code(load_timed(source, options), options)
         with timed_step(options, "llvm-object"):
-            code.object
+            code.objects
         path = os.path.join(directory, file_name)
         with timed_step(options, "link"):
             code.write_shared_library(path, name)

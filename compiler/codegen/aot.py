@@ -40,9 +40,9 @@ def api_prefix(name: str | None, out_path: str) -> str:
     return prefix
 
 
-def build_shared_library(code: bytes, weights_object, requirements, weights_blob: memoryview, info: dict,
+def build_shared_library(code: tuple[bytes, ...], weights_object, requirements, weights_blob: memoryview, info: dict,
                          out_path: str, name: str | None = None) -> None:
-    """Link the model's object ``code`` (from ``generate.GeneratedCode``) with the object that
+    """Link the model's objects ``code`` (from ``generate.GeneratedCode``, the entry's first) with the object that
     ``weights_object(path)`` makes of the weights file and with its C API into ``out_path``, and write the header
     ``<stem>.h`` beside it. ``requirements`` (``cpu.CpuRequirements``) is what the code needs of a CPU, which the
     library checks when loaded; ``name`` prefixes the API (see :func:`api_prefix`)."""
@@ -58,7 +58,12 @@ def build_shared_library(code: bytes, weights_object, requirements, weights_blob
             handle.write(weights_object(blob_path))
         api = c_api.CApi(prefix, os.path.basename(out_path), os.path.basename(header_path), info, requirements)
         source = api.write_source(tmp, ENTRY, WEIGHTS_SYMBOL)
-        target.link_shared_library(code, out_path, [weights_path, source, pool.source_path()],
+        parts = []
+        for number, part in enumerate(code[1:], 1):
+            parts.append(os.path.join(tmp, f"part{number}.o"))
+            with open(parts[-1], "wb") as handle:
+                handle.write(part)
+        target.link_shared_library(code[0], out_path, [*parts, weights_path, source, pool.source_path()],
                                    [*target.baseline_c_flags(), *pool.c_flags()])
     with open(header_path, "w") as handle:
         handle.write(api.header_text())

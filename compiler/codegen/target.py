@@ -446,7 +446,9 @@ class JitLibrary:
     longer be emitted or reused), compiles and finalises it.
     ``JitLibrary(module_ref, object_bytes)`` loads ``object_bytes``, the
     module's object from :func:`emit_object`, instead: nothing is compiled
-    again, and ``module_ref`` stays the caller's.  MCJIT never
+    again, and ``module_ref`` stays the caller's; ``other_objects`` are the
+    objects of the code's other parts (see ``parts``), which define the
+    functions named in ``defined_elsewhere`` that it declares.  MCJIT never
     frees code it has finalised while the engine lives, so every compiled
     model gets its own engine, and the code is released when this object is
     garbage-collected or :meth:`close` is called.  Callers must keep the
@@ -460,7 +462,8 @@ class JitLibrary:
     CPU lacks raises :class:`CodegenError` too, instead of a SIGILL later.
     """
 
-    def __init__(self, module_ref, object_bytes: bytes | None = None):
+    def __init__(self, module_ref, object_bytes: bytes | None = None, other_objects: tuple[bytes, ...] = (),
+                 defined_elsewhere: frozenset[str] = frozenset()):
         llvm = _initialize()
         _check_module_usable(module_ref)
         _check_incbin_files(module_ref)
@@ -478,13 +481,13 @@ class JitLibrary:
                 engine_module.data_layout = str(tm.target_data)
             try:
                 engine = llvm.create_mcjit_compiler(engine_module, tm)
-                if object_bytes is not None:
-                    engine.add_object_file(llvm.ObjectFileRef.from_data(object_bytes))
+                for data in (object_bytes, *other_objects) if object_bytes is not None else ():
+                    engine.add_object_file(llvm.ObjectFileRef.from_data(data))
             except RuntimeError as exc:
                 raise CodegenError(f"cannot create MCJIT engine: {exc}") from exc
             # Engine creation made the process' symbols searchable; check
             # before finalising, as MCJIT would silently bind them to 0.
-            missing = self._unresolved(llvm, module_ref)
+            missing = [name for name in self._unresolved(llvm, module_ref) if name not in defined_elsewhere]
             if missing:
                 engine.close()
                 raise CodegenError(
