@@ -10,9 +10,10 @@ import math
 from dataclasses import dataclass
 
 from fusecc.dialects.base import OpKind
-from fusecc.dialects.tensor import (ArgReduceOp, AxisNormOp, BatchNormOp, BitcastOp, BlockedConvOp, CastOp, ConstantOp,
-                                    ConvOp, ConvTransposeOp, EinsumOp, GemmOp, InstanceNormOp, LayerNormOp, LRNOp,
-                                    MatMulOp, ReduceOp, RMSNormOp, ScanOp, TensorOp, WindowOp)
+from fusecc.dialects.tensor import (ArgReduceOp, AxisNormOp, BatchNormOp, BitcastOp, BlockedConvOp,
+                                    BlockedDepthwiseConvOp, CastOp, ConstantOp, ConvOp, ConvTransposeOp, EinsumOp,
+                                    GemmOp, InstanceNormOp, LayerNormOp, LRNOp, MatMulOp, ReduceOp, RMSNormOp, ScanOp,
+                                    TensorOp, WindowOp)
 
 #: FLOPs per input element of the row ops (multiply-adds count two): softmax takes a maximum, a subtraction,
 #: an exponential, a sum and a division per element; layer normalization a sum for the mean, a subtraction, a
@@ -48,6 +49,8 @@ def op_flops(op) -> int:
         return 2 * out * math.prod(w.shape[1:]) + (out if len(op.operands) == 3 else 0)
     if isinstance(op, BlockedConvOp):
         return 2 * out * op.in_types[1].shape[0]  # the weight's rows: Cin x KH x KW
+    if isinstance(op, BlockedDepthwiseConvOp):
+        return 2 * out * math.prod(op.kernel_shape)
     if isinstance(op, ConvTransposeOp):
         x, w = op.in_types[:2]  # w: Cin x Cout/group x KH x KW; every input element meets a kernel's taps
         return 2 * _elements(x) * math.prod(w.shape[1:]) + (out if len(op.operands) == 3 else 0)

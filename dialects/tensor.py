@@ -954,6 +954,43 @@ class BlockedConvOp(TensorOp):
         return [np.ascontiguousarray(blocked)]
 
 
+class BlockedDepthwiseConvOp(WindowOp):
+    """Depthwise 2-D convolution in the blocked channel layout nChw{B}c: ``x`` is [N, C/B, H, W, B], the
+    result [N, C/B, OH, OW, B], each channel convolved with its own window of ``weight``, [C/B, KH, KW, B]
+    (channel ``cb * B + c``'s tap ``(kh, kw)`` at ``[cb, kh, kw, c]``). Pads (zeros) as a conv's; no bias
+    (a ``tensor.add`` follows). ``blocked-convs`` creates it from a conv with a group per channel."""
+
+    name = "tensor.depthwise_conv_blocked"
+    arity = (2, 2)
+    weight = operand(1)
+    streamed_operands = (0,)
+
+    def verify_(self):
+        super().verify_()
+        x, w = self.in_types
+        self.window()
+        if x.rank != 5 or len(self.kernel_shape) != 2:
+            raise self.error(f"expects a 5-D blocked input and a 2-D window, got {x} and {self.kernel_shape}")
+        expected = (x.shape[1], *self.kernel_shape, x.shape[4])
+        if tuple(w.shape) != expected:
+            raise self.error(f"weight {w} must be {'x'.join(map(str, expected))} for input {x}")
+
+    def infer_types(self):
+        x = self.in_types[0]
+        return [TensorType((*x.shape[:2], *self.spatial_out(self.spatial_shape(x.shape)), x.shape[4]), x.dtype)]
+
+    def reference(self, x, w):
+        n, blocks, height, width, block = x.shape
+        channels = blocks * block
+        oihw = w.transpose(0, 3, 1, 2).reshape(channels, 1, *self.kernel_shape)
+        nchw = x.transpose(0, 1, 4, 2, 3).reshape(n, channels, height, width)
+        strides, pads, dilations = self.window()
+        y = R.conv(nchw, oihw, None, kernel_shape=self.kernel_shape, strides=strides, pads=pads,
+                   dilations=dilations, group=channels)
+        out_h, out_w = y.shape[2:]
+        return [np.ascontiguousarray(y.reshape(n, blocks, block, out_h, out_w).transpose(0, 1, 3, 4, 2))]
+
+
 class ConvTransposeOp(WindowOp):
     name = "tensor.conv_transpose"
     arity = (2, 3)

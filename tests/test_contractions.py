@@ -192,6 +192,20 @@ def _cases():
         {"x": [1, 64, 11, 11]},
         [_weight("w1", (128, 64, 3, 3), rng), _weight("w2", (128, 128, 3, 3), rng),
          _weight("w3", (128, 128, 3, 3), rng)])
+    # depthwise convs between pointwise ones (an inverted residual) stay in the blocked layout, their input
+    # padded by the kernel before them: at stride 1 with a bias and ReLU6, at stride 2 dilated, and 5x5
+    for label, window in [("3x3", {"pads": [1, 1, 1, 1]}), ("strided-dilated", {"strides": [2, 2], "dilations": [2, 1],
+                                                                           "pads": [2, 1, 1, 0]}),
+                          ("5x5", {"pads": [2, 2, 2, 2]})]:
+        k = 5 if label == "5x5" else 3
+        cases[f"Conv-blocked-depthwise-{label}"] = _model(
+            [helper.make_node("Conv", ["x", "w1"], ["c1"]), helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], group=1024, kernel_shape=[k, k], **window),
+             helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"]), helper.make_node("Conv", ["r2", "w3"], ["y"])],
+            {"x": [1, 64, 6, 6]},
+            [_weight("w1", (1024, 64, 1, 1), rng), _weight("w2", (1024, 1, k, k), rng), _weight("b2", (1024,), rng),
+             _weight("w3", (64, 1024, 1, 1), rng), numpy_helper.from_array(np.array(0, np.float32), "lo"),
+             numpy_helper.from_array(np.array(6, np.float32), "hi")])
     # a first conv of an image's 3 channels, at stride 2, reads them as blocks of one channel and gives the
     # next convs their blocked input
     cases["Conv-blocked-first-conv-3-channels"] = _model(
@@ -224,8 +238,10 @@ def test_contraction_is_vectorizable_and_right(name):
     if name == "Conv-blocked-first-conv-3-channels":
         first = next(k for k in module.funcs[1:] if "conv_blocked" in k.sym_name)
         assert str(first.args[0].type) == "memref<1x3x33x34x1xf32>"  # the padded image, channels in blocks of one
-    if name == "Conv-blocked-pools-between":
+    if name == "Conv-blocked-pools-between" or name.startswith("Conv-blocked-depthwise"):
         assert len([k for k in module.funcs[1:] if "transpose" in k.sym_name]) == 2
+    if name.startswith("Conv-blocked-depthwise"):
+        assert any(k.sym_name.startswith("fused_depthwise_conv_blocked") for k in module.funcs[1:])
     if name.endswith("concat-in-place"):
         assert [k.sym_name for k in module.funcs[1:] if "concat" in k.sym_name and "transpose" not in k.sym_name] == []
     rng = np.random.default_rng(1)

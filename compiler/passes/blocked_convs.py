@@ -8,8 +8,9 @@ import numpy as np
 
 from fusecc.costs import op_flops
 from fusecc.dialects.base import OpKind
-from fusecc.dialects.tensor import (AddOp, AveragePoolOp, BatchNormOp, BitcastOp, BlockedConvOp, ConcatOp, ConvOp,
-                                    ExpandOp, MaxPoolOp, MulOp, PadOp, ReshapeOp, SubOp, TransposeOp)
+from fusecc.dialects.tensor import (AddOp, AveragePoolOp, BatchNormOp, BitcastOp, BlockedConvOp,
+                                    BlockedDepthwiseConvOp, ConcatOp, ConvOp, ExpandOp, MaxPoolOp, MulOp, PadOp,
+                                    ReshapeOp, SubOp, TransposeOp)
 from fusecc.ir.core import Module, Operation, Value
 from fusecc.ir.printer import loc_names
 from fusecc.ir.rewriter import Rewriter
@@ -27,8 +28,10 @@ _LAYOUT_BOUND = (BatchNormOp, ExpandOp, BitcastOp)
 #: the fewest FLOPs a group of blocked convs must compute per element it reorders into or out of the blocked
 #: layout. Measured on the light models, one thread, each compiled with and without blocked convs: ResNet-50
 #: (one group of 52 convs, reordered only on its way in and out) ran 8% faster blocked, ResNet-18 4%; the
-#: groups of MobileNetV2 (pointwise convs between depthwise ones, which keep NCHW: at most 800 FLOPs per
-#: reordered element) ran 3-5% slower
+#: groups of MobileNetV2 (pointwise convs between depthwise ones that kept NCHW: at most 800 FLOPs per
+#: reordered element) ran 3-5% slower. With its depthwise convs blocked too, MobileNetV2 is one group that
+#: its 112x112 pointwise convs (too large for a block buffer, so NCHW) reorder in and out of, 413 FLOPs per
+#: element on AVX2: blocked regardless, it ran 23% slower
 LEAST_FLOPS_PER_REORDER = 1500
 
 
@@ -46,7 +49,9 @@ class BlockedConvs(Pass):
     A conv (2-D, one group, float32, constant weights, output channels a multiple of B, input channels
     too or fewer than B, an output plane of at most ``BLOCK_LIMIT / B`` pixels) becomes ``conv_blocked``
     of its input in the blocked layout (a first conv's few channels in blocks of one), padded by a
-    ``tensor.pad`` of the spatial axes, and its bias an ``add``. An
+    ``tensor.pad`` of the spatial axes, and its bias an ``add``; a depthwise conv (a group per channel,
+    channels a multiple of B) becomes ``depthwise_conv_blocked``, each lane a channel, padded and biased
+    the same way (the pad, an epilogue of the kernel before it, leaves every tap of its window inside). An
     elementwise or broadcasting op reading a blocked value (a ReLU, a residual add, an inference
     BatchNormalization, as a subtract, multiply and add of constants) and a constant pad of
     the spatial axes run blocked too, their other operands converted: constants here (per channel or
@@ -55,10 +60,10 @@ class BlockedConvs(Pass):
     value leaves the blocked layout only where an op that does not run blocked reads it, through a
     reorder back to NCHW (a transpose and a reshape, which fuse into that op's kernel). A network of
     convs, activations, residual adds and poolings thus reorders on its way in and out, not around
-    every conv (ResNet's body, Inception's modules); an op that stays in NCHW between convs (an LRN, a
-    depthwise conv) costs a reorder each way.
+    every conv (ResNet's body, Inception's modules, inverted residual blocks); an op that stays in NCHW
+    between convs (an LRN) costs a reorder each way.
     So the convs of a connected group run blocked only where they compute ``LEAST_FLOPS_PER_REORDER``
-    FLOPs per element the group reorders (pointwise convs between depthwise ones do not).
+    FLOPs per element the group reorders.
     """
 
     name = "blocked-convs"
@@ -80,6 +85,12 @@ def _may_follow(op: Operation) -> bool:
 def _blockable_pool(op: Operation) -> bool:
     """A max or average pooling over the two spatial axes of an NCHW tensor."""
     return type(op) in (MaxPoolOp, AveragePoolOp) and op.input.type.rank == 4 and not op.channel_block
+
+
+def _is_depthwise(conv: ConvOp) -> bool:
+    """Whether every group of ``conv`` maps one input channel to one output channel."""
+    c_out, c_in_group = conv.weight.type.shape[:2]
+    return c_in_group == 1 and conv.group == c_out == conv.input.type.shape[1]
 
 
 def _pad_spatially(rewriter: Rewriter, x: Value, pads, loc, value: float = 0.0) -> Value:
@@ -170,20 +181,25 @@ class _Layout:
         return {key for key in convs if root(key) in worth}
 
     def _convertible_conv(self, op: Operation) -> bool:
-        if not isinstance(op, ConvOp) or op.input.type.rank != 4 or op.group != 1 \
-                or op.input.type.dtype is not DType.F32 or not op.input.type.is_static:
+        if not isinstance(op, ConvOp) or op.input.type.rank != 4 or op.input.type.dtype is not DType.F32 \
+                or not op.input.type.is_static or len(op.kernel_shape) != 2:
             return False
         if constant_value(op.weight) is None or op.bias is not None and constant_value(op.bias) is None:
             return False
         c_out, c_in = op.weight.type.shape[:2]
+        if op.group != 1:
+            return _is_depthwise(op) and c_out % self.block == 0
         out_h, out_w = op.results[0].type.shape[2:]
         return (c_in % self.block == 0 or c_in < self.block) and c_out % self.block == 0 \
             and out_h * out_w * self.block <= BLOCK_LIMIT
 
     def _conv(self, op: ConvOp) -> Value:
         """``conv_blocked`` of ``op``'s input in blocks, or, with fewer channels than a block (a network's
-        first conv, of an image's 3), of its channels as blocks of one: [N, C, H, W, 1], a view of NCHW."""
+        first conv, of an image's 3), of its channels as blocks of one: [N, C, H, W, 1], a view of NCHW;
+        a depthwise conv's ``depthwise_conv_blocked``."""
         rewriter = Rewriter.before(op)
+        if op.group != 1:
+            return self._depthwise(op, rewriter)
         weights = constant_value(op.weight)
         c_out, c_in, k_h, k_w = weights.shape
         in_block = self.block if c_in % self.block == 0 else 1
@@ -206,6 +222,25 @@ class _Layout:
             return conv
         bias = self._operand(op.bias, rewriter, op.loc, channel_axis=0)
         return rewriter.build(AddOp, [conv, bias], loc=op.loc).result
+
+    def _depthwise(self, op: ConvOp, rewriter: Rewriter) -> Value:
+        """``depthwise_conv_blocked`` of ``op``'s input in blocks, padded by a ``tensor.pad`` (which the kernel
+        before it writes, so every tap of the conv's window is inside), its weights [C/B, KH, KW, B]."""
+        x = self._operand(op.input, rewriter, op.loc, full=op.input.type.shape)
+        strides, pads, dilations = op.window()
+        if any(pads):
+            x = _pad_spatially(rewriter, x, pads, op.loc)
+        weights = constant_value(op.weight)
+        channels, _, k_h, k_w = weights.shape
+        per_block = weights.reshape(channels // self.block, self.block, k_h, k_w).transpose(0, 2, 3, 1)
+        name = f"{(loc_names(op.loc) or ['conv'])[0]}_blocked"
+        kernel = make_constant(rewriter, per_block, name, self.taken, loc=op.weight.op.loc)
+        conv = rewriter.build(BlockedDepthwiseConvOp, [x, kernel],
+                              {"kernel_shape": list(op.kernel_shape), "strides": list(strides),
+                               "dilations": list(dilations)}, loc=op.loc).result
+        if op.bias is None:
+            return conv
+        return rewriter.build(AddOp, [conv, self._operand(op.bias, rewriter, op.loc, channel_axis=0)], loc=op.loc).result
 
     def _batch_norm(self, op: BatchNormOp) -> Value:
         """An inference BatchNormalization as ``(x - mean) * (scale / sqrt(var + eps)) + bias``, its vectors in

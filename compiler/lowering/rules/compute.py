@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from fusecc.dialects.tensor import (AveragePoolOp, BlockedConvOp, ConvOp, ConvTransposeOp, EinsumOp, GemmOp, LpPoolOp,
-                                    MatMulOp, MaxPoolIndicesOp, MaxPoolOp)
+from fusecc.dialects.tensor import (AveragePoolOp, BlockedConvOp, BlockedDepthwiseConvOp, ConvOp, ConvTransposeOp,
+                                    EinsumOp, GemmOp, LpPoolOp, MatMulOp, MaxPoolIndicesOp, MaxPoolOp)
 from fusecc.ir.types import DType
 
 from ..emitter import float_limit
@@ -118,6 +118,20 @@ def _blocked_conv(e, op, result_index, idx):
 
     return e.reduce((id(op), "conv_blocked"), idx, [x.type.shape[1], k_h, k_w, block], dtype_of(op), 0.0, e.add,
                     term)
+
+
+@lowers(BlockedDepthwiseConvOp)
+def _blocked_depthwise_conv(e, op, result_index, idx):
+    x, w = op.input, op.weight
+    n, cb, lane = idx[0], idx[1], idx[4]
+    dtype = dtype_of(op)
+
+    def term(taps):
+        positions, valid = _window_source(e, op, idx[2:4], taps, x.type.shape[2:4])
+        product = e.mul(e.at(x, [n, cb, *positions, lane]), e.at(w, [cb, *taps, lane]))
+        return e.select(valid, product, e.const(0.0, dtype))
+
+    return e.reduce((id(op), "depthwise_conv_blocked"), idx, list(op.kernel_shape), dtype, 0.0, e.add, term)
 
 
 @lowers(ConvTransposeOp)

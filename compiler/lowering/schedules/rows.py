@@ -14,7 +14,8 @@ from fusecc.ir.core import Operation, Value
 
 from ..emitter import Emitter
 from ..rules.common import broadcast_at, broadcast_index, dtype_of
-from .window_rows import blocked_pool_row, depthwise_row, is_2d_max_pool, is_blocked_pool, is_depthwise, max_pool_row
+from .window_rows import (blocked_depthwise_row, blocked_pool_row, depthwise_row, is_2d_max_pool, is_blocked_depthwise,
+                          is_blocked_pool, is_depthwise, max_pool_row)
 
 
 def _init_row(e: Emitter, row: Value, length: int, value: Value) -> None:
@@ -119,7 +120,7 @@ def _matmul_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> No
 
 def row_schedule(op: Operation, buffers: dict, vector_width: int = 1) -> Callable | None:
     """The row schedule for a compute op whose operands (those read by rows) are buffers, or None. Depthwise
-    convs and max pooling have rows in vector registers where the target has vectors (``window_rows``)."""
+    convs and poolings have rows in vector registers where the target has vectors (``window_rows``)."""
     vectors = vector_width > 1
     if isinstance(op, ConvOp) and op.input.type.rank in (3, 4) and id(op.input) in buffers:
         return depthwise_row if vectors and is_depthwise(op) else _conv_row
@@ -127,6 +128,8 @@ def row_schedule(op: Operation, buffers: dict, vector_width: int = 1) -> Callabl
         return max_pool_row
     if vectors and is_blocked_pool(op) and id(op.input) in buffers:
         return blocked_pool_row
+    if vectors and is_blocked_depthwise(op) and id(op.input) in buffers and id(op.weight) in buffers:
+        return blocked_depthwise_row
     if isinstance(op, MatMulOp) and op.b.type.rank >= 2 and id(op.b) in buffers:
         return _matmul_row
     if isinstance(op, GemmOp) and not op.transB and id(op.b) in buffers:

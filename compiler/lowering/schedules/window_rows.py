@@ -9,9 +9,10 @@ stored once. Rows of the window above or below the input are skipped by the boun
 window's rows; the few output columns whose window crosses the left or right edge run tap by tap, and only
 their valid taps.
 
-A pooling in the blocked channel layout ([N, C/B, H, W, B], ``channel_block``) has a block of channels as
-its row: one vector, each tap a vector load of the input pixel's block, the window's rows and columns
-bounded to those inside the input.
+A pooling in the blocked channel layout ([N, C/B, H, W, B], ``channel_block``) and an unpadded depthwise conv
+there (``tensor.depthwise_conv_blocked``) have a block of channels as their row: one vector, each tap a vector
+load of the input pixel's block (times a vector of the block's weights at that tap, for the conv); a pooling's
+window rows and columns bounded to those inside the input.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from fusecc.dialects import loop, vector
-from fusecc.dialects.tensor import AveragePoolOp, ConvOp, MaxPoolOp
+from fusecc.dialects.tensor import AveragePoolOp, BlockedDepthwiseConvOp, ConvOp, MaxPoolOp
 from fusecc.ir.core import Operation, Value
 from fusecc.ir.types import DType, MemRefType, VectorType
 
@@ -47,6 +48,12 @@ def is_blocked_pool(op: Operation) -> bool:
     """Whether ``op`` is a float32 max or average pooling over two spatial axes of the blocked layout."""
     return type(op) in (MaxPoolOp, AveragePoolOp) and op.input.type.rank == 5 and op.channel_block > 1 \
         and op.input.type.dtype == DType.F32
+
+
+def is_blocked_depthwise(op: Operation) -> bool:
+    """Whether ``op`` is an unpadded float32 depthwise conv in the blocked layout (``blocked-convs`` pads its
+    input instead)."""
+    return isinstance(op, BlockedDepthwiseConvOp) and op.input.type.dtype == DType.F32 and not any(op.window()[1])
 
 
 def _is_2d_f32(op: Operation) -> bool:
@@ -223,3 +230,32 @@ def blocked_pool_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) 
         count = e.max(e.cast(taps, DType.F32), e.const(1.0, DType.F32))
         result = e.emit(vector.DivOp, [result, e.emit(vector.BroadcastOp, [count], vtype)], vtype)
     e.insert(vector.StoreOp.create([result, row, zero], []))
+
+
+def blocked_depthwise_row(e: Emitter, op: Operation, row: Value, outer: list[Value]) -> None:
+    """Fill ``row`` with ``out[n, cb, oh, ow, :]`` of the unpadded blocked depthwise conv ``op`` (``outer`` is
+    its first four indices) in one vector: the taps unrolled, each a multiply-add of the input pixel's block
+    (at a constant offset from the window's first pixel) and the weights' for that tap."""
+    x, w = op.input, op.weight
+    n, cb, oh, ow = outer
+    _, _, _, width, block = x.type.shape
+    vtype = VectorType((block,), x.type.dtype)
+    (sh, sw), _, (dh, dw) = op.window()
+    kh_size, kw_size = op.kernel_shape
+    zero = e.index(0)
+    corner = e.linearize([n, cb, e.imul(oh, e.index(sh)), e.imul(ow, e.index(sw)), zero], x.type.shape)
+    weights = e.imul(cb, e.index(kh_size * kw_size * block))
+    sums = []  # a sum per window row, added up at the end: chains of KW multiply-adds, not one of KH x KW
+    for kh in range(kh_size):
+        total = e.emit(vector.BroadcastOp, [e.const(0.0, DType.F32)], vtype)
+        for kw in range(kw_size):
+            tap = e.emit(vector.LoadOp, [e.buffers[id(x)],
+                                         e.iadd(corner, e.index((kh * dh * width + kw * dw) * block))], vtype)
+            weight = e.emit(vector.LoadOp, [e.buffers[id(w)], e.iadd(weights, e.index((kh * kw_size + kw) * block))],
+                            vtype)
+            total = e.emit(vector.FMAOp, [tap, weight, total], vtype)
+        sums.append(total)
+    while len(sums) > 1:
+        sums = [e.emit(vector.AddOp, sums[i:i + 2], vtype) if i + 1 < len(sums) else sums[i]
+                for i in range(0, len(sums), 2)]
+    e.insert(vector.StoreOp.create([sums[0], row, zero], []))
