@@ -23,6 +23,21 @@ _EMIT_BY_SUFFIX = {".so": "so", ".o": "obj", ".ll": "llvm", ".s": "asm", ".fir":
 _CODE_STAGES = ("llvm", "asm", "obj")
 
 
+def at_least(minimum: int):
+    """An argparse type: a whole number of ``minimum`` or more."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {value}")
+        return value
+
+    return parse
+
+
 def _add_pass_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("debugging passes")
     group.add_argument("--print-ir-after-all", action="store_true", help="print the IR after every pass")
@@ -169,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--elide-weights", action="store_true", help="with --emit=ir: leave weights out")
     parser.add_argument("--no-cache", action="store_true",
                         help="compile the shared library even if the compile cache holds it, and keep it out")
+    parser.add_argument("--threads", type=at_least(1), metavar="N",
+                        help="plan the kernels' blocks for N threads (default: the physical cores this process may "
+                             "use); a library's caller sets the threads of its runs (model_set_num_threads)")
     _add_pass_flags(parser)
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
@@ -205,7 +223,7 @@ def _run(parser, args) -> int:
     opt_level = 3 if args.opt_level is None else args.opt_level
     options = Options(opt_level=opt_level, fusion=False if args.no_fusion else None,
                       input_shapes=dict(args.input_shape) or None, instrumentation=_instrumentation(args),
-                      cache=not args.no_cache, plan=args.plan)
+                      cache=not args.no_cache, plan=args.plan, threads=args.threads)
     if args.save_plan:
         from fusecc.driver import save_plan
         plan = save_plan(args.model, options, args.save_plan)

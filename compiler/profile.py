@@ -440,37 +440,24 @@ def format_table(result: Profile, order: str = "time", top: int | None = None) -
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
-def _at_least(minimum: int):
-    """An argparse type: a whole number of ``minimum`` or more."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {minimum} or more, got {value}")
-        return value
-
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from fusecc.cli import at_least
+
     from fusecc.cli import model_parser
     parser = model_parser(
         "fusecc profile", "Run a model and report, for each kernel, its median time, share of the run, FLOPs, bytes "
                           "moved and achieved GFLOP/s or GB/s against this machine's peak (of one core, or of "
                           "--threads cores).")
-    parser.add_argument("--runs", type=_at_least(1), default=20, metavar="N", help="timed runs (default 20)")
-    parser.add_argument("--warmup", type=_at_least(0), default=3, metavar="N", help="untimed runs first (default 3)")
+    parser.add_argument("--runs", type=at_least(1), default=20, metavar="N", help="timed runs (default 20)")
+    parser.add_argument("--warmup", type=at_least(0), default=3, metavar="N", help="untimed runs first (default 3)")
     parser.add_argument("--inputs", metavar="FILE.npz",
                         help="input arrays by name (their shapes fix dynamic ones); inputs it lacks, and all "
                              "without it, are random from a fixed seed")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
-    parser.add_argument("--top", type=_at_least(1), metavar="K", help="show the first K kernels only")
+    parser.add_argument("--top", type=at_least(1), metavar="K", help="show the first K kernels only")
     parser.add_argument("--sort", choices=["time", "name", "order"], default="time",
                         help="kernel order: slowest first (default), by name, or as they run")
-    parser.add_argument("--threads", type=_at_least(1), default=1, metavar="N",
+    parser.add_argument("--threads", type=at_least(1), default=1, metavar="N",
                         help="threads of each run (default 1); the peak FLOP rate is N cores'")
     parser.add_argument("--json", action="store_true", help="print the profile as JSON")
     return parser

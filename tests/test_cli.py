@@ -432,3 +432,19 @@ def test_opt_list_passes():
     result = fusecc_opt("--list-passes")
     names = [line.split()[0] for line in result.stdout.splitlines()]
     assert {"fold-constants", "fuse", "lower-to-loops", "cse", "dce"} <= set(names)
+
+
+def test_threads_plan_the_kernels_blocks(tmp_path):
+    """A projection out of attention heads copies its rows of A once per panel of columns: as many panels as
+    threads, none for one thread."""
+    from fusecc.tools import models
+    path = tmp_path / "heads.onnx"
+    onnx.save(models.projection_out_of_heads(sequence=6, hidden=640, heads=5), str(path))
+    panels = {}
+    for threads in (1, 3):
+        loops = fusecc_cli(path, "--emit=ir", "--elide-weights", f"--threads={threads}").stdout
+        found = re.findall(r"column_panels = (\d+)", loops.split("func @fused")[1].split("\n")[0])
+        panels[threads] = int(found[0]) if found else 1
+    assert panels == {1: 1, 3: 3}
+    refused = fusecc_cli(path, "--threads=0", check_ok=False)
+    assert refused.returncode == 2 and "--threads: expected 1 or more, got 0" in refused.stderr
