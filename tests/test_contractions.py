@@ -330,3 +330,15 @@ def test_the_detector_finds_a_dot_product_per_element():
     module = import_model(model)
     PassManager(parse_pipeline("fuse,outline-kernels,lower-to-loops")).run(module)
     assert scalar_dot_products(module.funcs[1]) == ["fused_gemm_0: a dot product per output element"]
+
+
+@pytest.mark.parametrize("count, micro, limit_rows, rows", [
+    (197, 6, 1 << 16, 197),  # all fit: one block, its 5 rows past the micro-tiles in the same pass over B
+    (197, 6, 96, 66),        # three blocks of 66, 66 and 65, not 96, 96 and 5
+    (128, 6, 85, 66),        # two of 66 and 62
+    (120, 6, 50, 30),        # micro divides the rows: the most whole micro-tiles that divide them and fit
+    (5, 6, 10, 5),           # fewer rows than a micro-tile
+])
+def test_blocks_of_rows_are_even(count, micro, limit_rows, rows):
+    from fusecc.lowering.microkernel import pick_block
+    assert pick_block(count, micro, 192, limit_rows * 192) == rows

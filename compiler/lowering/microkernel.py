@@ -72,10 +72,15 @@ def pick_rows_with_tail(count: int) -> int:
 
 def pick_block(count: int, micro: int, row_elements: int, limit: int) -> int:
     """Rows per block: a multiple of ``micro`` dividing ``count``, as many as fit ``limit`` elements; when
-    ``micro`` does not divide ``count``, as many multiples of ``micro`` as fit (the last block is shorter)."""
+    ``micro`` does not divide ``count``, all of them where they fit (the rows left over run in the same pass
+    over B), else as few blocks as fit, evened out to whole micro-tiles (the last one shorter), rather than
+    a last block of the few rows left over, which would stream B once more and leave a thread idle."""
     if count % micro:
-        fitting = max(1, limit // row_elements) // micro * micro
-        return max(micro, min(count // micro * micro, fitting))
+        fitting = max(micro, max(1, limit // row_elements) // micro * micro)
+        if count <= fitting:
+            return count
+        blocks = -(-count // fitting)
+        return -(-(-(-count // blocks)) // micro) * micro
     best = micro
     for rows in range(micro, count + 1, micro):
         if count % rows == 0 and rows * row_elements <= limit:

@@ -169,6 +169,9 @@ class PlanContractions(Pass):
         packed = packable_b(op) and op.b in fused.body.args and \
             constant_value(fused.operands[fused.body.args.index(op.b)]) is not None
         in_place = in_place_output(op, fused.members, tuple(fused.body.ops[-1].operands)) is not None
+        # blocks that copy their rows of A share the rows out among threads (panels would copy them again)
+        by_threads = not in_place or ends_blocks_mid_matrix(op) and \
+            copies_a(op, region_buffers(fused.members, fused.body.args, fused.body.args))
         rows_of_a, _, columns = gemm_shape(op)
         copied = copies_b_tiles(op) and not packed and columns > strip and \
             rows_of_a >= TILE_COPY_ROW_GROUPS * rows and \
@@ -176,12 +179,12 @@ class PlanContractions(Pass):
         if self.depth_block >= 0:
             block = self.depth_block
         elif packed or copied:
-            block = self._streamed_depth_block(op, rows, strip, in_place, copied)
+            block = self._streamed_depth_block(op, rows, strip, in_place, copied, by_threads)
         else:
             block = max(1, int(self.l1_bytes * L1_SHARE) // (strip * op.input.type.dtype.itemsize * inner))
         block = 0 if block >= depth[0] else block
         return GemmSchedule(rows, vectors, block, packed, copied,
-                            self._block_rows(op, rows, (block or depth[0]) * inner, in_place))
+                            self._block_rows(op, rows, (block or depth[0]) * inner, in_place, by_threads))
 
     def _blocked_conv_schedule(self, fused: FusedOp, op: BlockedConvOp, rows: int, vectors: int,
                                simd: Simd) -> GemmSchedule | None:
@@ -227,7 +230,8 @@ class PlanContractions(Pass):
         return GemmSchedule(rows, vectors, depth_block, packed, False, 0 if chunk >= pixels else chunk,
                             block_columns=0 if group == groups else group * block)
 
-    def _streamed_depth_block(self, op, micro: int, strip: int, in_place: bool, copied: bool) -> int:
+    def _streamed_depth_block(self, op, micro: int, strip: int, in_place: bool, copied: bool,
+                              by_threads: bool) -> int:
         """Depth steps per pass of a MatMul or Gemm whose B tiles stream contiguously (packed, or ``copied``
         a tile at a time): of the even splits of the depth whose tile slivers fit ``SLIVER_L2_SHARE`` of the
         level-2 cache (and, copied, ``COPIED_SLIVER_BYTES``), the one moving the fewest bytes, where each
@@ -243,7 +247,7 @@ class PlanContractions(Pass):
         best = None
         for passes in range(-(-depth // longest), depth + 1):
             block = -(-depth // passes)
-            blocks = -(-rows_of_a // (self._block_rows(op, micro, block, in_place) or rows_of_a))
+            blocks = -(-rows_of_a // (self._block_rows(op, micro, block, in_place, by_threads) or rows_of_a))
             traffic = OUTPUT_TRAFFIC_WEIGHT * passes * rows_of_a * columns + blocks * depth * columns
             if best is None or traffic < best[0]:
                 best = (traffic, block)
@@ -251,12 +255,13 @@ class PlanContractions(Pass):
                 break  # shorter passes gain nothing once a sliver fits the level-1 cache
         return best[1]
 
-    def _block_rows(self, op, micro: int, span: int, in_place: bool) -> int:
+    def _block_rows(self, op, micro: int, span: int, in_place: bool, by_threads: bool) -> int:
         """Most rows of A per block, a multiple of ``micro``. A MatMul or Gemm, or a pointwise conv computed
         ``in_place``: few enough that the rows' ``span`` depth steps of A stay within ``L2_SHARE`` of the
         level-2 cache, which every tile of columns reads again (as many blocks as that takes, the rows
         shared out evenly); and, when its blocks go through a block buffer (a row op reads its rows whole,
-        so its columns cannot be cut into panels) or it is a conv, one block per thread (``threads``) and
+        so its columns cannot be cut into panels, or they copy their rows of A, which every panel would copy
+        again: ``by_threads``) or it is a conv, one block per thread (``threads``) and
         image, each streaming B once (more blocks would each stream all of B again). A conv's blocks of
         whole channels also keep each thread on the channels that the kernels before and after it give
         that thread: cutting the planes instead would have each thread read what the other core wrote.
@@ -269,7 +274,7 @@ class PlanContractions(Pass):
             fitting = int(self.l2_bytes * L2_SHARE) // (span * op.input.type.dtype.itemsize)
             bound = max(micro, fitting // micro * micro)
             bound = _whole_tiles(-(-rows_of_a // -(-rows_of_a // bound)), micro)  # as many blocks, evened out
-            if not in_place:
+            if by_threads:
                 bound = min(bound, _whole_tiles(max(-(-rows_of_a // self.threads), least), micro))
             elif not ends_blocks_mid_matrix(op):
                 per_image = -(-self.threads // op.results[0].type.shape[0])
