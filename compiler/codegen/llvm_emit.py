@@ -15,10 +15,12 @@ range across threads where the work pays for it.
 
 Kernels have internal linkage (hidden, where ``parts`` compiles them apart
 from the entry): no symbol of one model can stand in for another's when
-several share a process, and calls to them never go through a PLT. A kernel whose code is the same as an earlier one's (a network's
-repeated blocks) is emitted once: its launches call the earlier function,
-so LLVM optimises and compiles each distinct kernel once. ``fusecc_main`` is the one external symbol (the JIT looks it up; a shared
-library hides it behind its C API, see ``aot``).
+several share a process, and calls to them never go through a PLT. A kernel
+whose code is the same as an earlier one's (a network's repeated blocks) is
+emitted once: its launches call the earlier function, so LLVM optimises and
+compiles each distinct kernel once. ``fusecc_main`` is the one external
+symbol (the JIT looks it up; a shared library hides it behind its C API, see
+``aot``).
 
 ``emit_llvm(module, profile=True)`` builds the entry instrumented for
 ``fusecc profile``: it reads the monotonic clock before the first kernel and

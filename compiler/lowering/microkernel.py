@@ -79,8 +79,8 @@ def pick_block(count: int, micro: int, row_elements: int, limit: int) -> int:
         fitting = max(micro, max(1, limit // row_elements) // micro * micro)
         if count <= fitting:
             return count
-        blocks = -(-count // fitting)
-        return -(-(-(-count // blocks)) // micro) * micro
+        per_block = -(-count // -(-count // fitting))  # as few blocks as fit, their rows shared out
+        return -(-per_block // micro) * micro
     best = micro
     for rows in range(micro, count + 1, micro):
         if count % rows == 0 and rows * row_elements <= limit:

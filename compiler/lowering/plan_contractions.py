@@ -126,7 +126,7 @@ class PlanContractions(Pass):
             self._micro_tiles(fused, rows_of_a, simd, tail=blocked or ends_blocks_mid_matrix(op))
         for rows, vectors in tiles:
             schedule = self._blocked_conv_schedule(fused, op, rows, vectors, simd) if blocked else \
-                self._schedule(fused, op, depth, rows, vectors, simd)
+                self._schedule(fused, op, depth, rows, vectors, simd, copies_a(op, buffers))
             if schedule is None:
                 continue
             plan = block_plan(fused.members, shape, buffers, simd, schedule, outputs)
@@ -161,7 +161,8 @@ class PlanContractions(Pass):
                 panels = min(panels, -(-self.threads // blocks))  # each panel copies its rows of A again
         return replace(schedule, column_panels=panels) if panels > 1 else schedule
 
-    def _schedule(self, fused: FusedOp, op, depth: list[int], rows: int, vectors: int, simd: Simd) -> GemmSchedule:
+    def _schedule(self, fused: FusedOp, op, depth: list[int], rows: int, vectors: int, simd: Simd,
+                  copying_a: bool) -> GemmSchedule:
         strip = vectors * simd.width
         inner = 1
         for extent in depth[1:]:
@@ -170,8 +171,7 @@ class PlanContractions(Pass):
             constant_value(fused.operands[fused.body.args.index(op.b)]) is not None
         in_place = in_place_output(op, fused.members, tuple(fused.body.ops[-1].operands)) is not None
         # blocks that copy their rows of A share the rows out among threads (panels would copy them again)
-        by_threads = not in_place or ends_blocks_mid_matrix(op) and \
-            copies_a(op, region_buffers(fused.members, fused.body.args, fused.body.args))
+        by_threads = not in_place or ends_blocks_mid_matrix(op) and copying_a
         rows_of_a, _, columns = gemm_shape(op)
         copied = copies_b_tiles(op) and not packed and columns > strip and \
             rows_of_a >= TILE_COPY_ROW_GROUPS * rows and \

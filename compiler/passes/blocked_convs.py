@@ -16,6 +16,7 @@ from fusecc.ir.printer import loc_names
 from fusecc.ir.rewriter import Rewriter
 from fusecc.ir.types import DType
 from fusecc.lowering.schedules.limits import BLOCK_LIMIT
+from fusecc.lowering.schedules.window_rows import is_depthwise
 
 from .manager import Pass
 from .rewrite import constant_value, make_constant, resource_names
@@ -85,12 +86,6 @@ def _may_follow(op: Operation) -> bool:
 def _blockable_pool(op: Operation) -> bool:
     """A max or average pooling over the two spatial axes of an NCHW tensor."""
     return type(op) in (MaxPoolOp, AveragePoolOp) and op.input.type.rank == 4 and not op.channel_block
-
-
-def _is_depthwise(conv: ConvOp) -> bool:
-    """Whether every group of ``conv`` maps one input channel to one output channel."""
-    c_out, c_in_group = conv.weight.type.shape[:2]
-    return c_in_group == 1 and conv.group == c_out == conv.input.type.shape[1]
 
 
 def _pad_spatially(rewriter: Rewriter, x: Value, pads, loc, value: float = 0.0) -> Value:
@@ -188,7 +183,7 @@ class _Layout:
             return False
         c_out, c_in = op.weight.type.shape[:2]
         if op.group != 1:
-            return _is_depthwise(op) and c_out % self.block == 0
+            return is_depthwise(op) and c_out == op.group and c_out % self.block == 0  # a channel per group
         out_h, out_w = op.results[0].type.shape[2:]
         return (c_in % self.block == 0 or c_in < self.block) and c_out % self.block == 0 \
             and out_h * out_w * self.block <= BLOCK_LIMIT
