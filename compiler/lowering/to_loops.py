@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusecc.costs import region_cost
+from fusecc.costs import launch_work
 from fusecc.dialects.base import OpKind
 from fusecc.dialects.kernel import AllocOp, CopyOp, FusedOp, LaunchOp, ViewOp, WeightOp
 from fusecc.dialects.tensor import ConcatOp, ConstantOp, ReshapeOp, TransposeOp
@@ -345,8 +345,7 @@ class LowerToLoops(Pass):
                     buffers[id(result)] = target
                     outs.append(target)
                 extent = kernel.attr("extent")
-                cost = region_cost(op)
-                work = -(-(cost.flops + cost.bytes) // max(extent, 1))
+                work = -(-launch_work(op) // max(extent, 1))
                 body.append(LaunchOp.create(operands + outs, [], {"callee": name, "extent": extent, "work": work},
                                             loc=op.loc))
             elif isinstance(op, ReturnOp):
