@@ -27,7 +27,8 @@ class ForOp(LoopOp):
     """for (i = lo; i < hi; i += step) body(i); ``parallel`` marks the loop a runtime may split.
 
     ``interleave`` (0: the code generator's choice) is how many vector
-    iterations the code generator should run side by side.
+    iterations the code generator should run side by side; ``vectorize`` false
+    tells it not to vectorize this loop itself (its inner loops it still may).
     """
 
     name = "loop.for"
@@ -38,6 +39,7 @@ class ForOp(LoopOp):
     step = attr(int, 1)
     parallel = attr(bool, False)
     interleave = attr(int, 0)
+    vectorize = attr(bool, True)
 
     @property
     def body(self) -> Block:

@@ -470,6 +470,7 @@ static void *other_thread(void *unused) {
 int main(void) {
     static mlp_input_0_t x[MLP_INPUT_0_ELEMENTS];
     static mlp_output_0_t y[MLP_OUTPUT_0_ELEMENTS];
+    static float both[MLP_INPUT_0_ELEMENTS + MLP_OUTPUT_0_ELEMENTS];  /* the input, then the output right after */
     const void *inputs[1];
     void *outputs[1];
     const void *null_input[1] = {NULL};
@@ -485,6 +486,15 @@ int main(void) {
     report("run({NULL}, outputs)", mlp_run(null_input, outputs));
     report("run_with_workspace(inputs, {NULL}, workspace)", mlp_run_with_workspace(inputs, null_output, workspace));
     report("run_with_workspace(inputs, outputs, NULL)", mlp_run_with_workspace(inputs, outputs, NULL));
+    outputs[0] = x + 1;
+    report("run(inputs, {inside the input})", mlp_run(inputs, outputs));
+    outputs[0] = workspace;
+    report("run_with_workspace(inputs, {workspace}, workspace)", mlp_run_with_workspace(inputs, outputs, workspace));
+    inputs[0] = both;
+    outputs[0] = both + MLP_INPUT_0_ELEMENTS;
+    report("run({both}, {right after the input})", mlp_run(inputs, outputs));
+    inputs[0] = x;
+    outputs[0] = y;
     if (pthread_create(&thread, NULL, other_thread, NULL) != 0 || pthread_join(thread, NULL) != 0)
         return 3;
     report("run(inputs, outputs)", mlp_run(inputs, outputs));
@@ -495,9 +505,11 @@ int main(void) {
 """
 
 
-def test_c_api_refuses_null_arguments(tmp_path):
-    """NULL arrays, NULL elements and a NULL workspace return MLP_ERROR_NULL_ARGUMENT with a message, never a
-    signal; the message is the calling thread's, and a successful run clears it."""
+def test_c_api_refuses_null_and_overlapping_arguments(tmp_path):
+    """NULL arrays, NULL elements and a NULL workspace return MLP_ERROR_NULL_ARGUMENT, an output sharing memory
+    with an input or the workspace MLP_ERROR_OVERLAPPING_ARGUMENTS, each with a message, never a signal or a
+    wrong answer (an output right after an input is fine); the message is the calling thread's, and a
+    successful run clears it."""
     save_mlp(0, tmp_path / "mlp.so")
     (tmp_path / "nulls.c").write_text(NULL_CALLS)
     compile_c(tmp_path / "nulls.c", tmp_path / "nulls", [tmp_path / "mlp.so"], "-pthread")
@@ -509,6 +521,10 @@ def test_c_api_refuses_null_arguments(tmp_path):
         "run({NULL}, outputs)|1|mlp_run: inputs[0] is NULL",
         "run_with_workspace(inputs, {NULL}, workspace)|1|mlp_run_with_workspace: outputs[0] is NULL",
         "run_with_workspace(inputs, outputs, NULL)|1|mlp_run_with_workspace: workspace is NULL",
+        "run(inputs, {inside the input})|4|mlp_run: outputs[0] shares memory with inputs[0]",
+        "run_with_workspace(inputs, {workspace}, workspace)|4|mlp_run_with_workspace: outputs[0] shares memory "
+        "with the workspace",
+        "run({both}, {right after the input})|0|",
         "other thread|",
         "run(inputs, outputs)|0|",
         "run_with_workspace(inputs, outputs, workspace)|0|"]

@@ -37,7 +37,9 @@ def model_and_feeds():
 
 
 def _defined(text):
-    return set(re.findall(r'^define [^@]*@"?([^"(]+)"?\(', text, re.M))
+    """The functions ``text`` defines, other than kernels' bodies (which are inlined into their kernels)."""
+    return {name for name in re.findall(r'^define [^@]*@"?([^"(]+)"?\(', text, re.M)
+            if not name.endswith(parts.BODY_SUFFIX)}
 
 
 def test_each_kernel_is_defined_in_one_part_and_declared_where_the_entry_calls_it(small_parts):
@@ -54,7 +56,9 @@ def test_each_kernel_is_defined_in_one_part_and_declared_where_the_entry_calls_i
     assert [part.defines for part in split] == [frozenset(names) for names in others]
     assert all(names for names in others) and sorted(first | set().union(*others)) == sorted(kernels)
     assert len(first) + sum(len(names) for names in others) == len(kernels)
-    for names in others:
+    for names, part in zip(others, split):
+        bodies = set(re.findall(r'^define internal void @"([^"]+)\.body"\(', part.text, re.M))
+        assert bodies == names  # each kernel's body in the kernel's part, internal to it
         for name in names:
             assert f'define hidden void @"{name}"' in "".join(part.text for part in split)
             assert re.search(f'^declare [^@]*@"?{name}"?\\(', str(code.module_ref), re.M)

@@ -49,6 +49,7 @@ STATUS_CODES = (
     ("ERROR_NULL_ARGUMENT", 1, "inputs, outputs, one of their elements, or a workspace the model needs is NULL"),
     ("ERROR_OUT_OF_MEMORY", 2, "the workspace could not be allocated"),
     ("ERROR_UNSUPPORTED_CPU", 3, "this CPU lacks a feature the code was compiled for"),
+    ("ERROR_OVERLAPPING_ARGUMENTS", 4, "an output shares memory with an input, another output or the workspace"),
 )
 
 #: the name under which the source includes the header (a copy beside it, whatever the header's file name)
@@ -126,7 +127,8 @@ extern "C" {
 /* What ${p}_run and ${p}_run_with_workspace return; ${p}_last_error() says more. */
 ${status_codes}
 
-/* Inputs and outputs: dense row-major arrays; _BYTES is the byte size of each. */
+/* Inputs and outputs: dense row-major arrays; _BYTES is the byte size of each. No output may share
+   memory with an input, another output or the workspace (a run refuses such arguments). */
 ${buffers}
 /* Bytes of scratch memory a run needs. */
 #define ${P}_WORKSPACE_BYTES ${workspace}
@@ -224,7 +226,12 @@ static const char needs[] = ${needs};
 static char cpu_error[sizeof needs + ${names_size} + 32];
 
 static _Thread_local const char *last_error = "";
-static _Thread_local char argument_error[sizeof "${p}_run_with_workspace: outputs[-2147483648] is NULL"];
+static _Thread_local char argument_error[
+    sizeof "${p}_run_with_workspace: outputs[-2147483648] shares memory with outputs[-2147483648]"];
+
+/* Bytes of each input and output (one more element, so that no array is empty). */
+static const int64_t input_bytes[] = {${input_bytes}0};
+static const int64_t output_bytes[] = {${output_bytes}0};
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -284,8 +291,42 @@ static int check_array(const char *function, const char *what, const void *const
     return ${P}_OK;
 }
 
-/* The checks every run makes before the model's code runs. */
-static int check_run(const char *function, const void *const *inputs, void *const *outputs) {
+static int overlap(const void *a, int64_t a_bytes, const void *b, int64_t b_bytes) {
+    uintptr_t x = (uintptr_t)a, y = (uintptr_t)b;
+    return a_bytes > 0 && b_bytes > 0 && x < y + (uintptr_t)b_bytes && y < x + (uintptr_t)a_bytes;
+}
+
+static int overlapping(const char *function, int output, const char *what, int index) {
+    if (index < 0)
+        snprintf(argument_error, sizeof argument_error, "%s: outputs[%d] shares memory with the %s", function,
+                 output, what);
+    else
+        snprintf(argument_error, sizeof argument_error, "%s: outputs[%d] shares memory with %s[%d]", function,
+                 output, what, index);
+    return fail(${P}_ERROR_OVERLAPPING_ARGUMENTS, argument_error);
+}
+
+/* The model's code reads its inputs while it writes its outputs, each kernel assuming that no buffer it
+   writes shares memory with another it reads or writes. */
+static int check_disjoint(const char *function, const void *const *inputs, void *const *outputs,
+                          const void *workspace) {
+    int i, j;
+    for (i = 0; i < ${P}_NUM_OUTPUTS; i++) {
+        for (j = 0; j < ${P}_NUM_INPUTS; j++)
+            if (overlap(outputs[i], output_bytes[i], inputs[j], input_bytes[j]))
+                return overlapping(function, i, "inputs", j);
+        for (j = 0; j < i; j++)
+            if (overlap(outputs[i], output_bytes[i], outputs[j], output_bytes[j]))
+                return overlapping(function, i, "outputs", j);
+        if (workspace != NULL && overlap(outputs[i], output_bytes[i], workspace, ${P}_WORKSPACE_BYTES))
+            return overlapping(function, i, "workspace", -1);
+    }
+    return ${P}_OK;
+}
+
+/* The checks every run makes before the model's code runs (with the caller's workspace, if any). */
+static int check_run(const char *function, const void *const *inputs, void *const *outputs,
+                     const void *workspace) {
     int status;
     if (cpu_error[0] != '\\0')
         return fail(${P}_ERROR_UNSUPPORTED_CPU, cpu_error);
@@ -293,12 +334,14 @@ static int check_run(const char *function, const void *const *inputs, void *cons
     if (status == ${P}_OK)
         status = check_array(function, "outputs", (const void *const *)outputs, ${P}_NUM_OUTPUTS);
     if (status == ${P}_OK)
+        status = check_disjoint(function, inputs, outputs, workspace);
+    if (status == ${P}_OK)
         last_error = "";
     return status;
 }
 
 int ${p}_run_with_workspace(const void *const *inputs, void *const *outputs, void *workspace) {
-    int status = check_run("${p}_run_with_workspace", inputs, outputs);
+    int status = check_run("${p}_run_with_workspace", inputs, outputs, workspace);
     if (status != ${P}_OK)
         return status;
     if (workspace == NULL && ${P}_WORKSPACE_BYTES > 0)
@@ -310,7 +353,7 @@ int ${p}_run_with_workspace(const void *const *inputs, void *const *outputs, voi
 static int run_allocating(const char *function, const void *const *inputs, void *const *outputs,
                           const fusecc_threading *threading) {
     void *workspace = NULL;
-    int status = check_run(function, inputs, outputs);
+    int status = check_run(function, inputs, outputs, NULL);
     if (status != ${P}_OK)
         return status;
     if (${P}_WORKSPACE_BYTES > 0) {
@@ -417,7 +460,10 @@ class CApi:
                            f"{bit.os_state:#x}}},\n"
                            for name, bit in ((n, CPUID_FEATURES[n]) for n in self.requirements.features))
         needs = f"{self.library} needs {names['needs']} (compiled for CPU {self.requirements.cpu})"
+        sizes = {kind: "".join(f"{b.nbytes}, " for b in buffers(self.info) if b.kind == kind)
+                 for kind in ("input", "output")}
         return _SOURCE.substitute(names, entry=entry, weights=weights, features=features,
+                                  input_bytes=sizes["input"], output_bytes=sizes["output"],
                                   included_header=_INCLUDED_HEADER, info=c_string(json.dumps(self.info)),
                                   needs=c_string(needs),
                                   names_size=sum(len(name) + 2 for name in self.requirements.features))

@@ -3,15 +3,16 @@
 Kernels become ``void name(ptr bufs, ptr dims, i64 begin, i64 end)``: the
 buffers arrive as an array of pointers, ``dims`` carries run-time sizes for
 kernels with symbolic extents, and [begin, end) is the slice of the outermost
-(parallel) loop to run, so a runtime can split a kernel across threads. The
-graph becomes ``void fusecc_main(ptr inputs, ptr outputs, ptr weights, ptr
-workspace, ptr threading)``, which launches the kernels in order. Weights are
-laid out in one blob (64-byte aligned) that the caller passes in;
-``weights_blob`` returns it. A kernel whose range has more than one step is
-launched through ``fusecc_parallel_for(threading, kernel, bufs, extent,
-work)`` (``runtime/threadpool.c``: ``threading`` is a ``fusecc_threading``
-or NULL, ``work`` the launch's estimated work per step), which splits the
-range across threads where the work pays for it.
+(parallel) loop to run, so a runtime can split a kernel across threads. Its
+code is in ``name.body``, inlined into it, which takes the buffers as
+``noalias`` pointers. The graph becomes ``void fusecc_main(ptr inputs, ptr
+outputs, ptr weights, ptr workspace, ptr threading)``, which launches the
+kernels in order. Weights are laid out in one blob (64-byte aligned) that the
+caller passes in; ``weights_blob`` returns it. A kernel whose range has more
+than one step is launched through ``fusecc_parallel_for(threading, kernel,
+bufs, extent, work)`` (``runtime/threadpool.c``: ``threading`` is a
+``fusecc_threading`` or NULL, ``work`` the launch's estimated work per step),
+which splits the range across threads where the work pays for it.
 
 Kernels have internal linkage (hidden, where ``parts`` compiles them apart
 from the entry): no symbol of one model can stand in for another's when
@@ -32,6 +33,7 @@ of it.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -43,6 +45,7 @@ from fusecc.host_memory import zeroed_array
 from fusecc.ir.core import FuncOp, IRError, Module, Operation, ReturnOp, Value
 from fusecc.ir.types import DType, MemRefType, VectorType
 
+from .parts import BODY_SUFFIX
 from .pool import PARALLEL_FOR
 
 ENTRY = "fusecc_main"
@@ -203,10 +206,21 @@ def _for(fe: _FunctionEmitter, op: Operation) -> None:
     step = b.add(iv, ir.Constant(I64, op.attr("step", 1)), flags=["nsw"])
     iv.add_incoming(step, b.block)
     latch = b.branch(header)
+    hints = []
     if op.attr("interleave", 0):
-        latch.set_metadata("llvm.loop", _LoopID(fe.module, [
-            fe.module.add_metadata([ir.MetaDataString(fe.module, "llvm.loop.interleave.count"),
-                                    ir.Constant(ir.IntType(32), op.attr("interleave"))])]))
+        hints.append(fe.module.add_metadata([ir.MetaDataString(fe.module, "llvm.loop.interleave.count"),
+                                             ir.Constant(I32, op.attr("interleave"))]))
+    # a parallel loop's range is split among threads: vectorized or unrolled, it would run the steps at a
+    # split's edge in its remainder, with other code (sums reassociated otherwise: other bits), and results
+    # would depend on the split; so every step of it runs the same code
+    parallel = op.attr("parallel", False)
+    if not op.attr("vectorize", True) or parallel:
+        hints.append(fe.module.add_metadata([ir.MetaDataString(fe.module, "llvm.loop.vectorize.enable"),
+                                             ir.Constant(I1, 0)]))
+    if parallel:
+        hints.append(fe.module.add_metadata([ir.MetaDataString(fe.module, "llvm.loop.unroll.disable")]))
+    if hints:
+        latch.set_metadata("llvm.loop", _LoopID(fe.module, hints))
     b.position_at_end(exit_block)
 
 
@@ -491,7 +505,14 @@ _HANDLERS = {
 }
 
 
-def _emit_kernel(module: ir.Module, func: FuncOp, exported: bool = False, faulty: bool = False) -> None:
+def _emit_kernel(module: ir.Module, func: FuncOp, exported: bool = False,
+                 faulty: bool = False) -> tuple[ir.Function, ir.Function]:
+    """``void name(ptr bufs, ptr dims, i64 begin, i64 end)``, which loads the buffers' pointers and calls the
+    kernel's body: ``name.body(ptr noalias buf0, ..., i64 begin, i64 end)``, inlined into it. A kernel's
+    buffers never overlap where it writes (``plan-buffers`` gives buffers live at once their own bytes, and
+    in-place slices of a concat are disjoint), and ``noalias`` says so to LLVM, which may then keep loads of
+    one buffer ahead of stores to another and vectorize epilogues over short rows. Returns the kernel and
+    its body."""
     fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR, PTR, I64, I64]), name=func.sym_name)
     if not exported:
         fn.linkage = "internal"
@@ -500,18 +521,33 @@ def _emit_kernel(module: ir.Module, func: FuncOp, exported: bool = False, faulty
     fn.attributes.add("noinline")
     bufs, _dims, begin, end = fn.args
     bufs.name, _dims.name, begin.name, end.name = "bufs", "dims", "begin", "end"
-    fe = _FunctionEmitter(module, fn)
     buffer_args = [a for a in func.args if isinstance(a.type, MemRefType)]
+    body = ir.Function(module, ir.FunctionType(ir.VoidType(), [PTR] * len(buffer_args) + [I64, I64]),
+                       name=func.sym_name + BODY_SUFFIX)
+    body.linkage = "internal"
+    body.attributes.add("nounwind")
+    body.attributes.add("alwaysinline")
+    builder = ir.IRBuilder(fn.append_basic_block("entry"))
+    pointers = []
     for position, arg in enumerate(buffer_args):
-        slot = fe.builder.gep(bufs, [ir.Constant(I64, position)], inbounds=True, source_etype=PTR)
-        fe.values[id(arg)] = fe.builder.load(slot, typ=PTR, name=f"buf{position}")
+        slot = builder.gep(bufs, [ir.Constant(I64, position)], inbounds=True, source_etype=PTR)
+        pointers.append(builder.load(slot, typ=PTR, name=f"buf{position}"))
+        body.args[position].add_attribute("noalias")
+        body.args[position].name = f"buf{position}"
+    builder.call(body, [*pointers, begin, end])
+    builder.ret_void()
+    fe = _FunctionEmitter(module, body)
+    for arg, pointer in zip(buffer_args, body.args):
+        fe.values[id(arg)] = pointer
     index_args = [a for a in func.args if not isinstance(a.type, MemRefType)]
-    fe.values[id(index_args[0])] = begin
-    fe.values[id(index_args[1])] = end
+    fe.values[id(index_args[0])] = body.args[-2]
+    fe.values[id(index_args[1])] = body.args[-1]
+    body.args[-2].name, body.args[-1].name = "begin", "end"
     fe.block(func.body.ops)
     if faulty:
-        _add_one_to_first_output(fe, func, begin)
+        _add_one_to_first_output(fe, func, body.args[-2])
     fe.builder.ret_void()
+    return fn, body
 
 
 def _add_one_to_first_output(fe: _FunctionEmitter, func: FuncOp, begin: ir.Value) -> None:
@@ -617,9 +653,14 @@ def _emit_entry(module: ir.Module, main: FuncOp, weights: WeightLayout, kernels:
             clock.read(steps)
 
 
-def _code_of(kernel: ir.Function) -> str:
-    """The LLVM IR of a kernel with its own name left out: equal for kernels that compute the same."""
-    return str(kernel).replace(f'@"{kernel.name}"(', "@kernel(", 1)
+def _code_of(body: ir.Function) -> str:
+    """The LLVM IR of a kernel's body with its own name left out and each loop's ``distinct`` metadata node
+    (``_LoopID``) written as the hints it holds: equal for kernels that compute the same."""
+    hints = {f"!{loop.name}": " ".join(str(hint.get_reference()) for hint in loop.operands[1:])
+             for block in body.blocks for instruction in block.instructions
+             for loop in [instruction.metadata.get("llvm.loop")] if loop is not None}
+    text = str(body).replace(f'@"{body.name}"(', "@kernel(", 1)
+    return re.sub(r"!llvm\.loop (!\d+)", lambda m: f"!llvm.loop {{{hints[m.group(1)]}}}", text)
 
 
 def emit_llvm(module: Module, name: str = "fusecc_model", profile: bool = False, exported_kernels: bool = False,
@@ -636,11 +677,10 @@ def emit_llvm(module: Module, name: str = "fusecc_model", profile: bool = False,
     kernels, by_code = {}, {}
     for func in module.funcs:
         if func is not main:
-            _emit_kernel(llvm_module, func, exported_kernels, func.sym_name == fault)
-            kernel = llvm_module.get_global(func.sym_name)
-            same = kernel if exported_kernels else by_code.setdefault(_code_of(kernel), kernel)
-            if same is not kernel:
-                del llvm_module.globals[func.sym_name]  # its launches call the same code under its first name
+            kernel, body = _emit_kernel(llvm_module, func, exported_kernels, func.sym_name == fault)
+            same = kernel if exported_kernels else by_code.setdefault(_code_of(body), kernel)
+            if same is not kernel:  # its launches call the same code under its first name
+                del llvm_module.globals[kernel.name], llvm_module.globals[body.name]
             kernels[func.sym_name] = same
     weights = layout_weights(main)
     _emit_entry(llvm_module, main, weights, kernels, profile)

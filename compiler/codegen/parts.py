@@ -26,6 +26,9 @@ from . import target
 #: the least LLVM IR, in characters, that pays for a process of its own: about half a second of LLVM's time,
 #: against about 0.15 s to start a child
 MIN_PART_CHARS = 200_000
+#: what a kernel's name is followed by in the name of its body, a function only the kernel calls and LLVM inlines
+#: into it (``llvm_emit._emit_kernel``): the two stay in one part
+BODY_SUFFIX = ".body"
 #: the environment variable that sets how many processes compile a model's code (default: the CPUs this
 #: process may run on)
 JOBS_VARIABLE = "FUSECC_COMPILE_JOBS"
@@ -62,16 +65,19 @@ def split_module(module: ir.Module, entry: str, jobs: int) -> list[Part]:
     when it is smaller): the first holds ``entry``, every global variable and the kernels that balance it,
     the others the rest of the kernels, largest first into the smallest part. Every part carries every
     declaration and metadata node (those it does not use are dropped by LLVM)."""
-    functions = [value for value in module.globals.values()
-                 if isinstance(value, ir.Function) and value.blocks and value.name != entry]
-    sizes = {fn.name: len(str(fn)) for fn in functions}
+    defined = {value.name: value for value in module.globals.values()
+               if isinstance(value, ir.Function) and value.blocks and value.name != entry}
+    # a kernel's body (``name.body``, inlined into ``name``) stays in its kernel's part, internal to it
+    bodies = {name[:-len(BODY_SUFFIX)]: fn for name, fn in defined.items() if name.endswith(BODY_SUFFIX)}
+    kernels = [fn for name, fn in defined.items() if not name.endswith(BODY_SUFFIX)]
+    sizes = {fn.name: len(str(fn)) + len(str(bodies.get(fn.name, ""))) for fn in kernels}
     total = sum(sizes.values()) + len(str(module.get_global(entry)))
-    count = max(1, min(jobs, total // MIN_PART_CHARS, len(functions) + 1))
+    count = max(1, min(jobs, total // MIN_PART_CHARS, len(kernels) + 1))
     if count == 1:
         return [Part(str(module), frozenset())]
     loads = [len(str(module.get_global(entry)))] + [0] * (count - 1)
     placed: list[list[ir.Function]] = [[] for _ in range(count)]
-    for fn in sorted(functions, key=lambda f: -sizes[f.name]):
+    for fn in sorted(kernels, key=lambda f: -sizes[f.name]):
         smallest = loads.index(min(loads))
         placed[smallest].append(fn)
         loads[smallest] += sizes[fn.name]
@@ -83,13 +89,13 @@ def split_module(module: ir.Module, entry: str, jobs: int) -> list[Part]:
     metadata = module._get_metadata_lines()
     moved = {fn.name for part in placed[1:] for fn in part}
     first = header + declarations + [_declaration(module.get_global(name)) for name in sorted(moved)]
-    kept = {entry} | {fn.name for fn in placed[0]}
+    kept = {entry} | {fn.name for fn in placed[0]} | {bodies[fn.name].name for fn in placed[0] if fn.name in bodies}
     first += [str(value) for value in module.globals.values()
               if not isinstance(value, ir.Function) or value.name in kept]
     parts = [Part("\n".join(first + metadata), frozenset())]
-    for kernels in placed[1:]:
-        body = [_hidden(fn) for fn in kernels]
-        parts.append(Part("\n".join(header + declarations + body + metadata), frozenset(fn.name for fn in kernels)))
+    for part in placed[1:]:
+        body = [text for fn in part for text in (_hidden(fn), *([str(bodies[fn.name])] if fn.name in bodies else []))]
+        parts.append(Part("\n".join(header + declarations + body + metadata), frozenset(fn.name for fn in part)))
     return parts
 
 

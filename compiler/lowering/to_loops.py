@@ -29,6 +29,9 @@ from .schedules.rows import row_schedule
 INDEX = ScalarType(DType.INDEX)
 #: rows shorter than this many elements are walked two dims at a time (see ``lower_region``)
 SHORT_ROW = 32
+#: rows of at most this many elements, a multiple of 4 (a blocked layout's block of channels), without reductions
+#: along them, are vectorized lane by lane (see ``lower_region``)
+MOST_LANES = 16
 
 
 def memref(t: TensorType) -> MemRefType:
@@ -159,6 +162,12 @@ def lower_region(fused: FusedOp, name: str, simd: Simd = Simd(16), packed: dict[
         col, inner_scope = e.open_loop(first_col, stop_col, row_scope, nest=True)
         e.current = inner_scope
         idx = outer + [col]
+        if columns is None and shape[-1] <= MOST_LANES and shape[-1] % 4 == 0 and \
+                not any(op.kind is OpKind.REDUCTION for op in fused.members):
+            # LLVM unrolls a row this short and would then vectorize the loop over rows, gathering each lane
+            # from rows apart with shuffles (ResNet-50's residual epilogues ran 20% slower so); left alone,
+            # the row's unrolled lanes become vectors of their own: a load, its arithmetic, a store per row
+            row_scope.block.parent.parent.attributes["vectorize"] = False
     else:
         idx = []
     if shape and shape[-1] <= ROW_CACHE_LIMIT:
