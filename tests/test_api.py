@@ -173,3 +173,21 @@ def test_version_is_the_one_pyproject_gives():
     with open(PYPROJECT, "rb") as handle:
         declared = tomllib.load(handle)["project"]["version"]
     assert fusecc.__version__ == importlib.metadata.version("fusecc") == declared
+
+
+def test_feeds_in_any_memory_give_the_same_answer():
+    """A run reads a feed where it is, whether it is writable or not, or a copy of it where it is not
+    C-contiguous; each way the answer is ORT's, bit for bit the same."""
+    model = two_outputs()
+    compiled = fusecc.compile(model, cache=False)
+    x = np.random.default_rng(1).standard_normal((3, 8)).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    read_only = np.frombuffer(x.tobytes(), dtype=np.float32).reshape(3, 8)
+    assert not read_only.flags.writeable
+    strided = np.asfortranarray(x)
+    assert not strided.flags.c_contiguous
+    for feed in (x, read_only, strided):
+        scores, best = compiled.run({"x": feed})
+        np.testing.assert_allclose(scores, expected[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(best, expected[1])
+        assert scores.tobytes() == compiled.run({"x": x})[0].tobytes()
