@@ -206,6 +206,20 @@ def _cases():
             [_weight("w1", (1024, 64, 1, 1), rng), _weight("w2", (1024, 1, k, k), rng), _weight("b2", (1024,), rng),
              _weight("w3", (64, 1024, 1, 1), rng), numpy_helper.from_array(np.array(0, np.float32), "lo"),
              numpy_helper.from_array(np.array(6, np.float32), "hi")])
+    # a network that enters its blocked convs through a small plane: blocked from its first conv, it would
+    # reorder its 64x64 input, more than its convs pay for; its convs on 32x32 planes, entered after a
+    # stride-2 depthwise conv, run blocked (reordering 32 channels of 32x32 in, 256 pooled values out)
+    cases["Conv-blocked-late-stage"] = _model(
+        [helper.make_node("Conv", ["x", "w1"], ["c1"]), helper.make_node("Clip", ["c1", "lo", "hi"], ["r1"]),
+         helper.make_node("Conv", ["r1", "w2"], ["c2"], group=32, kernel_shape=[3, 3], strides=[2, 2],
+                          pads=[1, 1, 1, 1]),
+         helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"]), helper.make_node("Conv", ["r2", "w3"], ["c3"]),
+         helper.make_node("Clip", ["c3", "lo", "hi"], ["r3"]), helper.make_node("Conv", ["r3", "w4"], ["c4"]),
+         helper.make_node("AveragePool", ["c4"], ["y"], kernel_shape=[32, 32])],
+        {"x": [1, 64, 64, 64]},
+        [_weight("w1", (32, 64, 1, 1), rng), _weight("w2", (32, 1, 3, 3), rng), _weight("w3", (256, 32, 1, 1), rng),
+         _weight("w4", (256, 256, 1, 1), rng), numpy_helper.from_array(np.array(0, np.float32), "lo"),
+         numpy_helper.from_array(np.array(6, np.float32), "hi")])
     # a first conv of an image's 3 channels, at stride 2, reads them as blocks of one channel and gives the
     # next convs their blocked input
     cases["Conv-blocked-first-conv-3-channels"] = _model(
@@ -242,6 +256,9 @@ def test_contraction_is_vectorizable_and_right(name):
         assert len([k for k in module.funcs[1:] if "transpose" in k.sym_name]) == 2
     if name.startswith("Conv-blocked-depthwise"):
         assert any(k.sym_name.startswith("fused_depthwise_conv_blocked") for k in module.funcs[1:])
+    if name == "Conv-blocked-late-stage":
+        blocked = [k.sym_name for k in module.funcs[1:] if "conv_blocked" in k.sym_name]
+        assert len(blocked) == 2 and not any("depthwise" in name for name in blocked)
     if name.endswith("concat-in-place"):
         assert [k.sym_name for k in module.funcs[1:] if "concat" in k.sym_name and "transpose" not in k.sym_name] == []
     rng = np.random.default_rng(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -64,7 +66,9 @@ class BlockedConvs(Pass):
     every conv (ResNet's body, Inception's modules, inverted residual blocks); an op that stays in NCHW
     between convs (an LRN) costs a reorder each way.
     So the convs of a connected group run blocked only where they compute ``LEAST_FLOPS_PER_REORDER``
-    FLOPs per element the group reorders.
+    FLOPs per element the group reorders; and where a network pays for that only past its large planes
+    (MobileNetV2), only the convs whose input planes are at most some size are candidates, the size that
+    runs the most FLOPs blocked.
     """
 
     name = "blocked-convs"
@@ -81,6 +85,11 @@ def _may_follow(op: Operation) -> bool:
     if getattr(op, "kind", None) in (OpKind.ELEMENTWISE, OpKind.BROADCAST):
         return not isinstance(op, _LAYOUT_BOUND) or isinstance(op, BatchNormOp)
     return isinstance(op, (ConcatOp, PadOp)) and op.results[0].type.rank == 4 or _blockable_pool(op)
+
+
+def _input_pixels(op: Operation) -> int:
+    """The pixels of a conv's input plane."""
+    return math.prod(op.input.type.shape[2:])
 
 
 def _blockable_pool(op: Operation) -> bool:
@@ -134,12 +143,28 @@ class _Layout:
                                                  (op.pads[2], op.pads[3], op.pads[6], op.pads[7]), op.loc, op.value))
 
     def _worth_blocking(self, ops: list[Operation]) -> set[int]:
-        """The convs to run blocked: those of the connected groups of convs and ops that may follow them into
-        the blocked layout (see ``_may_follow``; they follow where they read a member's result) whose convs
-        compute at least ``LEAST_FLOPS_PER_REORDER`` FLOPs per element the group reorders in or out (its
-        inputs and results that other ops use). A pooling of an NCHW conv's output thus stays outside,
-        reordering its smaller result rather than its input."""
-        convs = {id(op) for op in ops if self._convertible_conv(op)}
+        """The convs to run blocked: of the convs that can, those whose input planes have at most some number
+        of pixels, that number chosen so that the most FLOPs run blocked (see ``_worth_blocking_among``).
+
+        A network whose first convs cannot run blocked (MobileNetV2's 112x112 planes) reorders large planes
+        wherever its early convs join the rest, and as one group it would not pay for that; its later stages,
+        entered through a small plane, do."""
+        convertible = {id(op): op for op in ops if self._convertible_conv(op)}
+        best, most = set(), 0
+        for limit in sorted({_input_pixels(op) for op in convertible.values()}, reverse=True):
+            chosen = self._worth_blocking_among(ops, {key for key, op in convertible.items()
+                                                      if _input_pixels(op) <= limit})
+            flops = sum(op_flops(convertible[key]) for key in chosen)
+            if flops > most:
+                best, most = chosen, flops
+        return best
+
+    def _worth_blocking_among(self, ops: list[Operation], convs: set[int]) -> set[int]:
+        """Of ``convs``, those of the connected groups of convs and ops that may follow them into the blocked
+        layout (see ``_may_follow``; they follow where they read a member's result) whose convs compute at
+        least ``LEAST_FLOPS_PER_REORDER`` FLOPs per element the group reorders in or out (its inputs and
+        results that other ops use). A pooling of an NCHW conv's output thus stays outside, reordering its
+        smaller result rather than its input."""
         members, group = [], {}
         for op in ops:
             if id(op) in convs or _may_follow(op) and any(id(getattr(v, "op", None)) in group for v in op.operands):
