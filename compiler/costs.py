@@ -1,8 +1,7 @@
 """What a fused region costs: its FLOPs and the bytes it moves.
 
-``fusecc profile`` reports kernels against these; ``lower-to-loops`` records each launch's work per step
-of its range (``work``, from :func:`launch_work`), by which the thread pool decides whether a split pays
-for itself.
+``fusecc profile`` reports kernels against these; ``lower-to-loops`` weighs them into each launch's work
+per step of its range (``work``), by which the thread pool decides whether a split pays for itself.
 """
 
 from __future__ import annotations
@@ -90,25 +89,3 @@ def region_cost(fused) -> RegionCost:
     return RegionCost(sum(op_flops(member) for member in fused.members),
                       sum(value.type.nbytes for value in tensors.values()))
 
-
-#: how many times a FLOP outside the register-blocked micro-kernel counts in :func:`launch_work`. Depthwise convs
-#: ran at 10-20 GFLOP/s here and GEMMs at 70-80 (``fusecc profile`` of MobileNetV2, one core of AVX2): counted
-#: like GEMM FLOPs, a 90-microsecond depthwise conv looked too small to split.
-OFF_KERNEL_FLOP_WEIGHT = 8
-
-
-def runs_on_micro_kernel(op) -> bool:
-    """Whether ``op``'s FLOPs are multiply-adds of a register-blocked GEMM: MatMul, Gemm, Einsum and convs other
-    than depthwise ones (whose every group reads one channel, a multiply-add per loaded weight)."""
-    if isinstance(op, (ConvOp, ConvTransposeOp)):
-        return op.in_types[1].shape[1] > 1 or op.group == 1
-    return isinstance(op, (MatMulOp, GemmOp, EinsumOp, BlockedConvOp))
-
-
-def launch_work(fused) -> int:
-    """The thread pool's measure of a region's work, in units of about a micro-kernel FLOP's time: the FLOPs
-    of its contractions, ``OFF_KERNEL_FLOP_WEIGHT`` times the other FLOPs, and the bytes it reads and writes
-    (:class:`RegionCost`)."""
-    flops = sum(op_flops(member) * (1 if runs_on_micro_kernel(member) else OFF_KERNEL_FLOP_WEIGHT)
-                for member in fused.members)
-    return flops + region_cost(fused).bytes

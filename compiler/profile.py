@@ -441,9 +441,7 @@ def format_table(result: Profile, order: str = "time", top: int | None = None) -
 # Command line
 # --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    from fusecc.cli import at_least
-
-    from fusecc.cli import model_parser
+    from fusecc.cli import at_least, model_parser
     parser = model_parser(
         "fusecc profile", "Run a model and report, for each kernel, its median time, share of the run, FLOPs, bytes "
                           "moved and achieved GFLOP/s or GB/s against this machine's peak (of one core, or of "

@@ -8,7 +8,7 @@
    - Threads. A run uses fusecc_threading.threads threads (0: the default). The default is
      FUSECC_NUM_THREADS when set, else the physical cores this process may run on: the CPUs of its
      affinity mask counted once per (package, core) pair, capped by the cgroup's CPU quota.
-   - Chunks. A kernel whose whole work (the compiler's estimate, costs.launch_work: FLOPs, weighted
+   - Chunks. A kernel whose whole work (the compiler's estimate, lower-to-loops' launch_work: FLOPs, weighted
      by how far they run from a GEMM micro-kernel's rate, plus bytes moved) is below
      twice the least work of a chunk runs on the calling thread; otherwise its range is cut into at
      most FUSECC_CHUNKS_PER_THREAD chunks per thread, none under that least work, which the threads

@@ -70,7 +70,11 @@ def split_module(module: ir.Module, entry: str, jobs: int) -> list[Part]:
     # a kernel's body (``name.body``, inlined into ``name``) stays in its kernel's part, internal to it
     bodies = {name[:-len(BODY_SUFFIX)]: fn for name, fn in defined.items() if name.endswith(BODY_SUFFIX)}
     kernels = [fn for name, fn in defined.items() if not name.endswith(BODY_SUFFIX)]
-    sizes = {fn.name: len(str(fn)) + len(str(bodies.get(fn.name, ""))) for fn in kernels}
+
+    def with_body(kernel: ir.Function) -> list[ir.Function]:
+        return [kernel, bodies[kernel.name]] if kernel.name in bodies else [kernel]
+
+    sizes = {fn.name: sum(len(str(f)) for f in with_body(fn)) for fn in kernels}
     total = sum(sizes.values()) + len(str(module.get_global(entry)))
     count = max(1, min(jobs, total // MIN_PART_CHARS, len(kernels) + 1))
     if count == 1:
@@ -89,12 +93,12 @@ def split_module(module: ir.Module, entry: str, jobs: int) -> list[Part]:
     metadata = module._get_metadata_lines()
     moved = {fn.name for part in placed[1:] for fn in part}
     first = header + declarations + [_declaration(module.get_global(name)) for name in sorted(moved)]
-    kept = {entry} | {fn.name for fn in placed[0]} | {bodies[fn.name].name for fn in placed[0] if fn.name in bodies}
+    kept = {entry} | {f.name for fn in placed[0] for f in with_body(fn)}
     first += [str(value) for value in module.globals.values()
               if not isinstance(value, ir.Function) or value.name in kept]
     parts = [Part("\n".join(first + metadata), frozenset())]
     for part in placed[1:]:
-        body = [text for fn in part for text in (_hidden(fn), *([str(bodies[fn.name])] if fn.name in bodies else []))]
+        body = [_hidden(f) if f is fn else str(f) for fn in part for f in with_body(fn)]  # bodies stay internal
         parts.append(Part("\n".join(header + declarations + body + metadata), frozenset(fn.name for fn in part)))
     return parts
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fusecc.costs import launch_work
+from fusecc.costs import op_flops, region_cost
 from fusecc.dialects.base import OpKind
 from fusecc.dialects.kernel import AllocOp, CopyOp, FusedOp, LaunchOp, ViewOp, WeightOp
 from fusecc.dialects.tensor import ConcatOp, ConstantOp, ReshapeOp, TransposeOp
@@ -22,7 +22,8 @@ from fusecc.passes.rewrite import constant_value
 from .emitter import Emitter, Scope
 from .rules import row_fill, rule_for
 from .microkernel import Simd, pack_strips, strip_offset
-from .schedules.blocks import GemmSchedule, block_plan, contraction, in_place_output, region_buffers
+from .schedules.blocks import (GemmSchedule, block_plan, contraction, in_place_output, region_buffers,
+                               runs_on_micro_kernel)
 from .schedules.limits import ROW_CACHE_LIMIT
 from .schedules.rows import row_schedule
 
@@ -32,12 +33,25 @@ SHORT_ROW = 32
 #: rows of at most this many elements, a multiple of 4 (a blocked layout's block of channels), without reductions
 #: along them, are vectorized lane by lane (see ``lower_region``)
 MOST_LANES = 16
+#: how many times a FLOP off the register-blocked micro-kernel counts in a launch's work (``launch_work``).
+#: Depthwise convs ran at 10-20 GFLOP/s here and GEMMs at 70-80 (``fusecc profile`` of MobileNetV2, one core
+#: of AVX2): counted like GEMM FLOPs, a 90-microsecond depthwise conv looked too small to split.
+OFF_KERNEL_FLOP_WEIGHT = 8
 
 
 def memref(t: TensorType) -> MemRefType:
     if not t.is_static:
         raise IRError(f"cannot lower {t}: dynamic dimensions must be fixed first: input_shapes={...} (API) or --input-shape NAME=DIMS (CLI)")
     return MemRefType(t.shape, t.dtype)
+
+
+def launch_work(fused: FusedOp) -> int:
+    """The thread pool's measure of a region's work, in units of about a micro-kernel FLOP's time: the FLOPs
+    of the ops the micro-kernel computes, ``OFF_KERNEL_FLOP_WEIGHT`` times the other FLOPs, and the bytes
+    the region reads and writes (``costs.region_cost``)."""
+    flops = sum(op_flops(member) * (1 if runs_on_micro_kernel(member) else OFF_KERNEL_FLOP_WEIGHT)
+                for member in fused.members)
+    return flops + region_cost(fused).bytes
 
 
 def _producer(e: Emitter, value: Value, idx: list[Value]) -> Value:

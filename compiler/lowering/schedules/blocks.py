@@ -513,6 +513,15 @@ def _conv_plan(op: Operation, buffers: dict, schedule: GemmSchedule, in_place: b
 _PLANS = {MatMulOp: _matmul_plan, GemmOp: _gemm_plan, ConvOp: _conv_plan, BlockedConvOp: _blocked_conv_plan}
 
 
+def runs_on_micro_kernel(op: Operation) -> bool:
+    """Whether a block schedule may compute ``op`` on the micro-kernel, its FLOPs a GEMM's multiply-adds: a
+    float MatMul, Gemm or blocked conv, a pointwise conv, or a spatial conv of one group (a depthwise conv
+    runs a row at a time instead)."""
+    if type(op) not in _PLANS or not op.input.type.dtype.is_float:
+        return False
+    return not isinstance(op, ConvOp) or list(op.kernel_shape) == [1, 1] or op.group == 1
+
+
 def _fits(op: Operation, shape: tuple) -> bool:
     """Whether the region's nest walks the op's result: the same shape, or for a conv the same
     images and channels (the region may pad the output around it)."""
